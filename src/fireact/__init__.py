@@ -1,0 +1,1 @@
+"""fireact: fine-tuning language agents."""

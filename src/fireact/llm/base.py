@@ -1,0 +1,50 @@
+"""The one interface every LLM backend implements: a batch of prompts in, completions out.
+
+A prompt is either a string (continued as raw text) or a list of chat messages
+[{"role": ..., "content": ...}] (rendered with the model's chat template, or sent to a chat
+API). Stop strings are honoured: the returned text ends before the first stop string.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (stop string or end of sequence) or "length"
+    error: str | None = None  # set when the request failed after every retry
+
+
+class LLM(ABC):
+    """Subclasses set `backend` and `model` (the names logged with every trajectory)."""
+
+    backend: str
+    model: str
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256) -> list[Completion]:
+        """One completion per prompt, in order."""
+
+    def close(self) -> None:
+        """Release engines, threads, connections."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Text up to the earliest stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

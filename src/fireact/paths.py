@@ -1,0 +1,15 @@
+"""Where the project's data and caches live. Override with FIREACT_DATA_DIR / FIREACT_CACHE_DIR."""
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("FIREACT_DATA_DIR", REPO_ROOT / "data"))
+
+
+def cache_dir() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fireact"
+    return Path(os.environ.get("FIREACT_CACHE_DIR", default))

@@ -1,0 +1,404 @@
+"""The one schema that passes between modules: `Trajectory`, its steps, readers and writers.
+
+Formats read into and written from it:
+- our JSONL (one `Trajectory.to_dict()` per line),
+- the released Alpaca records {instruction, input, output},
+- OpenAI chat fine-tuning records {messages: [...]},
+- the released evaluation trajectory files ({index: {em, f1, gt, pred, traj, ...}}), whose
+  `traj` is either an Alpaca-prompted string or a list of chat messages.
+
+The ReAct text format is one line per field, in rounds:
+    Thought: ...
+    Action: search[query]
+    Observation: ...
+A field may run over several lines; a line that starts no field continues the last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+log = logging.getLogger(__name__)
+
+ALPACA_HEADER = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{question}\n\n### Response:\n"
+)
+FIELDS = ("Thought", "Action", "Observation")
+_FIELD_LINE = re.compile(r"^(Thought|Action|Observation):(?: |$)")
+_ACTION_CALL = re.compile(r"^\s*(\w+)\[(.*)\]\s*$", re.DOTALL)
+
+
+@dataclass
+class Step:
+    """One round: a thought, an action call `action[argument]`, and what came back.
+
+    `argument` is None when the model wrote an action that is not of the form name[arg];
+    `action` then holds the raw text, so writing the step back reproduces it. A step with
+    no action at all (a trailing thought) has action "" and argument None.
+    """
+
+    thought: str = ""
+    action: str = ""
+    argument: str | None = None
+    observation: str | None = None
+
+    @property
+    def action_text(self) -> str:
+        return self.action if self.argument is None else f"{self.action}[{self.argument}]"
+
+    @property
+    def is_finish(self) -> bool:
+        return self.argument is not None and self.action.lower() == "finish"
+
+    @property
+    def is_tool_call(self) -> bool:
+        return self.argument is not None and self.action.lower() != "finish"
+
+
+def parse_action(text: str) -> tuple[str, str | None]:
+    """`search[foo]` -> ("search", "foo"); anything else -> (text, None)."""
+    match = _ACTION_CALL.match(text)
+    if match is None:
+        return text.strip(), None
+    return match.group(1), match.group(2)
+
+
+@dataclass
+class Trajectory:
+    task: str
+    qid: str
+    question: str
+    gold: str
+    method: str = "react"
+    steps: list[Step] = field(default_factory=list)
+    answer: str | None = None
+    em: float | None = None
+    f1: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    wall_time: float = 0.0
+    backend: str = ""
+    model: str = ""
+    tool: str = ""
+    noise: str = ""
+    seed: int | None = None
+    format_errors: int = 0
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def turns(self) -> int:
+        return len(self.steps)
+
+    @property
+    def tool_calls(self) -> int:
+        return sum(step.is_tool_call for step in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Trajectory":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(record) - known
+        if unknown:
+            raise ValueError(f"unknown trajectory fields {sorted(unknown)}")
+        data = dict(record)
+        data["steps"] = [Step(**step) for step in data.get("steps", [])]
+        return cls(**data)
+
+    # --- the ReAct text format -------------------------------------------------------
+    def react_text(self) -> str:
+        """The trajectory as ReAct lines, each ending in a newline (the released format)."""
+        return "".join(render_step(step) for step in self.steps)
+
+
+def render_step(step: Step) -> str:
+    return "".join(f"{line}\n" for line in _step_lines(step))
+
+
+def _step_lines(step: Step) -> list[str]:
+    has_action = bool(step.action) or step.argument is not None
+    lines = []
+    if step.thought or not (has_action or step.observation is not None):
+        lines.append(f"Thought: {step.thought}")
+    if has_action:
+        lines.append(f"Action: {step.action_text}")
+    if step.observation is not None:
+        lines.append(f"Observation: {step.observation}")
+    return lines
+
+
+def split_preamble(text: str) -> tuple[str, str]:
+    """Text before the first Thought/Action/Observation line, and the rest.
+
+    Some released records carry the end of the question there (MMLU's answer choices in the
+    multitask Alpaca sets, the question itself in two chat records).
+    """
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        if _FIELD_LINE.match(line):
+            return "\n".join(lines[:index]), "\n".join(lines[index:])
+    return text, ""
+
+
+def parse_react_text(text: str) -> list[Step]:
+    """Split ReAct lines into steps. Raises ValueError on text that is not ReAct lines."""
+    preamble, _ = split_preamble(text)
+    if preamble.strip():
+        raise ValueError(f"text before the first Thought/Action/Observation: {preamble[:80]!r}")
+    fields: list[list[str]] = []  # [name, value] pairs in order
+    for line in text.split("\n"):
+        match = _FIELD_LINE.match(line)
+        if match:
+            fields.append([match.group(1), line[match.end():]])
+        elif fields:
+            fields[-1][1] += "\n" + line
+    if not fields:
+        raise ValueError("no Thought/Action/Observation line")
+    # The final line of a well-formed trace ends in "\n", which leaves one empty
+    # continuation on the last field: strip exactly that.
+    if text.endswith("\n"):
+        fields[-1][1] = fields[-1][1][:-1]
+
+    steps: list[Step] = []
+    for name, value in fields:
+        if name == "Thought" or not steps or (
+            name == "Action" and steps[-1].action
+        ) or (name == "Observation" and steps[-1].observation is not None):
+            steps.append(Step())
+        step = steps[-1]
+        if name == "Thought":
+            step.thought = value
+        elif name == "Action":
+            step.action, step.argument = parse_action(value)
+        else:
+            step.observation = value
+    return steps
+
+
+def final_answer(steps: list[Step]) -> str | None:
+    for step in reversed(steps):
+        if step.is_finish:
+            return step.argument
+    return None
+
+
+# --- chat messages -------------------------------------------------------------------
+def steps_to_messages(question: str, steps: list[Step]) -> list[dict[str, str]]:
+    messages = [{"role": "user", "content": question}]
+    for step in steps:
+        messages.append({"role": "assistant", "content": "\n".join(_step_lines(replace(step, observation=None)))})
+        if step.observation is not None:
+            messages.append({"role": "user", "content": f"Observation: {step.observation}"})
+    return messages
+
+
+def messages_to_steps(messages: list[dict[str, str]], repairs: list[str] | None = None) -> tuple[str, list[Step]]:
+    """[user question, assistant Thought/Action, user Observation, ...] -> (question, steps).
+
+    Two quirks of the released chat sets are repaired and noted in `repairs`: a record whose
+    first message is the assistant's (the question is then the text before its first
+    Action line), and an assistant message that only echoes an "Observation:" (dropped: the
+    environment's observation follows as the user's turn).
+    """
+    repairs = [] if repairs is None else repairs
+    if not messages:
+        raise ValueError("chat record has no messages")
+    first = messages[0]
+    if first.get("role") == "user":
+        question, rest = first["content"], messages[1:]
+    elif first.get("role") == "assistant":
+        question, content = split_preamble(first["content"])
+        if not question.strip() or not content:
+            raise ValueError("chat record must start with the user's question")
+        repairs.append("question taken from the first assistant message")
+        rest = [{"role": "assistant", "content": content}] + messages[1:]
+    else:
+        raise ValueError(f"chat record starts with role {first.get('role')!r}, not the user's question")
+    steps: list[Step] = []
+    for message in rest:
+        role, content = message.get("role"), message.get("content", "")
+        if role == "assistant" and content.startswith("Observation: "):
+            repairs.append("dropped an observation written by the assistant")
+        elif role == "assistant":
+            steps.extend(parse_react_text(content if content.startswith(FIELDS) else "Thought: " + content))
+        elif role == "user":
+            if not content.startswith("Observation: ") or not steps:
+                raise ValueError(f"user turn is not an observation of a previous action: {content[:80]!r}")
+            steps[-1].observation = content[len("Observation: "):]
+        else:
+            raise ValueError(f"unexpected role {role!r}")
+    return question, steps
+
+
+# --- readers -------------------------------------------------------------------------
+@dataclass
+class ReadReport:
+    """What a reader could not parse: (record key or line number, reason)."""
+
+    path: str
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    repairs: list[tuple[str, str]] = field(default_factory=list)
+
+    def warn(self) -> None:
+        for key, reason in self.failures:
+            log.warning("%s: %s could not be read: %s", self.path, key, reason)
+        for key, reason in self.repairs:
+            log.info("%s: %s repaired: %s", self.path, key, reason)
+
+
+def _load_json(path: Path) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"trajectory file {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def _iter_jsonl(path: Path, report: ReadReport) -> Iterator[tuple[int, dict]]:
+    if not path.exists():
+        raise FileNotFoundError(f"trajectory file {path} does not exist")
+    with path.open() as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as err:
+                report.failures.append((f"line {number}", f"invalid JSON ({err.msg})"))
+
+
+def read_jsonl(path: str | Path) -> tuple[list[Trajectory], ReadReport]:
+    """Our own JSONL. A torn or corrupt line is reported with its line number, not fatal."""
+    path = Path(path)
+    report = ReadReport(str(path))
+    trajectories = []
+    for number, record in _iter_jsonl(path, report):
+        try:
+            trajectories.append(Trajectory.from_dict(record))
+        except (TypeError, ValueError) as err:
+            report.failures.append((f"line {number}", str(err)))
+    return trajectories, report
+
+
+def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        for trajectory in trajectories:
+            out.write(json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n")
+
+
+def append_jsonl(path: str | Path, trajectory: Trajectory) -> None:
+    """Append one record and flush it, so a killed run loses at most the line being written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.write(json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n")
+        out.flush()
+
+
+def _from_parsed(question: str, steps: list[Step], **fields: Any) -> Trajectory:
+    fields.setdefault("task", "")
+    fields.setdefault("gold", "")
+    return Trajectory(question=question, steps=steps, answer=final_answer(steps), **fields)
+
+
+def read_alpaca(path: str | Path, task: str = "") -> tuple[list[Trajectory], ReadReport]:
+    """Released Alpaca records: instruction = question, output = ReAct text."""
+    path = Path(path)
+    report = ReadReport(str(path))
+    records = _load_json(path)
+    trajectories = []
+    for index, record in enumerate(records):
+        try:
+            question = record["instruction"] + (f"\n{record['input']}" if record.get("input") else "")
+            preamble, response = split_preamble(record["output"])
+            if preamble.strip():
+                question += "\n" + preamble
+                report.repairs.append((f"record {index}", "question continued in the output"))
+            steps = parse_react_text(response)
+            trajectories.append(_from_parsed(question, steps, task=task, qid=str(index), meta={"source": path.name}))
+        except (KeyError, TypeError, ValueError) as err:
+            report.failures.append((f"record {index}", f"{type(err).__name__}: {err}"))
+    return trajectories, report
+
+
+def read_chat(path: str | Path, task: str = "") -> tuple[list[Trajectory], ReadReport]:
+    """OpenAI chat fine-tuning records: {"messages": [user, assistant, user, ...]} per line."""
+    path = Path(path)
+    report = ReadReport(str(path))
+    trajectories = []
+    for number, record in _iter_jsonl(path, report):
+        try:
+            repairs: list[str] = []
+            question, steps = messages_to_steps(record["messages"], repairs)
+            report.repairs.extend((f"line {number}", reason) for reason in repairs)
+            trajectories.append(_from_parsed(question, steps, task=task, qid=str(number - 1), meta={"source": path.name}))
+        except (KeyError, TypeError, ValueError) as err:
+            report.failures.append((f"line {number}", f"{type(err).__name__}: {err}"))
+    return trajectories, report
+
+
+def split_alpaca_prompt(text: str) -> tuple[str, str]:
+    """An Alpaca-prompted string -> (question, response)."""
+    head, marker, response = text.partition("\n\n### Response:\n")
+    prefix = ALPACA_HEADER.split("{question}")[0]
+    if not marker or not head.startswith(prefix):
+        raise ValueError("not an Alpaca-prompted trajectory (header or '### Response:' missing)")
+    return head[len(prefix):], response
+
+
+def read_released_eval(path: str | Path, task: str = "hotpotqa") -> tuple[list[Trajectory], ReadReport]:
+    """Released evaluation trajectories: {dev index: {em, f1, gt, pred, traj, ...}}."""
+    path = Path(path)
+    report = ReadReport(str(path))
+    trajectories = []
+    for key, entry in _load_json(path).items():
+        try:
+            if isinstance(entry["traj"], list):
+                question, steps = messages_to_steps(entry["traj"])
+                fmt = "chat"
+            else:
+                question, response = split_alpaca_prompt(entry["traj"])
+                steps, fmt = parse_react_text(response), "alpaca"
+            trajectories.append(
+                _from_parsed(
+                    question, steps, task=task, qid=str(key), gold=entry["gt"],
+                    em=float(entry["em"]), f1=float(entry.get("f1", entry["em"])),
+                    meta={"source": path.name, "format": fmt, "pred": entry.get("pred")},
+                )
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            report.failures.append((f"key {key}", f"{type(err).__name__}: {err}"))
+    return trajectories, report
+
+
+# --- writers -------------------------------------------------------------------------
+def to_alpaca(trajectory: Trajectory) -> dict[str, str]:
+    return {"instruction": trajectory.question, "input": "", "output": trajectory.react_text()}
+
+
+def to_chat(trajectory: Trajectory) -> dict[str, list[dict[str, str]]]:
+    return {"messages": steps_to_messages(trajectory.question, trajectory.steps)}
+
+
+def write_alpaca(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
+    Path(path).write_text(json.dumps([to_alpaca(t) for t in trajectories], indent=4, ensure_ascii=False))
+
+
+def write_chat(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
+    with Path(path).open("w") as out:
+        for trajectory in trajectories:
+            out.write(json.dumps(to_chat(trajectory), ensure_ascii=False) + "\n")
