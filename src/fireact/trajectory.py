@@ -97,7 +97,9 @@ class Trajectory:
 
     @property
     def turns(self) -> int:
-        return len(self.steps)
+        """Model replies: a step without an observation that is followed by another step was
+        written in the same reply as the next one (a reply holding several actions)."""
+        return sum(step.observation is not None for step in self.steps[:-1]) + bool(self.steps)
 
     @property
     def tool_calls(self) -> int:
@@ -195,9 +197,14 @@ def final_answer(steps: list[Step]) -> str | None:
 
 # --- chat messages -------------------------------------------------------------------
 def steps_to_messages(question: str, steps: list[Step]) -> list[dict[str, str]]:
+    """Steps back to chat turns; steps with no observation share the next step's reply."""
     messages = [{"role": "user", "content": question}]
+    reply: list[str] = []
     for step in steps:
-        messages.append({"role": "assistant", "content": "\n".join(_step_lines(replace(step, observation=None)))})
+        reply += _step_lines(replace(step, observation=None))
+        if step.observation is not None or step is steps[-1]:
+            messages.append({"role": "assistant", "content": "\n".join(reply)})
+            reply = []
         if step.observation is not None:
             messages.append({"role": "user", "content": f"Observation: {step.observation}"})
     return messages
