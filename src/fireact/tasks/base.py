@@ -119,6 +119,10 @@ class Task(ABC):
         stem = {"react": "react_{}_google", "reflexion": "react_{}_google"}.get(method, method + "_{}")
         return self._file("prompts", stem.format(self.prompt_name) + ".txt").read_text()
 
+    def fewshot_question(self, question: str) -> str:
+        """The question as the few-shot examples pose it (fine-tuned formats use it as is)."""
+        return question
+
     # --- scoring ---------------------------------------------------------------------
     @abstractmethod
     def score(self, prediction: str, gold: str) -> dict[str, float]:

@@ -39,6 +39,9 @@ class MMLU(Task):
                 questions.append(Question(f"{subject}/{row_index}", QUESTION_FORMAT.format(*row[:5]), row[5]))
         return questions
 
+    def fewshot_question(self, question):
+        return "Single choice: " + question.removeprefix("Question: ")
+
     def score(self, prediction, gold):
         em = letter_prefix_match(prediction, gold)
         return {"em": em, "f1": em}

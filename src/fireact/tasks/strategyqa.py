@@ -24,6 +24,9 @@ class StrategyQA(Task):
             raise ValueError(f"strategyqa record {record.get('qid')!r}: answer must be a boolean")
         return Question(record["qid"], record["question"], "yes" if record["answer"] else "no")
 
+    def fewshot_question(self, question):
+        return "Yes or no: " + question
+
     def score(self, prediction, gold):
         em = yes_no_match(prediction, gold)
         return {"em": em, "f1": em}

@@ -1,0 +1,126 @@
+"""The four agent methods, each a `method=` config: what a round's prompt ends with, where
+generation stops, how a reply becomes a step, and how many rounds there are.
+
+- react: rounds of Thought / Action / Observation, at most 11 (the released code's limit).
+- reflexion: ReAct plus a reflection cue that starts the thought of rounds 6 and 10, in the
+  words of the released Reflexion trajectories.
+- cot: one round, "Thought: ... Answer: X", recorded as a ReAct finish step.
+- io: one round, "Answer: X", recorded as a finish step with no thought.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from fireact.agents.formats import FORMATS, render_prompt
+from fireact.agents.parsing import parse_answer, parse_reply
+from fireact.llm.base import Prompt
+from fireact.trajectory import Step
+
+REFLECTIONS = {
+    6: " Now that I haven't solved the task within 5 steps, let me do a reflection and think about how to improve my strategy.",
+    10: " Now that I haven't solved the task within 9 steps, I need to wrap up and finish this task in the next step.",
+}
+
+
+@dataclass
+class Method:
+    """`format` is fewshot (prompted) or alpaca/chat (fine-tuned, zero-shot); see agents.formats."""
+
+    name: ClassVar[str]
+    format: str = "fewshot"
+    max_rounds: int = 11
+    max_retries: int = 5  # re-asks of a reply with no action, before it counts as finish[]
+    max_tokens: int = 256
+
+    def __post_init__(self):
+        if self.format not in FORMATS:
+            raise ValueError(f"method {self.name}: unknown format {self.format!r}; choose one of {list(FORMATS)}")
+
+    @property
+    def stop(self) -> list[str]:
+        return ["\nObservation:"]
+
+    def prompt(self, question: str, steps: list[Step], examples: str, round_number: int) -> Prompt:
+        raise NotImplementedError
+
+    def parse(self, reply: str, round_number: int) -> Step | None:
+        """The round's step, or None when the reply holds no action (it is then re-asked)."""
+        raise NotImplementedError
+
+    # A re-ask continues the prompt with the reply so far and this cue (text formats only).
+    retry_cue: ClassVar[str] = "\nAction:"
+
+
+@dataclass
+class ReAct(Method):
+    name: ClassVar[str] = "react"
+
+    def thought_prefix(self, round_number: int) -> str:
+        return ""
+
+    def prompt(self, question, steps, examples, round_number):
+        examples = examples if self.format != "alpaca" else ""
+        return render_prompt(self.format, question, steps, examples, self.thought_prefix(round_number))
+
+    def parse(self, reply, round_number):
+        prefix = self.thought_prefix(round_number)
+        if self.format == "chat":  # the cue rode on the observation; the reply starts afresh
+            parsed = parse_reply(reply, prompt_ends_in_thought=False)
+            parsed.thought = f"{prefix.strip()} {parsed.thought}".strip()
+        else:  # the prompt ended in "Thought:" + cue, which the reply continues
+            parsed = parse_reply(prefix + reply)
+        if parsed.action is None:
+            return None
+        return Step(parsed.thought, parsed.action, parsed.argument)
+
+
+@dataclass
+class Reflexion(ReAct):
+    name: ClassVar[str] = "reflexion"
+    reflections: dict[int, str] = field(default_factory=lambda: dict(REFLECTIONS))
+
+    def thought_prefix(self, round_number):
+        return self.reflections.get(round_number, "")
+
+
+@dataclass
+class CoT(Method):
+    """Prompted only (few-shot): a fine-tuned agent answers in the ReAct format."""
+
+    name: ClassVar[str] = "cot"
+    max_rounds: int = 1
+    retry_cue: ClassVar[str] = "\nAnswer:"
+    tail: ClassVar[str] = "\nThought:"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.format != "fewshot":
+            raise ValueError(f"method {self.name} is few-shot prompting only; set method.format=fewshot")
+
+    @property
+    def stop(self):
+        return ["\n\n"]
+
+    def prompt(self, question, steps, examples, round_number):
+        return f"{examples}{question}{self.tail}"
+
+    def parse(self, reply, round_number):
+        thought, answer = parse_answer(self.tail.strip() + reply)
+        return None if answer is None else Step(thought, "finish", answer)
+
+
+@dataclass
+class IO(CoT):
+    name: ClassVar[str] = "io"
+    retry_cue: ClassVar[str] = ""
+    tail: ClassVar[str] = "\nAnswer:"
+
+    @property
+    def stop(self):
+        return ["\n"]
+
+    def parse(self, reply, round_number):
+        answer = reply.strip()
+        return Step("", "finish", answer) if answer else None

@@ -1,0 +1,174 @@
+"""One rollout loop for every method, batched across questions.
+
+Each round sends every unfinished question's prompt to the backend in one batch, parses the
+replies, re-asks those with no action (up to `method.max_retries` times, then the round
+counts as `finish[]` and a format error), runs the tool calls concurrently, and appends the
+observations. A finished question becomes a `Trajectory` at once and is handed to
+`on_finish` (the caller appends it to the output JSONL), so a killed run loses nothing done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fireact.agents.methods import Method
+from fireact.llm.base import LLM, Completion
+from fireact.tasks.base import Question, Task
+from fireact.tools.base import Tool, ToolError
+from fireact.trajectory import Step, Trajectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Episode:
+    question: Question
+    steps: list[Step] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    format_errors: int = 0
+    error: str | None = None
+    finished: bool = False
+
+    def add_usage(self, completion: Completion) -> None:
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
+
+
+class Rollout:
+    """Runs `method` on `task`'s questions with `llm`, `tool` and an optional `noise`.
+
+    `cost(prompt_tokens, completion_tokens, wall_seconds)` prices one trajectory.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        method: Method,
+        task: Task,
+        tool: Tool,
+        noise=None,
+        cost: Callable[[int, int, float], float] | None = None,
+        tool_workers: int = 8,
+        seed: int | None = None,
+        labels: dict | None = None,
+    ):
+        self.llm, self.method, self.task, self.tool, self.noise = llm, method, task, tool, noise
+        self.cost = cost or (lambda *_: 0.0)
+        self.tool_workers, self.seed = tool_workers, seed
+        self.labels = labels or {}  # recorded on every trajectory: backend, model, tool, noise names
+        self.examples = task.prompt("react" if method.name == "reflexion" else method.name) if method.format != "alpaca" else ""
+
+    def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None) -> list[Trajectory]:
+        episodes = [Episode(q) for q in questions]
+        started = time.perf_counter()
+        results: dict[str, Trajectory] = {}
+
+        def finish(episode: Episode) -> None:
+            episode.finished = True
+            trajectory = self._trajectory(episode, time.perf_counter() - started)
+            results[episode.question.qid] = trajectory
+            on_finish(trajectory)
+
+        with ThreadPoolExecutor(self.tool_workers) as pool:
+            for round_number in range(1, self.method.max_rounds + 1):
+                active = [e for e in episodes if not e.finished]
+                if not active:
+                    break
+                steps = self._ask(active, round_number)
+                observations = self._observe(pool, active, steps, round_number)
+                for episode, step, observation in zip(active, steps, observations):
+                    if step is None:  # the backend failed after its retries
+                        finish(episode)
+                        continue
+                    step.observation = observation
+                    episode.steps.append(step)
+                    if step.is_finish:
+                        finish(episode)
+            for episode in episodes:
+                if not episode.finished:
+                    episode.error = episode.error or f"no finish[] within {self.method.max_rounds} rounds"
+                    finish(episode)
+        return [results[q.qid] for q in questions]
+
+    # --- one round -------------------------------------------------------------------
+    def _ask(self, episodes: list[Episode], round_number: int) -> list[Step | None]:
+        """Each episode's step for this round; replies with no action are re-asked."""
+        prompts = [self._prompt(e, round_number) for e in episodes]
+        replies = [""] * len(episodes)
+        steps: list[Step | None] = [None] * len(episodes)
+        pending = list(range(len(episodes)))
+        for attempt in range(self.method.max_retries + 1):
+            batch = [self._continue(prompts[i], replies[i], attempt) for i in pending]
+            completions = self.llm.generate(batch, stop=self.method.stop, max_tokens=self.method.max_tokens)
+            still_pending = []
+            for i, completion in zip(pending, completions):
+                episodes[i].add_usage(completion)
+                if completion.error is not None:
+                    episodes[i].error = f"LLM request failed: {completion.error}"
+                    continue
+                replies[i] = self._joined(replies[i], completion.text, attempt)
+                steps[i] = self.method.parse(replies[i], round_number)
+                if steps[i] is None:
+                    still_pending.append(i)
+            pending = still_pending
+            if not pending:
+                break
+        for i in pending:  # no action after every re-ask: counted as finish[] (the paper's rule)
+            episodes[i].format_errors += 1
+            steps[i] = Step(replies[i].strip().split("\n", 1)[0], "finish", "")
+        return steps
+
+    def _prompt(self, episode: Episode, round_number: int):
+        question = episode.question.question
+        if self.method.format == "fewshot":
+            question = self.task.fewshot_question(question)
+        return self.method.prompt(question, episode.steps, self.examples, round_number)
+
+    def _continue(self, prompt, reply: str, attempt: int):
+        """Re-asks continue a text prompt with the reply so far and the method's cue."""
+        if attempt == 0 or not isinstance(prompt, str):
+            return prompt
+        return prompt + reply.rstrip() + self.method.retry_cue
+
+    def _joined(self, reply: str, text: str, attempt: int) -> str:
+        return text if attempt == 0 or not reply else reply.rstrip() + self.method.retry_cue + text
+
+    def _observe(self, pool, episodes, steps, round_number) -> list[str | None]:
+        def observe(episode: Episode, step: Step | None) -> str | None:
+            if step is None:
+                return None
+            if step.is_finish:
+                reward = self.task.score(step.argument, episode.question.gold)["em"] == 1.0
+                return f"Episode finished, reward = {reward}"
+            if step.argument is None or step.action.lower() not in self.tool.actions:
+                calls = " and ".join(f"{a}[<argument>]" for a in (*self.tool.actions, "finish"))
+                return f"Invalid action: {step.action_text}. Valid actions are {calls}."
+            try:
+                observation = self.tool.run(step.action.lower(), step.argument)
+            except ToolError as err:
+                return f"Tool error: {err}"
+            if self.noise is not None:
+                observation = self.noise.apply(observation, f"{episode.question.qid}/{round_number}")
+            return observation
+
+        return list(pool.map(observe, episodes, steps))
+
+    # --- the record ------------------------------------------------------------------
+    def _trajectory(self, episode: Episode, wall_time: float) -> Trajectory:
+        q = episode.question
+        finish = next((s for s in reversed(episode.steps) if s.is_finish), None)
+        answer = finish.argument if finish is not None else None
+        scores = self.task.score(answer, q.gold) if answer is not None else {"em": 0.0, "f1": 0.0}
+        return Trajectory(
+            task=self.task.name, qid=q.qid, question=q.question, gold=q.gold, method=self.method.name,
+            steps=episode.steps, answer=answer, em=scores["em"], f1=scores["f1"],
+            prompt_tokens=episode.prompt_tokens, completion_tokens=episode.completion_tokens,
+            cost=self.cost(episode.prompt_tokens, episode.completion_tokens, wall_time),
+            wall_time=wall_time, seed=self.seed, format_errors=episode.format_errors, error=episode.error,
+            **self.labels,
+        )

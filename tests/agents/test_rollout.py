@@ -1,0 +1,146 @@
+"""The loop's rules, with a scripted LLM (a real implementation of the LLM interface that
+answers from a table) and a small in-memory tool: re-asks, format errors, round limits,
+reflection cues, invalid actions, backend failures, tool errors."""
+
+from fireact.agents.methods import CoT, IO, ReAct, Reflexion
+from fireact.agents.rollout import Rollout
+from fireact.llm.base import LLM, Completion, cut_at_stop
+from fireact.tasks import HotpotQA
+from fireact.tasks.base import Question
+from fireact.tools.base import Tool, ToolError
+
+
+class ScriptedLLM(LLM):
+    backend, model = "scripted", "script"
+
+    def __init__(self, reply):
+        self.reply, self.calls = reply, []
+
+    def generate(self, prompts, stop=(), max_tokens=256):
+        self.calls.append(list(prompts))
+        out = []
+        for prompt in prompts:
+            text = self.reply(prompt)
+            if text is None:
+                out.append(Completion("", 0, 0, "stop", error="HTTP 500 after 3 retries"))
+                continue
+            text, _ = cut_at_stop(text, stop)
+            out.append(Completion(text, len(str(prompt)) // 4, len(text) // 4, "stop"))
+        return out
+
+
+class DictTool(Tool):
+    name = "dict"
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def run(self, action, argument):
+        if argument == "boom":
+            raise ToolError("search service unavailable")
+        return self.answers.get(argument, "No result")
+
+
+Q1 = Question("1", "Who named Milhouse?", "Richard Nixon")
+Q2 = Question("2", "Which is first?", "Arthur's Magazine")
+
+
+def rollout(reply, method=None, **kw):
+    llm = ScriptedLLM(reply)
+    return Rollout(llm, method or ReAct(), HotpotQA(), DictTool({"milhouse": "named after Richard Nixon"}), **kw), llm
+
+
+def test_react_search_then_finish_batched():
+    def reply(prompt):
+        if "Observation: named after" in prompt:
+            return " Found it.\nAction: finish[Richard Nixon]\nObservation: x"
+        if prompt.endswith("Which is first?\nThought:"):
+            return " I know.\nAction: finish[First for Women]\n"
+        return " Search it.\nAction: search[milhouse]\nObservation: hallucinated"
+
+    r, llm = rollout(reply)
+    finished = []
+    out = r.run([Q1, Q2], on_finish=finished.append)
+    assert [t.qid for t in finished] == ["2", "1"]  # written as each finishes
+    one, two = out
+    assert (one.answer, one.em, one.turns, one.tool_calls) == ("Richard Nixon", 1.0, 2, 1)
+    assert one.steps[0].observation == "named after Richard Nixon"
+    assert one.steps[1].observation == "Episode finished, reward = True"
+    assert (two.answer, two.em, two.f1) == ("First for Women", 0.0, 0.0)
+    assert [len(batch) for batch in llm.calls] == [2, 1]  # one batch per round
+    assert one.prompt_tokens > 0 and one.method == "react" and one.task == "hotpotqa"
+
+
+def test_reply_without_action_is_continued_then_counted_as_finish():
+    r, llm = rollout(lambda prompt: "" if prompt.endswith("\nAction:") else " I am not sure what to do.")
+    (t,) = r.run([Q1])
+    assert len(llm.calls) == 6  # the ask and 5 re-asks
+    assert llm.calls[1][0].endswith("Thought: I am not sure what to do.\nAction:")
+    assert t.format_errors == 1 and t.steps[-1].is_finish and t.answer == "" and t.em == 0.0
+
+
+def test_garbage_action_is_an_invalid_action_not_a_format_error():
+    r, _ = rollout(lambda p: " x\nAction: I will think more", method=ReAct(max_rounds=1))
+    (t,) = r.run([Q1])
+    assert t.format_errors == 0 and t.steps[0].observation.startswith("Invalid action: I will think more.")
+
+
+def test_reask_that_yields_an_action_recovers():
+    r, _ = rollout(lambda p: " finish[Richard Nixon]" if p.endswith("\nAction:") else " I know the answer.")
+    (t,) = r.run([Q1])
+    assert (t.answer, t.format_errors, t.steps[0].thought) == ("Richard Nixon", 0, "I know the answer.")
+
+
+def test_round_limit_and_invalid_action():
+    r, _ = rollout(lambda p: " Look.\nAction: lookup[milhouse]", method=ReAct(max_rounds=3))
+    (t,) = r.run([Q1])
+    assert t.turns == 3 and t.answer is None and t.em == 0.0 and "within 3 rounds" in t.error
+    assert t.steps[0].observation == "Invalid action: lookup[milhouse]. Valid actions are search[<argument>] and finish[<argument>]."
+
+
+def test_reflexion_cue_starts_rounds_6_and_10():
+    seen = {}
+
+    def reply(prompt):
+        seen[prompt.count("Observation: named after")] = prompt[-200:]
+        return " Thought: keep going\nAction: search[milhouse]"
+
+    r, _ = rollout(reply, method=Reflexion())
+    (t,) = r.run([Q1])
+    assert t.turns == 11
+    assert seen[5].endswith("Thought: Now that I haven't solved the task within 5 steps, let me do a reflection and think about how to improve my strategy.")
+    assert seen[9].endswith("I need to wrap up and finish this task in the next step.")
+    assert t.steps[5].thought.startswith("Now that I haven't solved the task within 5 steps") and t.steps[5].thought.endswith("Thought: keep going")
+    assert t.steps[4].thought == "Thought: keep going"
+
+
+def test_backend_failure_marks_question_failed_and_run_goes_on():
+    r, _ = rollout(lambda p: None if "Who named Milhouse" in p else " x\nAction: finish[Arthur's Magazine]")
+    one, two = r.run([Q1, Q2])
+    assert one.error.startswith("LLM request failed: HTTP 500") and one.em == 0.0 and one.answer is None
+    assert two.em == 1.0
+
+
+def test_tool_error_becomes_the_observation():
+    r, _ = rollout(lambda p: " x\nAction: finish[a]" if "Tool error" in p else " x\nAction: search[boom]")
+    (t,) = r.run([Q1])
+    assert t.steps[0].observation == "Tool error: search service unavailable" and t.answer == "a"
+
+
+def test_cot_and_io_are_one_round_finishes():
+    r, _ = rollout(lambda p: " Milhouse was named after Nixon.\nAnswer: Richard Nixon\n\nQuestion", method=CoT())
+    (t,) = r.run([Q1])
+    assert (t.turns, t.steps[0].thought, t.answer, t.em, t.method) == (1, "Milhouse was named after Nixon.", "Richard Nixon", 1.0, "cot")
+    r, _ = rollout(lambda p: " Richard Nixon\nnext", method=IO())
+    (t,) = r.run([Q1])
+    assert (t.turns, t.answer, t.em, t.method) == (1, "Richard Nixon", 1.0, "io")
+
+
+def test_fine_tuned_formats():
+    r, llm = rollout(lambda p: " x\nAction: finish[Richard Nixon]", method=ReAct(format="alpaca"))
+    r.run([Q1])
+    assert llm.calls[0][0].startswith("Below is an instruction") and llm.calls[0][0].endswith("### Response:\nThought:")
+    r, llm = rollout(lambda p: "Thought: x\nAction: finish[Richard Nixon]", method=ReAct(format="chat"))
+    (t,) = r.run([Q1])
+    assert llm.calls[0][0] == [{"role": "system", "content": HotpotQA().prompt("react").rstrip()}, {"role": "user", "content": Q1.question}]
+    assert t.em == 1.0
