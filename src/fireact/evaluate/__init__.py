@@ -1,0 +1,1 @@
+"""Evaluation: run an agent over a task's questions, score, summarise (`python -m fireact.evaluate`)."""

@@ -1,0 +1,63 @@
+"""Aggregate metrics of a set of trajectories, and the table printed at the end of a run."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from fireact.trajectory import Trajectory
+
+
+def method_used(trajectory: Trajectory) -> str:
+    """What the agent did, read off the steps (FireAct's labels): reflexion if a reflection
+    thought is present, cot if it finished in one round with no tool call, else react."""
+    if any("let me do a reflection" in s.thought or "I need to wrap up" in s.thought for s in trajectory.steps):
+        return "reflexion"
+    if trajectory.turns == 1 and trajectory.tool_calls == 0:
+        return "cot"
+    return "react"
+
+
+def summarize(trajectories: Sequence[Trajectory], n_questions: int | None = None) -> dict[str, float]:
+    """Means over `n_questions` (questions missing from `trajectories` count as failures)."""
+    n = n_questions if n_questions is not None else len(trajectories)
+    if n == 0:
+        return {"n": 0}
+    turns = [t.turns for t in trajectories] or [0]
+    used = Counter(method_used(t) for t in trajectories)
+    summary = {
+        "n": n,
+        "completed": len(trajectories),
+        "em": sum(t.em or 0.0 for t in trajectories) / n,
+        "f1": sum(t.f1 or 0.0 for t in trajectories) / n,
+        "turns_mean": statistics.fmean(turns),
+        "turns_std": statistics.pstdev(turns),
+        "tool_calls_mean": statistics.fmean([t.tool_calls for t in trajectories] or [0]),
+        "format_error_rate": sum(t.format_errors > 0 for t in trajectories) / n,
+        "failed": sum(t.error is not None for t in trajectories),
+        "prompt_tokens_mean": statistics.fmean([t.prompt_tokens for t in trajectories] or [0]),
+        "completion_tokens_mean": statistics.fmean([t.completion_tokens for t in trajectories] or [0]),
+        "time_per_trial": max((t.wall_time for t in trajectories), default=0.0) / max(len(trajectories), 1),
+        "cost_per_trial": sum(t.cost for t in trajectories) / max(len(trajectories), 1),
+    }
+    for method in ("react", "cot", "reflexion"):
+        summary[f"share_{method}"] = used[method] / max(len(trajectories), 1)
+    tasks = sorted({t.task for t in trajectories})
+    if len(tasks) > 1:
+        for task in tasks:
+            of_task = [t for t in trajectories if t.task == task]
+            summary[f"em_{task}"] = sum(t.em or 0.0 for t in of_task) / len(of_task)
+    return summary
+
+
+def print_summary(summary: dict[str, float], title: str, console: Console | None = None) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    (console or Console()).print(table)
