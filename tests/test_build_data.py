@@ -1,0 +1,175 @@
+"""build_data: every paper mix from the released data, byte-for-byte repeatable, own files too."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from rich.console import Console
+
+from fireact.data.build import build_from_config
+from fireact.data.importer import count_cells
+from fireact.data.summary import print_summary
+from fireact.trajectory import Step, Trajectory, read_jsonl, write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT_FILES = ("trajectories.jsonl", "alpaca.json", "chat.jsonl", "manifest.json")
+
+
+def compose_build_data(*overrides):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("build_data", overrides=list(overrides))
+
+
+class Preloaded:
+    """A source already loaded, so that each mix does not read the released sets again."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def load(self):
+        return self.loaded
+
+
+@pytest.fixture(scope="module")
+def released():
+    return Preloaded(instantiate(compose_build_data().data_source).load())
+
+
+def table(counts):
+    return {f"{task}/{method}": k for (task, method), k in sorted(counts.items())}
+
+
+PAPER_MIXES = [
+    # Table 2/3 and Figure 3 (data scaling)
+    (["task_mix=hotpotqa", "method_mix=react"], {"hotpotqa/react": 500}),
+    (["task_mix=hotpotqa", "method_mix=react", "n=100"], {"hotpotqa/react": 100}),
+    (["task_mix=hotpotqa", "method_mix=react", "n=200"], {"hotpotqa/react": 200}),
+    (["task_mix=hotpotqa", "method_mix=react", "n=500"], {"hotpotqa/react": 500}),
+    # Figure 4 and Table 4
+    (["task_mix=hotpotqa", "method_mix=react_cot"], {"hotpotqa/cot": 187, "hotpotqa/react": 500}),
+    (["task_mix=hotpotqa", "method_mix=react_reflexion"], {"hotpotqa/react": 500, "hotpotqa/reflexion": 47}),
+    (["task_mix=hotpotqa", "method_mix=react_cot_reflexion"],
+     {"hotpotqa/cot": 187, "hotpotqa/react": 500, "hotpotqa/reflexion": 47}),
+    # Table 5 (the paper lists CoT 277 / 380 / 469; the released data holds 187 / 215 / 246)
+    (["task_mix=multitask", "method_mix=react"], {"hotpotqa/react": 500, "mmlu/react": 456, "strategyqa/react": 388}),
+    (["task_mix=multitask", "method_mix=react_cot"],
+     {"hotpotqa/cot": 187, "hotpotqa/react": 500, "mmlu/cot": 246, "mmlu/react": 456,
+      "strategyqa/cot": 215, "strategyqa/react": 388}),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", PAPER_MIXES, ids=[" ".join(o) for o, _ in PAPER_MIXES])
+def test_each_paper_mix_gives_its_counts(released, overrides, expected):
+    cfg = compose_build_data(*overrides, "contamination.eval_sets=[]", "out_dir=null")
+    result = build_from_config(cfg, source=released)
+    assert table(count_cells(result.trajectories)) == expected
+    assert len({id(t) for t in result.trajectories}) == sum(expected.values())  # no repeats
+
+
+def test_the_multitask_multimethod_file_alone_as_released(tmp_path):
+    cfg = compose_build_data("task_mix=multitask", "method_mix=react_cot", "data_source.use=[multitask_multimethod]",
+                             "contamination.eval_sets=[]", f"out_dir={tmp_path}")
+    result = build_from_config(cfg)
+    assert table(count_cells(result.trajectories)) == {
+        "hotpotqa/cot": 186, "hotpotqa/react": 500, "mmlu/cot": 246, "mmlu/react": 456,
+        "strategyqa/cot": 215, "strategyqa/react": 388}
+
+
+def test_data_scaling_beyond_the_released_data_says_what_to_do(released):
+    no_checks = ("contamination.eval_sets=[]", "out_dir=null")
+    with pytest.raises(ValueError, match=r"hotpotqa/react needs 1000 of 500.*at most 500.*replace=true"):
+        build_from_config(compose_build_data("n=1000", *no_checks), source=released)
+    result = build_from_config(compose_build_data("n=1000", "replace=true", *no_checks), source=released)
+    assert len(result.trajectories) == 1000 and len({id(t) for t in result.trajectories}) == 500
+
+
+def test_contaminated_questions_are_reported_and_can_be_dropped(released, tmp_path):
+    kept = build_from_config(compose_build_data("task_mix=multitask", "method_mix=react_cot", f"out_dir={tmp_path / 'a'}"),
+                             source=released)
+    report = {o.eval_set: (len(o.questions), len(o.trajectories)) for o in kept.pool_overlaps}
+    assert report == {"hotpotqa:dev[233-shuffle,0:500]": (0, 0), "bamboogle:test": (0, 0), "strategyqa:dev": (55, 59),
+                      "mmlu:test": (0, 0)}
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["contamination"]["built"]["strategyqa:dev"]["trajectories"] == 57  # 2 are Reflexion
+    dropped = build_from_config(
+        compose_build_data("task_mix=multitask", "method_mix=react_cot", "contamination.drop=true", "out_dir=null"),
+        source=released)
+    assert table(count_cells(dropped.trajectories)) == {
+        "hotpotqa/cot": 187, "hotpotqa/react": 500, "mmlu/cot": 246, "mmlu/react": 456,
+        "strategyqa/cot": 195, "strategyqa/react": 351}
+    assert all(not o.trajectories for o in dropped.overlaps)
+
+
+def run_cli(*overrides, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run([sys.executable, "-m", "fireact.build_data", *overrides], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def hashes(folder):
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in OUTPUT_FILES}
+
+
+def test_the_entry_point_writes_the_same_bytes_twice(tmp_path):
+    mix = ["task_mix=multitask", "method_mix=react_cot_reflexion", "n=300", "seed=7"]
+    stdout = run_cli(*mix, cwd=tmp_path)  # into the run's Hydra folder
+    (first,) = (tmp_path / "outputs" / "build_data").glob("*")
+    run_cli(*mix, f"out_dir={tmp_path / 'again'}", cwd=tmp_path)
+    assert hashes(first) == hashes(tmp_path / "again")
+    assert "selected" in stdout and "strategyqa:dev" in stdout
+
+    manifest = json.loads((first / "manifest.json").read_text())
+    assert manifest["total"] == 300 and manifest["seed"] == 7 and manifest["n"] == 300
+    assert sum(k for methods in manifest["counts"].values() for k in methods.values()) == 300
+    assert manifest["available"]["strategyqa"] == {"cot": 215, "react": 388, "reflexion": 15}
+    data = REPO / "data"
+    assert manifest["sources"][0] == {
+        "path": "finetune/alpaca_format/hotpotqa.json",
+        "sha256": hashlib.sha256((data / "finetune/alpaca_format/hotpotqa.json").read_bytes()).hexdigest()}
+    assert manifest["outputs"] == {name: h for name, h in hashes(first).items() if name != "manifest.json"}
+    assert manifest["config"]["method_mix"] == {"react": 1.0, "cot": 1.0, "reflexion": 1.0}
+    assert "out_dir" not in manifest["config"]
+
+    trajectories, report = read_jsonl(first / "trajectories.jsonl")
+    assert len(trajectories) == 300 and not report.failures
+    alpaca = json.loads((first / "alpaca.json").read_text())
+    chats = [json.loads(line) for line in (first / "chat.jsonl").read_text().splitlines()]
+    assert [r["instruction"] for r in alpaca] == [c["messages"][0]["content"] for c in chats] == [t.question for t in trajectories]
+
+
+def test_our_own_rollouts_are_mixed_and_exported(tmp_path):
+    rollouts = [
+        Trajectory(task="hotpotqa", qid=str(i), question=f"Who wrote book {i}?", gold="Ann", method="react", em=1.0,
+                   steps=[Step("Search it.", "search", f"book {i}", "Ann wrote it."), Step("Ann.", "finish", "Ann")])
+        for i in range(6)
+    ] + [
+        Trajectory(task="hotpotqa", qid=f"c{i}", question=f"When was {i}?", gold="1990", method="cot", em=1.0,
+                   steps=[Step(thought=f"Event {i} was in 1990.\nAnswer: 1990")])
+        for i in range(4)
+    ]
+    write_jsonl(tmp_path / "generated.jsonl", rollouts)
+    cfg = compose_build_data("data_source=trajectories", f"data_source.paths=[{tmp_path / 'generated.jsonl'}]",
+                             "method_mix=react_cot", "n=5", f"out_dir={tmp_path / 'out'}")
+    result = build_from_config(cfg)
+    assert table(count_cells(result.trajectories)) == {"hotpotqa/cot": 2, "hotpotqa/react": 3}
+
+    alpaca = json.loads((tmp_path / "out" / "alpaca.json").read_text())
+    cot = next(r for r in alpaca if r["instruction"].startswith("When"))
+    assert cot["output"].startswith("Thought: Event ") and cot["output"].endswith(" was in 1990.\nAction: finish[1990]\n")
+    chats = [json.loads(line)["messages"] for line in (tmp_path / "out" / "chat.jsonl").read_text().splitlines()]
+    react = next(m for m in chats if m[0]["content"].startswith("Who"))
+    assert [m["role"] for m in react] == ["user", "assistant", "user", "assistant"]
+    assert react[2]["content"] == "Observation: Ann wrote it."
+
+    console = Console(record=True, width=300)
+    print_summary(result, console)
+    text = console.export_text()
+    assert "[1] " + str(tmp_path / "generated.jsonl") in text and "selected" in text
