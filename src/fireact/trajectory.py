@@ -260,8 +260,8 @@ class ReadReport:
     def warn(self) -> None:
         for key, reason in self.failures:
             log.warning("%s: %s could not be read: %s", self.path, key, reason)
-        for key, reason in self.repairs:
-            log.info("%s: %s repaired: %s", self.path, key, reason)
+        if self.repairs:
+            log.info("%s: %d records repaired while reading (first: %s, %s)", self.path, len(self.repairs), *self.repairs[0])
 
 
 def _load_json(path: Path) -> Any:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Episode:
     question: Question
+    tool: Tool  # this question's view of the tool (Wikipedia's Lookup reads its last page)
     steps: list[Step] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -64,12 +65,14 @@ class Rollout:
         self.examples = task.prompt("react" if method.name == "reflexion" else method.name) if method.format != "alpaca" else ""
 
     def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None) -> list[Trajectory]:
-        episodes = [Episode(q) for q in questions]
+        episodes = [Episode(q, self.tool.new_episode()) for q in questions]
         started = time.perf_counter()
         results: dict[str, Trajectory] = {}
 
         def finish(episode: Episode) -> None:
             episode.finished = True
+            if self.noise is not None:
+                self.noise.end_episode(episode.question.qid)
             trajectory = self._trajectory(episode, time.perf_counter() - started)
             results[episode.question.qid] = trajectory
             on_finish(trajectory)
@@ -149,7 +152,7 @@ class Rollout:
                 calls = " and ".join(f"{a}[<argument>]" for a in (*self.tool.actions, "finish"))
                 return f"Invalid action: {step.action_text}. Valid actions are {calls}."
             try:
-                observation = self.tool.run(step.action.lower(), step.argument)
+                observation = episode.tool.run(step.action.lower(), step.argument)
             except ToolError as err:
                 return f"Tool error: {err}"
             if self.noise is not None:

@@ -35,6 +35,9 @@ class Clean:
     def apply(self, observation: str, key: str) -> str:
         return observation
 
+    def end_episode(self, episode: str) -> None:
+        """Called when an episode ends; noise that remembers observations forgets them."""
+
 
 class _Probabilistic(Clean):
     name: str

@@ -1,0 +1,123 @@
+"""`python -m fireact.generate`: teacher rollouts on training questions, successes kept.
+
+A teacher (any backend: the OpenAI API, an OpenAI-compatible server, hf) runs a method on a
+task's training questions. Trajectories that solve their question (EM = 1) go to
+`trajectories.jsonl`; the others go to `failures.jsonl` with the reason. Both files are
+appended as questions finish, and a rerun of the same command skips every question already
+in either file. `dry_run=true` estimates tokens and cost before anything is spent.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from fireact.agents.runner import load_written, run_agent
+from fireact.llm.pricing import cost
+from fireact.paths import data_dir
+from fireact.trajectory import Trajectory, append_jsonl, read_alpaca
+
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with GPT-style tokenizers
+
+
+def failure_reason(trajectory: Trajectory) -> str:
+    if trajectory.error:
+        return trajectory.error
+    return f"wrong answer {trajectory.answer!r} (gold {trajectory.gold!r})"
+
+
+def estimate(cfg: DictConfig, task, questions) -> dict[str, float]:
+    """Tokens and cost of running the teacher, from the released ReAct trajectories' shape:
+    their mean number of rounds and characters per round."""
+    released, _ = read_alpaca(data_dir() / "finetune" / "alpaca_format" / "hotpotqa.json")
+    rounds = statistics.fmean(t.turns for t in released)
+    round_chars = statistics.fmean(len(t.react_text()) / t.turns for t in released)
+    method = instantiate(cfg.method)
+    examples = task.prompt("react" if method.name == "reflexion" else method.name) if method.format != "alpaca" else ""
+    if method.max_rounds == 1:
+        rounds = 1
+    prompt_tokens = completion_tokens = 0.0
+    for q in questions:
+        base = (len(examples) + len(q.question)) / CHARS_PER_TOKEN
+        # round r re-sends the prompt with r - 1 earlier rounds; the model writes ~half a round
+        prompt_tokens += sum(base + (r - 1) * round_chars / CHARS_PER_TOKEN for r in range(1, round(rounds) + 1))
+        completion_tokens += rounds * round_chars / 2 / CHARS_PER_TOKEN
+    price = OmegaConf.to_container(cfg.model.price, resolve=True)
+    return {
+        "questions": len(questions),
+        "rounds_per_question": rounds,
+        "prompt_tokens": round(prompt_tokens),
+        "completion_tokens": round(completion_tokens),
+        "cost_usd": cost(price, int(prompt_tokens), int(completion_tokens)),
+    }
+
+
+def summarize_generation(kept: list[Trajectory], failed: list[Trajectory]) -> dict[str, float]:
+    every = kept + failed
+    return {
+        "attempted": len(every),
+        "kept": len(kept),
+        "success_rate": len(kept) / len(every) if every else 0.0,
+        "failed_with_error": sum(t.error is not None for t in failed),
+        "prompt_tokens": sum(t.prompt_tokens for t in every),
+        "completion_tokens": sum(t.completion_tokens for t in every),
+        "cost_usd": sum(t.cost for t in every),
+    }
+
+
+def print_table(title: str, values: dict) -> None:
+    table = Table(title=title)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key, value in values.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+def generate(cfg: DictConfig) -> dict[str, float]:
+    task = instantiate(cfg.task)
+    questions = task.questions()
+    if cfg.dry_run:
+        result = estimate(cfg, task, questions)
+        print_table(f"generate --dry-run · {task.name} · {cfg.model.name} (estimate)", result)
+        return result
+
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
+    qids = {q.qid for q in questions}
+    kept = {qid: t for qid, t in load_written([kept_path]).items() if qid in qids}
+    failed = {qid: t for qid, t in load_written([failed_path]).items() if qid in qids and qid not in kept}
+
+    def write(trajectory: Trajectory) -> None:
+        if trajectory.em == 1.0:
+            append_jsonl(kept_path, trajectory)
+            kept[trajectory.qid] = trajectory
+        else:
+            trajectory.meta["reason"] = failure_reason(trajectory)
+            append_jsonl(failed_path, trajectory)
+            failed[trajectory.qid] = trajectory
+
+    run_agent(cfg, task, questions, {**kept, **failed}, write, desc="generate")
+
+    result = summarize_generation(list(kept.values()), list(failed.values()))
+    (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
+    print_table(f"generate · {task.name} · {cfg.model.name}", result)
+    print(f"kept:     {kept_path}\nfailures: {failed_path}")
+    return result
+
+
+@hydra.main(config_path="../../conf", config_name="generate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    generate(cfg)
+
+
+if __name__ == "__main__":
+    main()

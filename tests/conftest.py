@@ -1,0 +1,35 @@
+"""Shared fixtures: composing the project's Hydra configs the way the entry points do."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(config_name: str, overrides: list[str] = (), out_dir: Path | None = None) -> DictConfig:
+    """The config an entry point would see for `overrides`, with hydra's run info set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    if out_dir is not None:
+        OmegaConf.set_readonly(cfg.hydra, False)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # as in a real run, the job's config holds no `hydra` node
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    def _compose(config_name: str, *overrides: str) -> DictConfig:
+        return compose_config(config_name, overrides, out_dir=tmp_path)
+
+    yield _compose
+    GlobalHydra.instance().clear()
