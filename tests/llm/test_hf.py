@@ -1,0 +1,198 @@
+"""The hf backend with the real embedded SmolLM2-135M-Instruct on CPU (short generations)."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from fireact.llm.hf import HFBackend
+
+EMBEDDED = "embedded:smollm2-135m-instruct"
+REACT = """Answer the question with Thought, Action and Observation steps.
+Question: What is the capital of the country where the Eiffel Tower is?
+Thought: I need to search the Eiffel Tower.
+Action: search[Eiffel Tower]
+Observation: The Eiffel Tower is a wrought-iron lattice tower in Paris, France.
+Thought: I need to search France.
+Action: search[France]
+Observation: France is a country in Western Europe. Its capital is Paris.
+Thought: The capital of France is Paris.
+Action: finish[Paris]
+
+Question: Which river flows through the city where Big Ben stands?
+Thought:"""
+CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+# Different lengths (5 to ~130 tokens), strings and chat messages mixed: batches get left padding.
+PROMPTS = ["The capital of France is", REACT, CAPITAL, "Once upon a time, in a land far away, there lived a"]
+
+
+def variant(backend: HFBackend, **settings) -> HFBackend:
+    """The same loaded model with other generation settings."""
+    other = copy.copy(backend)
+    other.__dict__.update(settings)
+    return other
+
+
+@pytest.fixture(scope="module")
+def react_free(hf_backend):
+    """The greedy continuation of the ReAct prompt with no stop string."""
+    return hf_backend.generate([REACT], max_tokens=32)[0]
+
+
+def test_built_from_the_composed_hydra_config(hf_backend):
+    assert (hf_backend.backend, hf_backend.model) == ("hf", "SmolLM2-135M-Instruct")
+    assert hf_backend.lm.device.type == "cpu" and hf_backend.lm.dtype == torch.float32
+    assert hf_backend.tokenizer.padding_side == "left"
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(hf_backend):
+    one_by_one = [hf_backend.generate([p], max_tokens=8)[0] for p in PROMPTS]
+    assert hf_backend.generate(PROMPTS, max_tokens=8) == one_by_one
+    assert variant(hf_backend, batch_size=3).generate(PROMPTS, max_tokens=8) == one_by_one  # chunks of 3 and 1
+    assert len({c.text for c in one_by_one}) == len(PROMPTS)
+
+
+def test_token_counts_exclude_padding(hf_backend):
+    tok = hf_backend.tokenizer
+    completions = hf_backend.generate(PROMPTS, max_tokens=6)
+    chat_ids = tok.apply_chat_template(CAPITAL, add_generation_prompt=True, return_dict=True)["input_ids"]
+    expected = [len(tok(p)["input_ids"]) for p in PROMPTS[:2]] + [len(chat_ids), len(tok(PROMPTS[3])["input_ids"])]
+    assert [c.prompt_tokens for c in completions] == expected
+    for c in completions:
+        assert c.finish_reason == "length" and c.completion_tokens == 6
+
+
+def test_chat_messages_are_rendered_with_the_chat_template(hf_backend):
+    rendered = hf_backend.tokenizer.apply_chat_template(CAPITAL, add_generation_prompt=True, tokenize=False)
+    assert rendered.endswith("<|im_start|>assistant\n")
+    chat, raw = hf_backend.generate([CAPITAL, rendered], max_tokens=5)
+    assert chat == raw
+    assert chat.text.strip()
+
+
+def test_end_of_sequence_ends_the_text_and_is_counted(hf_backend):
+    done = hf_backend.generate([CAPITAL], max_tokens=24)[0]
+    assert done.finish_reason == "stop" and done.completion_tokens < 24
+    assert "Paris" in done.text and "<|im_end|>" not in done.text
+    # One token fewer gives the same text without the end-of-sequence token: it was counted.
+    cut = hf_backend.generate([CAPITAL], max_tokens=done.completion_tokens - 1)[0]
+    assert (cut.text, cut.finish_reason) == (done.text, "length")
+
+
+def assert_stops_at(backend: HFBackend, stop: str, free_text: str) -> None:
+    """Generation with `stop` returns the greedy text cut before it, and ends on the token completing it."""
+    assert stop in free_text, "the test prompt must lead the model to emit the stop string"
+    stopped = backend.generate([REACT], stop=[stop], max_tokens=32)[0]
+    assert stopped.text == free_text[: free_text.index(stop)]
+    assert stopped.finish_reason == "stop"
+    n = stopped.completion_tokens
+    assert stop in backend.generate([REACT], max_tokens=n)[0].text
+    assert stop not in backend.generate([REACT], max_tokens=n - 1)[0].text
+
+
+def test_react_observation_stop_string(hf_backend, react_free):
+    assert_stops_at(hf_backend, "\nObservation:", react_free.text)  # four tokens: "\n", "Obs", "ervation", ":"
+
+
+def test_stop_string_starting_inside_a_token_and_spanning_several(hf_backend, react_free):
+    text = react_free.text
+    start = re.search(r"\w{4,}", text).start() + 2  # inside a word
+    stop = text[start : start + 12]
+    assert text.index(stop) == start
+    assert len(hf_backend.tokenizer.tokenize(stop)) >= 3
+    assert_stops_at(hf_backend, stop, text)
+
+
+def test_earliest_of_several_stop_strings_wins_per_prompt(hf_backend, react_free):
+    free = hf_backend.generate([REACT, "The capital of France is"], max_tokens=12)
+    stops = ["\nAction:", " Paris"]
+    stopped = hf_backend.generate([REACT, "The capital of France is"], stop=stops, max_tokens=32)
+    for f, s in zip([react_free, free[1]], stopped):
+        cut = min(f.text.index(x) for x in stops if x in f.text)
+        assert s.text == f.text[:cut] and s.finish_reason == "stop"
+
+
+def test_seeded_sampling_is_reproducible(hf_backend):
+    prompts = ["Once upon a time", CAPITAL]
+    rng_before = torch.get_rng_state()
+    first = variant(hf_backend, temperature=1.0, top_p=0.95, seed=7, _calls=0)
+    again = variant(hf_backend, temperature=1.0, top_p=0.95, seed=7, _calls=0)
+    runs = [b.generate(prompts, max_tokens=8) for b in (first, again, first, again)]
+    assert runs[0] == runs[1] and runs[2] == runs[3]
+    assert runs[0] != runs[2]  # the next call samples under the next seed
+    assert variant(hf_backend, temperature=1.0, seed=8, _calls=0).generate(prompts, max_tokens=8) != runs[0]
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's RNG is left alone
+
+
+def test_lora_adapter_loads_and_changes_the_output(hf_backend, tmp_path):
+    # A LoRA with non-zero B matrices (init_lora_weights=False) changes the model from the start.
+    lora = get_peft_model(
+        copy.deepcopy(hf_backend.lm),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    lora.save_pretrained(tmp_path / "adapter")
+    tuned = HFBackend({"name": "tuned", "path": EMBEDDED, "adapter": str(tmp_path / "adapter")}, device="cpu")
+    prompts = ["The capital of France is", CAPITAL]
+    base_out = hf_backend.generate(prompts, max_tokens=6)
+    tuned_out = tuned.generate(prompts, max_tokens=6)
+    assert [c.text for c in tuned_out] != [c.text for c in base_out]
+    ids = hf_backend.tokenizer(prompts[0], return_tensors="pt")
+    with torch.inference_mode():
+        direct = lora.generate(**ids, max_new_tokens=6, do_sample=False)[0, ids["input_ids"].shape[1] :]
+    assert tuned_out[0].text == hf_backend.tokenizer.decode(direct, skip_special_tokens=True)
+    # The same LoRA merged into a saved checkpoint folder, given as the model path, generates the same.
+    lora.merge_and_unload().save_pretrained(tmp_path / "merged")
+    hf_backend.tokenizer.save_pretrained(tmp_path / "merged")
+    merged = HFBackend({"name": "merged", "path": str(tmp_path / "merged")}, device="cpu")
+    assert merged.generate(prompts, max_tokens=6) == tuned_out
+
+
+def test_missing_adapter_fails_at_construction_naming_the_path(tmp_path):
+    missing = tmp_path / "no-such-adapter"
+    with pytest.raises(FileNotFoundError, match="no-such-adapter"):
+        HFBackend({"name": "x", "path": EMBEDDED, "adapter": str(missing)}, device="cpu")
+    missing.mkdir()  # a folder without adapter_config.json is no adapter either
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        HFBackend({"name": "x", "path": EMBEDDED, "adapter": str(missing)}, device="cpu")
+
+
+def test_missing_local_model_folder_fails_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not-a-checkpoint"):
+        HFBackend({"name": "x", "path": str(tmp_path / "not-a-checkpoint")}, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"device": "tpu"}, "device"),
+        ({"dtype": "int8"}, "dtype"),
+    ],
+)
+def test_bad_settings_are_named(settings, message):
+    with pytest.raises(ValueError, match=message):
+        HFBackend({"name": "x", "path": EMBEDDED}, **settings)
+
+
+def test_model_config_without_path_is_refused():
+    with pytest.raises(ValueError, match="path"):
+        HFBackend({"name": "x"})
+
+
+def test_max_tokens_below_one_is_refused(hf_backend):
+    with pytest.raises(ValueError, match="max_tokens"):
+        hf_backend.generate(["hi"], max_tokens=0)
+
+
+def test_chat_messages_for_a_model_without_chat_template_are_refused(hf_backend):
+    plain = copy.copy(hf_backend.tokenizer)
+    plain.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        variant(hf_backend, tokenizer=plain).generate([CAPITAL], max_tokens=2)
+    assert hf_backend.tokenizer.chat_template is not None
