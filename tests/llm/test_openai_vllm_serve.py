@@ -1,0 +1,87 @@
+"""OpenAIBackend against a real OpenAI-compatible server: `vllm serve` with the embedded model on 127.0.0.1.
+
+The server runs from the vLLM environment (.venv-vllm, `make install-vllm`); this test runs in
+the main one, as a user of backend=openai would. One server for the module: its start dominates.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fireact.llm.embedded import resolve_model_path
+from fireact.llm.openai_backend import OpenAIBackend
+
+from .servers import VLLMServer, vllm_python
+
+pytestmark = pytest.mark.slow
+SERVED_NAME = "smollm2-test"
+QUESTION = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def folder() -> str:
+    return resolve_model_path("embedded:smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(folder):
+    from transformers import AutoTokenizer  # here, not at the top: this module is collected by every run
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def server(folder, tmp_path_factory):
+    python = vllm_python()
+    server = VLLMServer(python, folder, SERVED_NAME, tmp_path_factory.mktemp("vllm") / "serve.log")
+    print(f"\nvllm serve answered /health {server.startup_s:.1f}s after launch")
+    yield server
+    server.stop()
+
+
+def backend(server, **config) -> OpenAIBackend:
+    model = {"name": "SmolLM2-135M-Instruct", "path": server.served_name, "adapter": None}
+    return OpenAIBackend(model=model, base_url=server.base_url, timeout_s=120, **config)
+
+
+def test_completions_greedy_stop_strings_and_usage(server, tokenizer, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a loopback server needs none
+    prompt = "The capital of France is"
+    with backend(server, api="completions") as llm:
+        [free] = llm.generate([prompt], max_tokens=16)
+        [again] = llm.generate([prompt], max_tokens=16)
+        words = free.text.split()
+        stop = words[1]  # cut before the second word the model wrote
+        [cut] = llm.generate([prompt], stop=[stop], max_tokens=16)
+        # The API takes 4 stop strings; a fifth that matches is cut on the client.
+        [cut5] = llm.generate([prompt], stop=["@@1", "@@2", "@@3", "@@4", stop], max_tokens=16)
+    assert "Paris" in free.text and again.text == free.text  # greedy is deterministic
+    assert (free.completion_tokens, free.finish_reason) == (16, "length")
+    assert free.prompt_tokens == len(tokenizer(prompt).input_ids)
+    assert cut.text == free.text[: free.text.index(stop)] and cut.finish_reason == "stop"
+    assert cut5.text == cut.text and cut5.finish_reason == "stop"
+    assert 0 < cut.completion_tokens < 16
+
+
+def test_chat_string_prompt_is_one_user_message(server):
+    with backend(server, api="chat") as llm:
+        as_string, as_messages = llm.generate([QUESTION, [{"role": "user", "content": QUESTION}]], max_tokens=24)
+    assert "Paris" in as_string.text
+    assert as_string.text == as_messages.text
+    assert as_string.prompt_tokens == as_messages.prompt_tokens > len(QUESTION.split())  # the chat template added
+
+
+def test_concurrent_requests_come_back_in_order(server, tokenizer):
+    prompts = [f"Question {i}: " + "how many legs does a spider have? " * (i + 1) + "Answer:" for i in range(8)]
+    with backend(server, api="completions", concurrency=4) as llm:
+        completions = llm.generate(prompts, stop=["\n"], max_tokens=12)
+    assert all(c.error is None for c in completions)
+    assert [c.prompt_tokens for c in completions] == [len(tokenizer(p).input_ids) for p in prompts]
+    assert all("\n" not in c.text and c.completion_tokens <= 12 for c in completions)
+
+
+def test_unknown_model_name_raises_naming_it(server):
+    model = {"name": "nope", "path": "no-such-model", "adapter": None}
+    with OpenAIBackend(model=model, base_url=server.base_url, max_retries=0) as llm:
+        with pytest.raises(RuntimeError, match="no-such-model"):
+            llm.generate(["hello"], max_tokens=4)
