@@ -45,12 +45,18 @@ def run_backend(adapter: str, out: Path) -> None:
         results["stop"] = stop
         results["cut"] = llm.generate(TEXT[:1], stop=[stop], max_tokens=24)
         results["mixed"] = llm.generate([TEXT[0], [{"role": "user", "content": QUESTION}], TEXT[1]], max_tokens=24)
+        results["too_long"] = llm.generate([TEXT[0], "word " * 3000, TEXT[1]], max_tokens=24)
         for n in (1, 16):
             prompts = [f"Story {i}: once upon a time" for i in range(n)]
             began = time.monotonic()
             completions = llm.generate(prompts, max_tokens=64)
             tokens = sum(c.completion_tokens for c in completions)
             results[f"throughput_{n}"] = {"tokens": tokens, "seconds": time.monotonic() - began}
+    cfg.model.adapter = str(out.parent)  # a folder without adapter_config.json
+    try:
+        instantiate(cfg.backend)
+    except Exception as err:
+        results["bad_adapter"] = str(err)
     cfg.model.adapter = adapter
     with instantiate(cfg.backend) as llm:
         results["lora"] = llm.generate(TEXT, max_tokens=24)
@@ -118,9 +124,22 @@ def test_chat_and_text_prompts_in_one_batch(results):
 
 
 @pytest.mark.slow
+def test_a_prompt_over_max_model_len_fails_alone(results):
+    first, too_long, third = results["too_long"]
+    assert too_long["error"] and "2048" in too_long["error"] and too_long["text"] == ""
+    assert [first["text"], third["text"]] == [c["text"] for c in results["free"][:2]]
+    assert first["error"] is None and third["error"] is None
+
+
+@pytest.mark.slow
 def test_throughput_was_measured_for_1_and_16_prompts(results):
     assert results["throughput_1"]["tokens"] > 0
     assert results["throughput_16"]["tokens"] > results["throughput_1"]["tokens"]
+
+
+@pytest.mark.slow
+def test_a_folder_that_is_no_adapter_is_named(results):
+    assert "model.adapter=" in results["bad_adapter"] and "adapter_config.json" in results["bad_adapter"]
 
 
 @pytest.mark.slow

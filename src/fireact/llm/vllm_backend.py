@@ -11,6 +11,7 @@ LLM.generate, chat prompts through LLM.chat (the model's chat template). A model
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from fireact.llm.base import LLM, Completion, Prompt
@@ -48,11 +49,21 @@ class VLLMBackend(LLM):
             ) from err
         from vllm.platforms import current_platform
 
+        try:
+            from vllm.exceptions import VLLMClientError as refused
+        except ImportError:  # older vLLM releases raise ValueError for a request they refuse
+            refused = ValueError
+
         self.model = model["name"]
         self._sampling = dict(temperature=temperature, top_p=top_p, seed=seed)
         if gpu_memory_utilization is None:
             gpu_memory_utilization = CPU_MEMORY_UTILIZATION if current_platform.is_cpu() else 0.9
         adapter = model.get("adapter")
+        if adapter is not None:
+            adapter = Path(adapter).resolve()
+            if not (adapter / "adapter_config.json").exists():
+                raise FileNotFoundError(f"model.adapter={model['adapter']} is not a PEFT LoRA folder (no "
+                                        f"adapter_config.json): point it at the output of `train`, or set model.adapter=null")
         path = resolve_model_path(model["path"])
         log.info("vLLM engine for %s (%s)%s", self.model, path, f" with LoRA {adapter}" if adapter else "")
         self.engine = vllm.LLM(
@@ -70,20 +81,33 @@ class VLLMBackend(LLM):
         )
         self._lora = LoRARequest("adapter", 1, str(adapter)) if adapter else None
         self._sampling_params = vllm.SamplingParams
+        self._refused = refused
 
     def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256) -> list[Completion]:
         params = self._sampling_params(**self._sampling, max_tokens=max_tokens, stop=[s for s in stop if s] or None)
         texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
         chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-        outputs: dict[int, Any] = {}
+        completions: dict[int, Completion] = {}
         if texts:
-            results = self.engine.generate([prompts[i] for i in texts], params, lora_request=self._lora, use_tqdm=False)
-            outputs.update(zip(texts, results))
+            done = self._run(self.engine.generate, [prompts[i] for i in texts], params)
+            completions.update(zip(texts, done))
         if chats:
-            results = self.engine.chat([list(prompts[i]) for i in chats], params, lora_request=self._lora,
-                                       use_tqdm=False)
-            outputs.update(zip(chats, results))
-        return [_completion(outputs[i]) for i in range(len(prompts))]
+            done = self._run(self.engine.chat, [list(prompts[i]) for i in chats], params)
+            completions.update(zip(chats, done))
+        return [completions[i] for i in range(len(prompts))]
+
+    def _run(self, call, prompts: list, params) -> list[Completion]:
+        """The batch in one engine call. A prompt vLLM refuses (e.g. longer than max_model_len) gets
+        `error` set, found by halving the batch, and the others are generated as usual."""
+        try:
+            return [_completion(o) for o in call(prompts, params, lora_request=self._lora, use_tqdm=False)]
+        except self._refused as err:
+            if len(prompts) == 1:
+                log.warning("vLLM refused a prompt: %s", err)
+                return [Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="error",
+                                   error=f"{type(err).__name__}: {err}")]
+            half = len(prompts) // 2
+            return self._run(call, prompts[:half], params) + self._run(call, prompts[half:], params)
 
     def close(self) -> None:
         self.engine.llm_engine.engine_core.shutdown()  # the engine core process ends now, not at garbage collection
