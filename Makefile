@@ -53,5 +53,14 @@ run: evaluate  ## the offline quickstart
 evaluate: install  ## prompted ReAct with the embedded model on 10 HotpotQA questions (override with ARGS="...")
 	$(PY) -m fireact.evaluate task.n=10 $(ARGS)
 
+# The comparison dashboard over the local store that runs log to by default (fireact.tracking).
+# The job runner (background GenAI jobs) is turned off: the UI does not need it, and it would
+# start several worker processes that outlive the UI.
+UI_PORT ?= 5000
+ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the local store mlruns/ (UI_PORT=... to move it)
+	mkdir -p mlruns/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
+		--backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
+
 clean:  ## remove outputs (keeps .venv and mlruns)
 	rm -rf outputs multirun/*/ .pytest_cache

@@ -1,0 +1,178 @@
+"""Re-score trajectory files over a stated question set (`python -m fireact.evaluate.rescore`).
+
+Each file (ours: *.jsonl; the released evaluation files: *.json) is scored over the task's
+questions (default: the 500 HotpotQA evaluation questions): every answer is scored again with
+the task's own scoring against the task's gold answer, questions missing from the file count as
+failures, and the agreement with the EM stored in the file is reported. With two or more files,
+the oracle and random choice among them are reported too (fireact.evaluate.oracle).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from fireact import tracking
+from fireact.evaluate.oracle import em_by_qid, method_choice
+from fireact.evaluate.summary import summarize
+from fireact.paths import data_dir
+from fireact.tasks import Question, Task
+from fireact.trajectory import Trajectory, read_jsonl, read_released_eval
+
+log = logging.getLogger(__name__)
+
+
+def find_files(patterns: Sequence[str]) -> list[Path]:
+    """Paths or glob patterns; a relative one is looked up in the current folder, then the data folder."""
+    found: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) or (
+            [] if Path(pattern).is_absolute() else sorted(glob.glob(str(data_dir() / pattern)))
+        )
+        if not matches:
+            raise FileNotFoundError(
+                f"no trajectory file matches {pattern!r} (looked in {Path.cwd()} and {data_dir()}); "
+                f"pass existing files, e.g. files=[outputs/evaluate/RUN/trajectories.jsonl]"
+            )
+        found += [Path(m) for m in matches if Path(m) not in found]
+    return found
+
+
+def read_trajectories(path: Path, task: str) -> list[Trajectory]:
+    """Our JSONL (*.jsonl) or a released evaluation file (*.json); unreadable records are warned about."""
+    if path.suffix == ".jsonl":
+        trajectories, report = read_jsonl(path)
+    elif path.suffix == ".json":
+        trajectories, report = read_released_eval(path, task=task)
+    else:
+        raise ValueError(f"{path}: cannot tell the format; use *.jsonl (fireact trajectories) or *.json (released evaluation files)")
+    report.warn()
+    return trajectories
+
+
+def file_label(path: Path) -> str:
+    """A run's trajectories.jsonl is named by its folder (the overrides), other files by their stem."""
+    return path.parent.name if path.name == "trajectories.jsonl" else path.stem
+
+
+@dataclass
+class Rescored:
+    trajectories: list[Trajectory]  # the file's trajectories of the question set, re-scored, in question order
+    summary: dict[str, float]
+    disagreements: list[tuple[str, float, float]] = field(default_factory=list)  # (qid, stored em, new em)
+
+
+def rescore(trajectories: Sequence[Trajectory], task: Task, questions: Sequence[Question]) -> Rescored:
+    """Score each question's (first) trajectory again against the task's gold; missing ones count as failures.
+
+    The summary adds: missing (questions with no trajectory), extra (trajectories of other
+    questions, ignored), stored_em_compared and agreement (share of those whose stored EM equals
+    the new one).
+    """
+    by_qid: dict[str, Trajectory] = {}
+    for t in trajectories:
+        by_qid.setdefault(t.qid, t)
+    asked = {q.qid for q in questions}
+    rescored, disagreements = [], []
+    for q in questions:
+        if (t := by_qid.get(q.qid)) is None:
+            continue
+        score = task.score(t.answer or "", q.gold)
+        rescored.append(dataclasses.replace(t, gold=q.gold, em=score["em"], f1=score["f1"]))
+        if t.em is not None and t.em != score["em"]:
+            disagreements.append((q.qid, t.em, score["em"]))
+    compared = sum(by_qid[q.qid].em is not None for q in questions if q.qid in by_qid)
+    summary = summarize(rescored, n_questions=len(questions))
+    summary.update(
+        missing=len(questions) - len(rescored),
+        extra=sum(qid not in asked for qid in by_qid),
+        stored_em_compared=compared,
+        agreement=(compared - len(disagreements)) / compared if compared else float("nan"),
+    )
+    return Rescored(rescored, summary, disagreements)
+
+
+def print_results(results: dict[str, Rescored], choice: dict[str, float] | None, console: Console) -> None:
+    n = next(iter(results.values())).summary["n"]
+    table = Table(title=f"re-scored over {n} questions (missing ones count as failures)")
+    table.add_column("file", overflow="fold", min_width=20)
+    for header in ("missing", "EM", "F1", "turns", "tools", "agree"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for name, result in results.items():
+        s = result.summary
+        table.add_row(
+            name, str(s["missing"]), f"{s['em']:.3f}", f"{s['f1']:.3f}", f"{s['turns_mean']:.2f}±{s['turns_std']:.2f}",
+            f"{s['tool_calls_mean']:.2f}", f"{s['agreement']:.3f}",
+        )
+    console.print(table)
+    if choice:
+        rows = Table(title="choosing among the files per question")
+        rows.add_column("metric", overflow="fold")
+        rows.add_column("EM", justify="right", no_wrap=True)
+        for key, value in choice.items():
+            rows.add_row(key, f"{value:.3f}")
+        console.print(rows)
+
+
+def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Re-score cfg.files over cfg.task's questions; write and log the results; return the summaries."""
+    out_dir = Path(cfg.output_dir)
+    with tracking.start_run(cfg, stage="rescore"):
+        task = instantiate(cfg.task)
+        questions = task.questions()
+        results: dict[str, Rescored] = {}
+        for path in find_files(list(cfg.files)):
+            name = file_label(path)
+            name = name if name not in results else f"{name}_{len(results)}"
+            results[name] = rescore(read_trajectories(path, task.name), task, questions)
+            for qid, stored, new in results[name].disagreements[:5]:
+                log.warning("%s: question %s stored em %s, re-scored %s", name, qid, stored, new)
+            with tracking.start_run(cfg, stage="rescore", run_name=name, params={"file": str(path), "file_label": name}):
+                tracking.log_evaluation(results[name].trajectories, results[name].summary, out_dir / name, title=name)
+        choice = None
+        if len(results) > 1:
+            scores = {name: em_by_qid(result.trajectories) for name, result in results.items()}
+            choice = method_choice(scores, [q.qid for q in questions], seed=cfg.seed)
+            tracking.log_metrics(choice)
+        summaries = {name: result.summary for name, result in results.items()}
+        write_results(out_dir, summaries, choice)
+        tracking.log_artifact(out_dir / "rescore.csv")
+        if choice:
+            tracking.log_artifact(out_dir / "method_choice.json")
+        print_results(results, choice, Console())
+    print(f"results: {out_dir / 'rescore.csv'}")
+    return summaries
+
+
+def write_results(out_dir: Path, summaries: dict[str, dict[str, float]], choice: dict[str, float] | None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for summary in summaries.values() for k in summary))
+    with (out_dir / "rescore.csv").open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=["file", *keys])
+        writer.writeheader()
+        for name, summary in summaries.items():
+            writer.writerow({"file": name, **summary})
+    if choice:
+        (out_dir / "method_choice.json").write_text(json.dumps(choice, indent=2))
+
+
+@hydra.main(config_path="../../../conf", config_name="rescore", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    summaries = run(cfg)
+    return next(iter(summaries.values()))["em"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Paper-style tables and plots from MLflow runs: `python -m fireact.report` (conf/report.yaml).
+
+    python -m fireact.report experiments=[table2]
+    python -m fireact.report experiments=[fig3] 'tables={scaling: {rows: data.n, cols: model, metric: em, plot: line}}'
+
+Runs of the named experiments (a multirun's jobs, say) are pivoted by their params: each table
+puts one param on the rows, another on the columns and a metric in the cells. A child run
+(a pipeline stage) takes the params it lacks from its parent run. Tables (markdown, CSV) and
+plots (PNG) are written under the output folder and logged as artifacts of a `report` run.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from fireact import tracking
+from fireact.evaluate.plots import bar_chart, line_chart, turns_boxplot
+from fireact.tracking.run import display_uri
+
+log = logging.getLogger(__name__)
+
+AGGREGATIONS = ("last", "mean", "max", "min", "count")
+PLOTS = ("bar", "line")
+
+
+class TableSkipped(ValueError):
+    """The runs lack what a table needs (its params or metric)."""
+
+
+@dataclass
+class TableSpec:
+    """rows, cols: params (or tags.X) to pivot on; metric: the cell value; agg: how runs that
+    share a cell combine (last = the most recent run); plot: bar, line or null."""
+
+    rows: str
+    cols: str | None = None
+    metric: str = "em"
+    agg: str = "last"
+    plot: str | None = "bar"
+    scale: float = 1.0  # 100: EM as a percentage, as the paper prints it
+    title: str = ""
+
+    def __post_init__(self):
+        if self.agg not in AGGREGATIONS:
+            raise ValueError(f"table agg {self.agg!r} is not one of {AGGREGATIONS}")
+        if self.plot not in (*PLOTS, None):
+            raise ValueError(f"table plot {self.plot!r} is not one of {PLOTS} or null")
+
+
+def column(key: str) -> str:
+    """A run-table column: `model` -> params.model; tags.X and metrics.X stay as they are."""
+    return key if key.startswith(("params.", "tags.", "metrics.")) else f"params.{key}"
+
+
+def load_runs(experiments: list[str], filter_string: str = "") -> pd.DataFrame:
+    """Every run of the named experiments (newest first), children completed with their parents' params."""
+    client = mlflow.MlflowClient()
+    ids = []
+    for name in experiments:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            known = sorted(e.name for e in client.search_experiments())
+            raise ValueError(
+                f"no MLflow experiment {name!r} in {display_uri(mlflow.get_tracking_uri())}; "
+                f"it has {known}. Set experiments=[NAME,...]"
+            )
+        ids.append(experiment.experiment_id)
+    runs = mlflow.search_runs(experiment_ids=ids, filter_string=filter_string, order_by=["attributes.start_time DESC"])
+    return inherit_parent_params(runs)
+
+
+def inherit_parent_params(runs: pd.DataFrame) -> pd.DataFrame:
+    """Fill each run's missing params from its parent's, grandparent's, ... (those in `runs`)."""
+    parent_col = "tags.mlflow.parentRunId"
+    if runs.empty or parent_col not in runs:
+        return runs
+    runs = runs.copy()
+    params = [c for c in runs if c.startswith("params.")]
+    by_id = runs.set_index("run_id")
+    for index, parent in runs[parent_col].items():
+        seen = set()
+        while isinstance(parent, str) and parent in by_id.index and parent not in seen:
+            seen.add(parent)
+            missing = [c for c in params if pd.isna(runs.at[index, c])]
+            runs.loc[index, missing] = by_id.loc[parent, missing].to_numpy()
+            parent = by_id.at[parent, parent_col]
+    return runs
+
+
+def pivot(runs: pd.DataFrame, spec: TableSpec, missing: str = "none") -> pd.DataFrame:
+    """The metric by rows × cols. A run without the rows param is left out; one without the
+    cols param shows under `missing` (a prompted run has no `finetune`, say)."""
+    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    metric = f"metrics.{spec.metric}"
+    absent = [c for c in [metric, *keys] if c not in runs or runs[c].isna().all()]
+    if absent:
+        # Group choices and top-level keys; the dotted config keys are in the UI.
+        present = sorted(
+            c[len("params."):] for c in runs
+            if c.startswith("params.") and "." not in c[len("params."):] and runs[c].notna().any()
+        )
+        raise TableSkipped(f"no run has {', '.join(absent)} (the runs have params {', '.join(present)}, ...)")
+    data = runs[runs[metric].notna() & runs[keys[0]].notna()].copy()
+    data[keys] = data[keys].fillna(missing)
+    grouped = data.sort_values("start_time").groupby(keys)[metric]
+    cells = grouped.last() if spec.agg == "last" else grouped.agg(spec.agg)
+    table = cells.unstack(keys[1]) if spec.cols else cells.to_frame(spec.metric)
+    table.index.name, table.columns.name = spec.rows, spec.cols
+    return _sorted(table)
+
+
+def _sorted(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in numeric order when every row key is a number (data sizes), else as strings."""
+    name = table.index.name
+    numbers = pd.to_numeric(table.index, errors="coerce")
+    if not numbers.isna().any():
+        table = table.set_axis(numbers, axis=0)
+    table = table.sort_index()
+    table.index.name = name
+    return table
+
+
+def turn_distributions(runs: pd.DataFrame, label_keys: list[str], max_runs: int) -> dict[str, list[int]]:
+    """Turns per question of the newest runs that logged per_question.csv, labelled by params."""
+    found: dict[str, list[int]] = {}
+    if "metrics.turns_mean" in runs:  # runs that logged an evaluation (log_evaluation)
+        runs = runs[runs["metrics.turns_mean"].notna()]
+    with tempfile.TemporaryDirectory() as scratch:
+        for _, run in runs.head(max_runs * 4).iterrows():
+            if len(found) == max_runs:
+                break
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run["run_id"], artifact_path="per_question.csv", dst_path=f"{scratch}/{run['run_id']}"
+                )
+            except (MlflowException, OSError):
+                continue  # a run without the table (a parent run, a training run)
+            values = [run.get(column(k)) for k in label_keys]
+            label = ",".join(str(v) for v in values if isinstance(v, str)) or str(run.get("tags.mlflow.runName", ""))
+            label = label if label not in found else f"{label} ({run['run_id'][:6]})"
+            found[label] = pd.read_csv(path)["turns"].astype(int).tolist()
+    return found
+
+
+def select_runs(runs: pd.DataFrame, stage: str | None) -> pd.DataFrame:
+    """Runs of `stage` (tag), or of every stage but earlier reports when stage is None."""
+    if "tags.stage" not in runs:
+        return runs
+    runs = runs[runs["tags.stage"] != "report"]
+    return runs[runs["tags.stage"] == stage] if stage else runs
+
+
+def write_table(table: pd.DataFrame, name: str, title: str, out_dir: Path, digits: int) -> str:
+    """tables/<name>.csv and .md; returns the markdown (with a heading)."""
+    folder = out_dir / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / f"{name}.csv")
+    markdown = f"## {title}\n\n{table.round(digits).to_markdown(missingval='-')}\n"
+    (folder / f"{name}.md").write_text(markdown)
+    return markdown
+
+
+def report(cfg: DictConfig) -> dict[str, pd.DataFrame]:
+    """Build every table of cfg.tables (and the turn distributions) from the runs; returns the tables."""
+    tracker = tracking.tracker_for(cfg)
+    if tracker is None:
+        raise ValueError("the report reads MLflow runs: keep logger=mlflow (and set MLFLOW_TRACKING_URI for a server)")
+    tracker.check()
+    mlflow.set_tracking_uri(tracker.uri)
+    runs = select_runs(load_runs(list(cfg.experiments), cfg.filter), cfg.stage)
+    if runs.empty:
+        raise ValueError(
+            f"no runs to report in experiments {list(cfg.experiments)} with stage={cfg.stage!r} "
+            f"and filter={cfg.filter!r}; run some first, or change stage/filter"
+        )
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tracking.start_run(cfg, stage="report"):
+        log.info("%d runs from %s", len(runs), list(cfg.experiments))
+        tables, sections = build_tables(runs, cfg, out_dir)
+        if not tables:
+            raise ValueError(f"no table could be built from the {len(runs)} runs; see the warnings above for what they lack")
+        (out_dir / "report.md").write_text("\n".join([f"# Report: {', '.join(cfg.experiments)} ({len(runs)} runs)\n", *sections]))
+        for part in ("tables", "plots", "report.md"):
+            if (out_dir / part).exists():
+                tracking.log_artifact(out_dir / part)
+    print("\n".join(sections))
+    print(f"report: {out_dir / 'report.md'}")
+    return tables
+
+
+def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Each table of cfg.tables and the turn distributions, written with their plots; and the markdown."""
+    tables, sections = {}, []
+    for name, options in cfg.tables.items():
+        spec = TableSpec(**OmegaConf.to_container(options, resolve=True))
+        title = spec.title or f"{spec.metric} by {spec.rows}" + (f" × {spec.cols}" if spec.cols else "")
+        try:
+            table = pivot(runs, spec, cfg.missing) * spec.scale
+        except TableSkipped as why:
+            log.warning("table %s skipped: %s", name, why)
+            continue
+        tables[name] = table
+        sections.append(write_table(table, name, title, out_dir, cfg.digits))
+        if spec.plot:
+            plot = bar_chart if spec.plot == "bar" else line_chart
+            plot(table, out_dir / "plots" / f"{name}.png", title, spec.metric)
+            sections.append(f"![{title}](plots/{name}.png)\n")
+    turns = turn_distributions(runs, list(cfg.turns.label), cfg.turns.max_runs) if cfg.turns else {}
+    if turns:
+        turns_boxplot(turns, out_dir / "plots" / "turns.png", "turns per trajectory")
+        stats = pd.DataFrame({label: pd.Series(values).describe() for label, values in turns.items()}).T
+        tables["turns"] = stats
+        sections += [write_table(stats, "turns", "turns per trajectory", out_dir, cfg.digits), "![turns](plots/turns.png)\n"]
+    return tables, sections
+
+
+@hydra.main(config_path="../../conf", config_name="report", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    report(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""An evaluation's files and their MLflow record: metrics, trajectories, per-question table, plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from fireact.evaluate.plots import turns_histogram
+from fireact.evaluate.summary import method_used
+from fireact.tracking.run import TrackedRun, active_run
+from fireact.trajectory import Trajectory, write_jsonl
+
+PER_QUESTION_COLUMNS = ["qid", "em", "f1", "turns", "tool_calls", "answer", "gold", "method_used", "error"]
+
+
+def per_question_table(trajectories: Sequence[Trajectory]) -> pd.DataFrame:
+    """One row per trajectory: qid, em, f1, turns, tool_calls, answer, gold, method_used, error."""
+    rows = [
+        {
+            "qid": t.qid, "em": t.em, "f1": t.f1, "turns": t.turns, "tool_calls": t.tool_calls,
+            "answer": t.answer, "gold": t.gold, "method_used": method_used(t), "error": t.error,
+        }
+        for t in trajectories
+    ]
+    return pd.DataFrame(rows, columns=PER_QUESTION_COLUMNS)
+
+
+def write_evaluation(trajectories: Sequence[Trajectory], summary: Mapping[str, float], out_dir: str | Path, title: str = "") -> dict[str, Path]:
+    """Write out_dir/{trajectories.jsonl (unless there), summary.json, per_question.csv, plots/turns.png}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "trajectories": out_dir / "trajectories.jsonl",
+        "summary": out_dir / "summary.json",
+        "per_question": out_dir / "per_question.csv",
+    }
+    if not files["trajectories"].exists():  # an evaluate run has appended it already
+        write_jsonl(files["trajectories"], trajectories)
+    files["summary"].write_text(json.dumps(dict(summary), indent=2))
+    per_question_table(trajectories).to_csv(files["per_question"], index=False)
+    files["turns_plot"] = turns_histogram(
+        [t.turns for t in trajectories], out_dir / "plots" / "turns.png", title=title or "turns per trajectory"
+    )
+    return files
+
+
+def log_evaluation(
+    trajectories: Sequence[Trajectory],
+    summary: Mapping[str, float],
+    out_dir: str | Path,
+    title: str = "",
+    run: TrackedRun | None = None,
+) -> dict[str, Path]:
+    """Write the evaluation's files (see write_evaluation) and log them with the summary's
+    metrics to `run` (default: the active run; none when tracking is off). Returns the files."""
+    files = write_evaluation(trajectories, summary, out_dir, title)
+    run = run or active_run()
+    if run is not None:
+        run.log_metrics(summary)
+        for name, path in files.items():
+            run.log_artifact(path, "plots" if name == "turns_plot" else None)
+    return files

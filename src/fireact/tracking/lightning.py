@@ -1,0 +1,44 @@
+"""`logger=mlflow` for Lightning (the train entry point): training curves into the stage's run.
+
+Kept apart from fireact.tracking so that importing tracking does not import torch.
+"""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from typing import Any
+
+from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
+from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from fireact.tracking.run import MLflowTracker, active_run
+from fireact.tracking.secrets import Redactor
+
+
+class MLflowLogger(LightningMLFlowLogger):
+    """Lightning's MLFlowLogger writing into the run `tracking.start_run` holds open, so the
+    curves sit beside the run's config, params and artifacts; built outside one, it starts a
+    run of its own in the tracker's experiment (without the config). Lightning marks the run
+    finished when fitting ends; the `start_run` block can still log to it and ends it itself.
+    """
+
+    def __init__(self, tracker: MLflowTracker, log_model: bool = False, prefix: str = ""):
+        run = active_run()
+        self.tracker = tracker
+        super().__init__(
+            experiment_name=tracker.experiment_name,
+            tracking_uri=run.uri if run else tracker.uri,
+            run_id=run.run_id if run else None,
+            artifact_location=tracker.artifact_location,
+            log_model=log_model,
+            prefix=prefix,
+        )
+        self._redactor = run.redactor if run else Redactor.for_config()
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        """The LightningModule's hyperparameters as `hparams/<name>` (apart from the config's
+        params, which may not change once logged), secrets masked."""
+        flat = _flatten_dict(_convert_params(params))
+        super().log_hyperparams(self._redactor.tree({f"hparams/{k}": str(v) for k, v in flat.items()}))

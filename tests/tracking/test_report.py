@@ -1,0 +1,106 @@
+"""The report entry point over runs in a real MLflow server: made with the tracking API, and by a
+real Hydra multirun of the rescore entry point."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+from fireact import tracking
+from fireact.evaluate.rescore import read_trajectories, rescore
+from fireact.evaluate.summary import summarize
+from fireact.paths import REPO_ROOT, data_dir
+from fireact.report import report
+from fireact.tasks import HotpotQA
+from tests.tracking.conftest import RELEASED_7B
+
+# (model choice, finetune param or None for a prompted run, training set size, EM)
+RUNS = [
+    ("llama2_7b", None, None, 0.148),
+    ("llama2_7b", "lora", 100, 0.020),
+    ("llama2_7b", "lora", 500, 0.250),
+    ("llama2_7b", "lora", 500, 0.262),  # the same cells again, newer: `last` keeps this one
+    ("llama2_13b", "lora", 500, 0.344),
+    ("llama2_13b", "full", 500, 0.380),
+]
+
+
+def artifact_paths(run_id, path=""):
+    found = []
+    for entry in mlflow.MlflowClient().list_artifacts(run_id, path):
+        found += artifact_paths(run_id, entry.path) if entry.is_dir else [entry.path]
+    return found
+
+
+def test_report_pivots_runs_into_tables_and_plots(tracking_uri, compose_cfg, released_7b, tmp_path):
+    for index, (model, finetune, n, em) in enumerate(RUNS):
+        cfg = compose_cfg("rescore", "experiment_name=report-api", f"+model={model}")
+        params = {k: v for k, v in {"finetune": finetune, "n": n}.items() if v is not None}
+        with tracking.start_run(cfg, stage="evaluate", params=params):
+            trajectories = released_7b[10 * index: 10 * index + 10]
+            tracking.log_evaluation(trajectories, summarize(trajectories), tmp_path / f"run{index}")
+            tracking.log_metrics({"em": em})  # the number the table should show
+    with tracking.start_run(compose_cfg("rescore", "experiment_name=report-api"), stage="train"):
+        tracking.log_metrics({"em": 0.99})  # another stage: left out of the default stage=evaluate
+
+    cfg = compose_cfg("report", "experiments=[report-api]", "turns.label=[model,finetune]", "turns.max_runs=3")
+    tables = report(cfg)
+    out_dir = tmp_path / "out"
+
+    by_finetune = tables["em_by_model_finetune"]
+    assert list(by_finetune.columns) == ["full", "lora", "none"]  # `none`: the prompted run
+    assert by_finetune.loc["llama2_7b", "lora"] == pytest.approx(26.2)
+    assert by_finetune.loc["llama2_7b", "none"] == pytest.approx(14.8)
+    assert by_finetune.loc["llama2_13b", "full"] == pytest.approx(38.0)
+    assert pd.isna(by_finetune.loc["llama2_13b", "none"])
+    scaling = tables["data_scaling"]
+    assert list(scaling.index) == [100, 500]  # numeric order; the prompted run (no n) is left out
+    assert scaling.loc[100, "llama2_7b"] == pytest.approx(2.0)
+    assert scaling.loc[500, "llama2_7b"] == pytest.approx(26.2)
+    assert "noise_robustness" not in tables  # no run has a noise param: skipped
+    assert len(tables["turns"]) == 3
+
+    for name in ("em_by_model_finetune", "data_scaling"):
+        assert pd.read_csv(out_dir / "tables" / f"{name}.csv").shape[0] == len(tables[name])
+        assert "llama2_7b" in (out_dir / "tables" / f"{name}.md").read_text()
+        assert (out_dir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out_dir / "plots" / "turns.png").exists()
+    assert "EM (%) by model and fine-tuning" in (out_dir / "report.md").read_text()
+
+    runs = mlflow.search_runs(experiment_names=["report-api"], filter_string="tags.stage = 'report'")
+    assert len(runs) == 1
+    logged = artifact_paths(runs["run_id"].iloc[0])
+    assert {"report.md", "tables/em_by_model_finetune.md", "tables/data_scaling.csv",
+            "plots/data_scaling.png", "plots/turns.png"} <= set(logged)
+
+
+def test_report_names_a_missing_experiment(tracking_uri, compose_cfg):
+    with pytest.raises(ValueError, match="no MLflow experiment 'never-made'"):
+        report(compose_cfg("report", "experiments=[never-made]"))
+
+
+def test_report_over_a_hydra_multirun(tracking_uri, compose_cfg, tmp_path):
+    """`rescore -m task.n=50,100`: one experiment, a run per job; the report pivots them by task.n."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    done = subprocess.run(
+        [sys.executable, "-m", "fireact.evaluate.rescore", "-m", "task.n=50,100", f"files=[{RELEASED_7B}]",
+         "experiment_name=multirun-report", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+
+    cfg = compose_cfg("report", "experiments=[multirun-report]", "stage=rescore", "+tables.by_n={rows: task.n, metric: em}")
+    table = report(cfg)["by_n"]
+
+    trajectories = read_trajectories(data_dir() / RELEASED_7B, "hotpotqa")
+    expected = {n: rescore(trajectories, task, task.questions()).summary["em"]
+                for n, task in ((n, HotpotQA(split="dev", n=n, shuffle_seed=233)) for n in (50, 100))}
+    assert list(table.index) == [50, 100]
+    assert table["em"].tolist() == pytest.approx([expected[50], expected[100]])
+    sweep_dirs = mlflow.search_runs(experiment_names=["multirun-report"])["tags.hydra_sweep_dir"]
+    assert set(sweep_dirs.dropna()) == {str(sweep)}
