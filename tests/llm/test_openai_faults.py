@@ -119,6 +119,7 @@ def test_key_never_in_errors_logs_or_repr(api_key, caplog):
 def test_missing_key_fails_at_construction_naming_the_variable(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("MY_LLM_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         OpenAIBackend(model=MODEL)
     with pytest.raises(ValueError, match="MY_LLM_KEY"):
@@ -127,9 +128,13 @@ def test_missing_key_fails_at_construction_naming_the_variable(monkeypatch):
 
 def test_local_server_needs_no_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with FaultServer(lambda *_: Reply(text="local")) as server, backend(server) as llm:
         assert llm.generate(["q"])[0].text == "local"
-    assert server.received[0].headers["authorization"] == "Bearer EMPTY"
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)  # the SDK's variable counts too
+        with OpenAIBackend(model=MODEL) as from_env:
+            assert from_env.generate(["q"])[0].text == "local"
+    assert [r.headers["authorization"] for r in server.received] == ["Bearer EMPTY"] * 2
 
 
 def test_endpoints_stop_strings_and_usage(api_key):

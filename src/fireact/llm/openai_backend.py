@@ -173,6 +173,7 @@ def _api_key(variable: str, base_url: str | None) -> str:
     key = os.environ.get(variable, "")
     if key:
         return key
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")  # the SDK's own fallback
     if base_url and urlparse(base_url).hostname in LOOPBACK_HOSTS:
         return LOCAL_PLACEHOLDER_KEY  # a local server (vllm serve) checks no key unless told to
     raise ValueError(
