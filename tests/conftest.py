@@ -26,6 +26,15 @@ def compose_config(config_name: str, overrides: list[str] = (), out_dir: Path | 
     return cfg
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _tracking_store(tmp_path_factory):
+    """Entry points under test log to a throwaway MLflow store, never the project's mlruns/."""
+    store = tmp_path_factory.mktemp("mlruns")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+        yield store
+
+
 @pytest.fixture
 def compose_cfg(tmp_path):
     def _compose(config_name: str, *overrides: str) -> DictConfig:

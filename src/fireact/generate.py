@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from fireact import tracking
 from fireact.agents.runner import load_written, run_agent
 from fireact.llm.pricing import cost
 from fireact.paths import data_dir
@@ -82,6 +83,17 @@ def print_table(title: str, values: dict) -> None:
 
 
 def generate(cfg: DictConfig) -> dict[str, float]:
+    """Run (or finish) the generation and log it as one MLflow run (stage "generate")."""
+    with tracking.start_run(cfg, stage="generate"):
+        result = _generate(cfg)
+        tracking.log_metrics(result)
+        for name in ("trajectories.jsonl", "failures.jsonl", "summary.json"):
+            if not cfg.dry_run and (Path(cfg.out_dir) / name).exists():
+                tracking.log_artifact(Path(cfg.out_dir) / name)
+        return result
+
+
+def _generate(cfg: DictConfig) -> dict[str, float]:
     task = instantiate(cfg.task)
     questions = task.questions()
     if cfg.dry_run:

@@ -7,18 +7,24 @@ a killed run resumes. `resume=false` starts the folder afresh.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fireact import tracking
 from fireact.agents.runner import load_written, run_agent
 from fireact.evaluate.summary import print_summary, summarize
 from fireact.trajectory import append_jsonl
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Run (or finish) the evaluation and log it as one MLflow run (stage "evaluate")."""
+    with tracking.start_run(cfg, stage="evaluate"):  # fails here, before any work, if the store is down
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "trajectories.jsonl"
@@ -36,7 +42,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     trajectories = [done[q.qid] for q in questions]
     summary = summarize(trajectories)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print_summary(summary, title=f"evaluate · {task.name} · {trajectories[0].method if trajectories else ''} · {cfg.model.name}")
+    title = f"evaluate · {task.name} · {trajectories[0].method if trajectories else ''} · {cfg.model.name}"
+    tracking.log_evaluation(trajectories, summary, out_dir, title=title)  # summary.json, per-question table, plots
+    print_summary(summary, title=title)
     print(f"trajectories: {path}\nsummary:      {out_dir / 'summary.json'}")
     return summary
