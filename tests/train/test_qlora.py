@@ -22,7 +22,6 @@ def test_qlora_base_is_4bit(model_path):
     assert q_proj.base_layer.weight.quant_state.quant_type == "nf4"
 
 
-@pytest.mark.slow
 def test_qlora_trains_a_4bit_base_and_exports_a_loadable_adapter(shortest, model_path, write_trajectories, tmp_path):
     from peft import PeftModel
 
