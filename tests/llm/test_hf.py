@@ -196,3 +196,62 @@ def test_chat_messages_for_a_model_without_chat_template_are_refused(hf_backend)
     with pytest.raises(ValueError, match="no chat template"):
         variant(hf_backend, tokenizer=plain).generate([CAPITAL], max_tokens=2)
     assert hf_backend.tokenizer.chat_template is not None
+
+
+# --- the shared-prefix KV cache of greedy decoding ---------------------------------------------
+
+def react_prompts(n: int = 4) -> list[str]:
+    """Prompted ReAct prompts as rollouts build them: the ~950-token few-shot examples, a
+    question, and for some an earlier round, so the suffixes differ in length."""
+    from fireact.agents.formats import fewshot
+    from fireact.tasks import HotpotQA
+    from fireact.trajectory import Step
+
+    task = HotpotQA(n=n, shuffle_seed=233)
+    examples = task.prompt("react")
+    earlier = [Step("I need to search it.", "search", "Irene Jacob", "Irène Jacob is a French-Swiss actress.")]
+    return [fewshot(q.question, earlier if i % 2 else [], examples) for i, q in enumerate(task.questions())]
+
+
+def test_prefix_cached_greedy_equals_plain_one_prompt_at_a_time(hf_backend):
+    prompts = react_prompts()
+    stop = ["\nObservation:"]
+    plain = variant(hf_backend, prefix_cache_size=0, _prefixes={})
+    one_by_one = [plain.generate([p], stop=stop, max_tokens=12)[0] for p in prompts]
+    assert not plain._prefixes  # no cache was made
+
+    cached = variant(hf_backend, _prefixes=type(hf_backend._prefixes)())
+    assert cached.generate(prompts, stop=stop, max_tokens=12) == one_by_one
+    shared = next(iter(cached._prefixes))
+    assert len(cached._prefixes) == 1 and len(shared) > 900  # the few-shot examples, encoded once
+    assert all(list(shared) == hf_backend._encode(p)[: len(shared)] for p in prompts)
+    # A later call (the next round, or one prompt alone: a re-ask) reuses it and decodes the same.
+    assert cached.generate(prompts[::-1], stop=stop, max_tokens=12) == one_by_one[::-1]
+    assert cached.generate(prompts[1:2], stop=stop, max_tokens=12) == one_by_one[1:2]
+    assert list(cached._prefixes) == [shared]
+
+
+def test_prefix_cache_keeps_the_most_recent_prefixes(hf_backend):
+    cached = variant(hf_backend, prefix_cache_size=1, _prefixes=type(hf_backend._prefixes)())
+    long_a, long_b = "The history of the Roman Empire " * 8, "A short guide to growing tomatoes " * 8
+    cached.generate([long_a + "began", long_a + "ended"], max_tokens=2)
+    first = next(iter(cached._prefixes))
+    cached.generate([long_b + "in spring", long_b + "in summer"], max_tokens=2)
+    assert list(cached._prefixes) != [first] and len(cached._prefixes) == 1
+    # Prompts that share less than MIN_SHARED_PREFIX tokens make no cache entry.
+    short = variant(hf_backend, _prefixes=type(hf_backend._prefixes)())
+    short.generate(PROMPTS, max_tokens=2)
+    assert not short._prefixes
+
+
+def test_stop_criterion_is_built_once_per_stop_tuple(hf_backend):
+    backend = variant(hf_backend, _stop_criteria={})
+    backend.generate(["The capital of France is"], stop=["\n", " Paris"], max_tokens=3)
+    criterion = backend._stop_criteria[("\n", " Paris")]
+    backend.generate(["Once upon a time"], stop=["\n", " Paris"], max_tokens=3)
+    assert backend._stop_criteria == {("\n", " Paris"): criterion}
+
+
+def test_negative_prefix_cache_size_is_refused():
+    with pytest.raises(ValueError, match="prefix_cache_size"):
+        HFBackend({"name": "x", "path": EMBEDDED}, prefix_cache_size=-1)

@@ -3,27 +3,38 @@
 The model is loaded once (a hub id, a local or merged checkpoint folder, or the embedded
 default), optionally with a PEFT adapter merged in. Prompts are tokenized (chat message lists
 through the tokenizer's chat template), sorted by length to keep padding small, and generated
-in left-padded batches; transformers' own stop-string criterion ends each sequence at its
-first stop string, and the text is cut there and at end-of-sequence.
-All generation goes through `_generate_batch`, the one place where a shared-prefix KV cache
-can later be added.
+in left-padded batches; transformers' own stop-string criterion (built once per tuple of stop
+strings, then a few tensor ops per step) ends each sequence at its first stop string, and the
+text is cut there and at end-of-sequence.
+
+Greedy decoding reuses a shared prefix: agents' prompts all start with the same few-shot
+examples, so the longest common token prefix of a batch is encoded once and its KV cache kept
+(a few, least recently used first out) for later batches and rounds that start with it. A batch
+is then laid out as [shared prefix][left padding][per-prompt suffix], with attention mask 0 on
+the padding and position ids continuing from the prefix, and decoded with the model's forward
+in a plain greedy loop: the same tokens as `generate` up to float rounding. Sampling goes
+through `generate`.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StopStringCriteria, StoppingCriteriaList
 
 from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop
 from fireact.llm.embedded import resolve_model_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A common prefix shorter than this is not worth a cache entry (the suffixes are encoded anyway).
+MIN_SHARED_PREFIX = 32
 
 
 class HFBackend(LLM):
@@ -37,6 +48,9 @@ class HFBackend(LLM):
     batch_size: prompts per forward batch; longer prompt lists are split into chunks.
     temperature: 0 for greedy decoding, above 0 to sample (with `top_p`).
     seed: makes sampling reproducible: call k of this backend samples under seed + k.
+    prefix_cache_size: how many shared-prefix KV caches greedy decoding keeps (0 turns the
+        prefix cache off; each entry holds the prefix's keys and values, ~46 KB a token for
+        SmolLM2-135M in float32).
     """
 
     backend = "hf"
@@ -50,6 +64,7 @@ class HFBackend(LLM):
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        prefix_cache_size: int = 4,
     ):
         if not isinstance(model, Mapping) or not model.get("path"):
             raise ValueError(f"HFBackend needs the model config with a `path` (conf/model/*.yaml), got {model!r}")
@@ -59,6 +74,8 @@ class HFBackend(LLM):
             raise ValueError(f"backend.temperature must be 0 (greedy) or positive, got {temperature}")
         if not 0 < top_p <= 1:
             raise ValueError(f"backend.top_p must be in (0, 1], got {top_p}")
+        if prefix_cache_size < 0:
+            raise ValueError(f"backend.prefix_cache_size must be 0 (off) or more, got {prefix_cache_size}")
         self.device = _device(device)
         self.dtype = _dtype(dtype, self.device)
         self.model = model.get("name") or model["path"]
@@ -67,6 +84,9 @@ class HFBackend(LLM):
         self.top_p = top_p
         self.seed = seed
         self._calls = 0
+        self.prefix_cache_size = prefix_cache_size
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
 
         path = _model_path(model["path"])
         adapter = _adapter_path(model.get("adapter"))
@@ -125,17 +145,96 @@ class HFBackend(LLM):
         return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_dict=True)["input_ids"]
 
     def _generate_batch(self, prompts: list[list[int]], stop: list[str], max_tokens: int) -> list[Completion]:
+        if self.temperature > 0:
+            generated = self._sample(prompts, stop, max_tokens)
+        else:
+            generated = self._greedy(prompts, stop, max_tokens)
+        return [self._completion(len(p), tokens, stop) for p, tokens in zip(prompts, generated)]
+
+    def _sample(self, prompts: list[list[int]], stop: list[str], max_tokens: int) -> list[list[int]]:
         batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
         config = copy.deepcopy(self.lm.generation_config)
-        config.update(max_new_tokens=max_tokens, stop_strings=stop or None, pad_token_id=self.tokenizer.pad_token_id)
-        if self.temperature > 0:  # top_k=0 turns off transformers' default top-k 50: plain nucleus sampling
-            config.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
-        else:
-            config.update(do_sample=False)
+        # top_k=0 turns off transformers' default top-k 50: plain nucleus sampling
+        config.update(max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                      do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
+        criteria = StoppingCriteriaList([self._stop_criterion(stop)] if stop else [])
         with torch.inference_mode():
-            out = self.lm.generate(**batch, generation_config=config, tokenizer=self.tokenizer)
-        generated = out[:, batch["input_ids"].shape[1] :].tolist()
-        return [self._completion(len(p), tokens, stop) for p, tokens in zip(prompts, generated)]
+            out = self.lm.generate(**batch, generation_config=config, stopping_criteria=criteria)
+        return out[:, batch["input_ids"].shape[1] :].tolist()
+
+    def _greedy(self, prompts: list[list[int]], stop: list[str], max_tokens: int) -> list[list[int]]:
+        """Greedy decoding of [shared prefix][left padding][suffix] rows with the model's forward."""
+        rows, pad = len(prompts), self.tokenizer.pad_token_id
+        with torch.inference_mode():
+            prefix, cache = self._shared_prefix(prompts)
+            suffixes = [p[prefix:] for p in prompts]
+            width = max(len(s) for s in suffixes)
+            ids = torch.full((rows, width), pad, dtype=torch.long)
+            mask = torch.zeros((rows, prefix + width), dtype=torch.long)
+            mask[:, :prefix] = 1
+            for row, suffix in enumerate(suffixes):
+                ids[row, width - len(suffix) :] = torch.tensor(suffix)
+                mask[row, prefix + width - len(suffix) :] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            # Each real token's position counts the real tokens before it (as generate does).
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+            end_ids = torch.tensor(sorted(self._end_ids), device=self.device)
+            criterion = self._stop_criterion(stop) if stop else None
+            done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+            sequences, generated = ids, []
+            inputs = ids
+            for step in range(max_tokens):
+                out = self.lm(input_ids=inputs, attention_mask=mask, position_ids=positions,
+                              past_key_values=cache, use_cache=True, logits_to_keep=1)
+                cache = out.past_key_values
+                token = out.logits[:, -1].argmax(-1).masked_fill(done, pad)
+                generated.append(token)
+                sequences = torch.cat([sequences, token[:, None]], dim=-1)
+                done |= torch.isin(token, end_ids)
+                if criterion is not None:
+                    done |= criterion(sequences, None).to(self.device)
+                if bool(done.all()):
+                    break
+                inputs = token[:, None]
+                mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=-1)
+                positions = positions[:, -1:] + 1
+        return torch.stack(generated, dim=1).tolist()
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> tuple[int, DynamicCache | None]:
+        """The length of the token prefix all prompts share that has a KV cache, and a cache of
+        it for this batch. The longest common prefix of a batch is encoded and kept (extending a
+        kept shorter one) when it is at least MIN_SHARED_PREFIX tokens longer than any kept."""
+        if self.prefix_cache_size == 0:
+            return 0, None
+        limit = min(len(p) for p in prompts) - 1  # every row keeps a token to feed
+        kept = max(
+            (k for k in self._prefixes if len(k) <= limit and all(tuple(p[: len(k)]) == k for p in prompts)),
+            key=len, default=(),
+        )
+        common = os.path.commonprefix(prompts)[:limit] if len(prompts) > 1 else []
+        if len(common) >= len(kept) + MIN_SHARED_PREFIX:
+            cache = DynamicCache(self._prefixes[kept], config=self.lm.config) if kept else DynamicCache(config=self.lm.config)
+            new = torch.tensor([common[len(kept) :]], device=self.device)
+            self.lm(input_ids=new, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            kept = tuple(common)
+            self._prefixes[kept] = [(layer.keys, layer.values) for layer in cache.layers]
+            while len(self._prefixes) > self.prefix_cache_size:
+                self._prefixes.popitem(last=False)
+        if not kept:
+            return 0, None
+        self._prefixes.move_to_end(kept)
+        rows = len(prompts)
+        return len(kept), DynamicCache(
+            [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefixes[kept]],
+            config=self.lm.config,
+        )
+
+    def _stop_criterion(self, stop: list[str]) -> StopStringCriteria:
+        """Built once per tuple of stop strings: building it scans the whole vocabulary."""
+        key = tuple(stop)
+        if key not in self._stop_criteria:
+            self._stop_criteria[key] = StopStringCriteria(self.tokenizer, list(stop))
+        return self._stop_criteria[key]
 
     def _completion(self, prompt_tokens: int, tokens: list[int], stop: list[str]) -> Completion:
         end = next((i for i, t in enumerate(tokens) if t in self._end_ids), len(tokens))
