@@ -66,7 +66,7 @@ PAPER_MIXES = [
 
 @pytest.mark.parametrize("overrides, expected", PAPER_MIXES, ids=[" ".join(o) for o, _ in PAPER_MIXES])
 def test_each_paper_mix_gives_its_counts(released, overrides, expected):
-    cfg = compose_build_data(*overrides, "contamination.eval_sets=[]", "out_dir=null")
+    cfg = compose_build_data(*overrides, "contamination.eval_sets=[]", "output_dir=null")
     result = build_from_config(cfg, source=released)
     assert table(count_cells(result.trajectories)) == expected
     assert len({id(t) for t in result.trajectories}) == sum(expected.values())  # no repeats
@@ -74,7 +74,7 @@ def test_each_paper_mix_gives_its_counts(released, overrides, expected):
 
 def test_the_multitask_multimethod_file_alone_as_released(tmp_path):
     cfg = compose_build_data("task_mix=multitask", "method_mix=react_cot", "data_source.use=[multitask_multimethod]",
-                             "contamination.eval_sets=[]", f"out_dir={tmp_path}")
+                             "contamination.eval_sets=[]", f"output_dir={tmp_path}")
     result = build_from_config(cfg)
     assert table(count_cells(result.trajectories)) == {
         "hotpotqa/cot": 186, "hotpotqa/react": 500, "mmlu/cot": 246, "mmlu/react": 456,
@@ -82,7 +82,7 @@ def test_the_multitask_multimethod_file_alone_as_released(tmp_path):
 
 
 def test_data_scaling_beyond_the_released_data_says_what_to_do(released):
-    no_checks = ("contamination.eval_sets=[]", "out_dir=null")
+    no_checks = ("contamination.eval_sets=[]", "output_dir=null")
     with pytest.raises(ValueError, match=r"hotpotqa/react needs 1000 of 500.*at most 500.*replace=true"):
         build_from_config(compose_build_data("n=1000", *no_checks), source=released)
     result = build_from_config(compose_build_data("n=1000", "replace=true", *no_checks), source=released)
@@ -90,7 +90,7 @@ def test_data_scaling_beyond_the_released_data_says_what_to_do(released):
 
 
 def test_contaminated_questions_are_reported_and_can_be_dropped(released, tmp_path):
-    kept = build_from_config(compose_build_data("task_mix=multitask", "method_mix=react_cot", f"out_dir={tmp_path / 'a'}"),
+    kept = build_from_config(compose_build_data("task_mix=multitask", "method_mix=react_cot", f"output_dir={tmp_path / 'a'}"),
                              source=released)
     report = {o.eval_set: (len(o.questions), len(o.trajectories)) for o in kept.pool_overlaps}
     assert report == {"hotpotqa:dev[233-shuffle,0:500]": (0, 0), "bamboogle:test": (0, 0), "strategyqa:dev": (55, 59),
@@ -98,7 +98,7 @@ def test_contaminated_questions_are_reported_and_can_be_dropped(released, tmp_pa
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["contamination"]["built"]["strategyqa:dev"]["trajectories"] == 57  # 2 are Reflexion
     dropped = build_from_config(
-        compose_build_data("task_mix=multitask", "method_mix=react_cot", "contamination.drop=true", "out_dir=null"),
+        compose_build_data("task_mix=multitask", "method_mix=react_cot", "contamination.drop=true", "output_dir=null"),
         source=released)
     assert table(count_cells(dropped.trajectories)) == {
         "hotpotqa/cot": 187, "hotpotqa/react": 500, "mmlu/cot": 246, "mmlu/react": 456,
@@ -122,7 +122,7 @@ def test_the_entry_point_writes_the_same_bytes_twice(tmp_path):
     mix = ["task_mix=multitask", "method_mix=react_cot_reflexion", "n=300", "seed=7"]
     stdout = run_cli(*mix, cwd=tmp_path)  # into the run's Hydra folder
     (first,) = (tmp_path / "outputs" / "build_data").glob("*")
-    run_cli(*mix, f"out_dir={tmp_path / 'again'}", cwd=tmp_path)
+    run_cli(*mix, f"output_dir={tmp_path / 'again'}", cwd=tmp_path)
     assert hashes(first) == hashes(tmp_path / "again")
     assert "selected" in stdout and "strategyqa:dev" in stdout
 
@@ -136,7 +136,7 @@ def test_the_entry_point_writes_the_same_bytes_twice(tmp_path):
         "sha256": hashlib.sha256((data / "finetune/alpaca_format/hotpotqa.json").read_bytes()).hexdigest()}
     assert manifest["outputs"] == {name: h for name, h in hashes(first).items() if name != "manifest.json"}
     assert manifest["config"]["method_mix"] == {"react": 1.0, "cot": 1.0, "reflexion": 1.0}
-    assert "out_dir" not in manifest["config"]
+    assert "output_dir" not in manifest["config"]
 
     trajectories, report = read_jsonl(first / "trajectories.jsonl")
     assert len(trajectories) == 300 and not report.failures
@@ -157,7 +157,7 @@ def test_our_own_rollouts_are_mixed_and_exported(tmp_path):
     ]
     write_jsonl(tmp_path / "generated.jsonl", rollouts)
     cfg = compose_build_data("data_source=trajectories", f"data_source.paths=[{tmp_path / 'generated.jsonl'}]",
-                             "method_mix=react_cot", "n=5", f"out_dir={tmp_path / 'out'}")
+                             "method_mix=react_cot", "n=5", f"output_dir={tmp_path / 'out'}")
     result = build_from_config(cfg)
     assert table(count_cells(result.trajectories)) == {"hotpotqa/cot": 2, "hotpotqa/react": 3}
 

@@ -3,19 +3,35 @@
 Loads trajectories (`data_source`: the released FireAct sets by default, or our own JSONL),
 mixes them by `task_mix` × `method_mix` (conf/build_data.yaml says how the ratios work),
 writes trajectories.jsonl, alpaca.json, chat.jsonl and manifest.json to the run's folder
-(or `out_dir=...`) and prints the counts per task × method.
+(or `output_dir=...`) and prints the counts per task × method.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from fireact.data.build import build_from_config
+from fireact import tracking
+from fireact.data.build import BuildResult, build_from_config
+from fireact.data.importer import count_cells
 from fireact.data.summary import print_summary
+
+
+def build_data(cfg: DictConfig) -> BuildResult:
+    """Build the set and log it as one MLflow run (stage "build_data"): counts per task ×
+    method as metrics, the manifest and the exports as artifacts."""
+    with tracking.start_run(cfg, stage="build_data"):
+        result = build_from_config(cfg)
+        counts = {f"count_{task}_{method}": k for (task, method), k in count_cells(result.trajectories).items()}
+        tracking.log_metrics({"n_trajectories": len(result.trajectories), **counts})
+        if result.out_dir is not None:
+            for name in ("manifest.json", "trajectories.jsonl"):
+                tracking.log_artifact(result.out_dir / name)
+        print_summary(result)
+        return result
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="build_data")
 def main(cfg: DictConfig) -> None:
-    print_summary(build_from_config(cfg))
+    build_data(cfg)
 
 
 if __name__ == "__main__":

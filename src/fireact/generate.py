@@ -88,8 +88,8 @@ def generate(cfg: DictConfig) -> dict[str, float]:
         result = _generate(cfg)
         tracking.log_metrics(result)
         for name in ("trajectories.jsonl", "failures.jsonl", "summary.json"):
-            if not cfg.dry_run and (Path(cfg.out_dir) / name).exists():
-                tracking.log_artifact(Path(cfg.out_dir) / name)
+            if not cfg.dry_run and (Path(cfg.output_dir) / name).exists():
+                tracking.log_artifact(Path(cfg.output_dir) / name)
         return result
 
 
@@ -101,7 +101,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
         print_table(f"generate --dry-run · {task.name} · {cfg.model.name} (estimate)", result)
         return result
 
-    out_dir = Path(cfg.out_dir)
+    out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
     qids = {q.qid for q in questions}

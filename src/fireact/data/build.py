@@ -20,7 +20,7 @@ from fireact.trajectory import Trajectory
 
 # Config keys that name where this run writes, not what it builds: left out of the manifest
 # so that the same build gives the same manifest bytes.
-RUN_ONLY_KEYS = ("out_dir", "paths")
+RUN_ONLY_KEYS = ("output_dir", "paths")
 
 
 @dataclass
@@ -96,7 +96,7 @@ def build_from_config(cfg: DictConfig, source=None) -> BuildResult:
         replace=cfg.replace,
         eval_tasks=list(instantiate(cfg.contamination.eval_sets)),
         drop_contaminated=cfg.contamination.drop,
-        out_dir=cfg.out_dir,
+        out_dir=cfg.output_dir,
         config={key: _resolved(cfg, key) for key in cfg if key not in RUN_ONLY_KEYS},
     )
 

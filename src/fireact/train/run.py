@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoConfig, AutoTokenizer
 
+from fireact import tracking
 from fireact.llm.embedded import resolve_model_path
 from fireact.paths import REPO_ROOT
 from fireact.train.module import CausalLMModule
@@ -36,9 +37,15 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
-    """Run the configured fine-tuning; returns the summary (also in train_summary.json)."""
-    pl.seed_everything(cfg.seed, workers=True)
-    return instantiate(cfg.finetune).fit(cfg, callbacks=callbacks)
+    """Run the configured fine-tuning as one MLflow run (stage "train"; with logger=mlflow the
+    Lightning curves go into it); returns the summary (also in train_summary.json)."""
+    with tracking.start_run(cfg, stage="train"):
+        pl.seed_everything(cfg.seed, workers=True)
+        summary = instantiate(cfg.finetune).fit(cfg, callbacks=callbacks)
+        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if (Path(cfg.output_dir) / "train_summary.json").exists():
+            tracking.log_artifact(Path(cfg.output_dir) / "train_summary.json")
+        return summary
 
 
 def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) -> dict:

@@ -1,0 +1,97 @@
+"""`python -m fireact.pipeline`: build_data → train → evaluate the fine-tuned agent and, by
+config, the prompted base model on the same questions; one parent MLflow run with a child
+run per stage, ending with the comparison table (prompted vs fine-tuned).
+
+Each stage is its own entry point's config (conf/<stage>.yaml) composed with the overrides
+in `stages.<stage>`, exactly as on that stage's command line, plus the shared `model`,
+`seed` and `experiment_name`. Stage folders sit under the pipeline's run folder; rerunning
+the command reuses them: build_data is deterministic, a finished training is kept (an
+interrupted one resumes from its checkpoint), and evaluations resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import hydra
+from hydra import compose
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from fireact import tracking
+from fireact.build_data import build_data
+from fireact.evaluate.run import evaluate
+from fireact.train.run import train
+
+COMPARED = ("em", "f1", "turns_mean", "turns_std", "prompt_tokens_mean", "completion_tokens_mean", "time_per_trial", "cost_per_trial")
+
+
+def stage_config(cfg: DictConfig, stage: str, out_dir: Path, extra: list[str] = ()) -> DictConfig:
+    shared = [f"model={cfg.model}", f"seed={cfg.seed}", f"experiment_name={cfg.experiment_name}", f"paths.output_dir={out_dir}"]
+    stage_cfg = compose(config_name=stage, overrides=shared + list(cfg.stages[stage]) + list(extra))
+    with open_dict(stage_cfg):
+        stage_cfg.pop("hydra", None)
+    return stage_cfg
+
+
+def trained_model_overrides(summary: dict) -> list[str]:
+    """How `evaluate` loads what `train` wrote: an adapter on the base model, or a full model."""
+    outputs = summary["outputs"]
+    if "adapter" in outputs:
+        return [f"model.adapter={outputs['adapter']}"]
+    return [f"model.path={outputs['model']}"]
+
+
+def run_train(cfg: DictConfig, data_dir: Path, out_dir: Path) -> dict:
+    done = out_dir / "train_summary.json"
+    if done.exists():  # a finished training is kept; delete the folder to train again
+        return json.loads(done.read_text())
+    resume = ["resume=true"] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
+    return train(stage_config(cfg, "train", out_dir, [f"data.path={data_dir}", *resume]))
+
+
+def pipeline(cfg: DictConfig) -> dict[str, dict]:
+    root = Path(cfg.output_dir)
+    with tracking.start_run(cfg, stage="pipeline"):
+        build_data(stage_config(cfg, "build_data", root / "build_data"))
+        trained = run_train(cfg, root / "build_data", root / "train")
+        results = {}
+        finetuned = trained_model_overrides(trained) + [f"method.format={cfg.finetuned_format}"]
+        results["fine-tuned"] = evaluate(stage_config(cfg, "evaluate", root / "evaluate_finetuned", finetuned))
+        if cfg.prompted:
+            results["prompted"] = evaluate(stage_config(cfg, "evaluate", root / "evaluate_prompted", ["method.format=fewshot"]))
+        tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
+        table = write_comparison(results, root)
+        tracking.log_artifact(root / "comparison.md")
+        tracking.log_artifact(root / "comparison.csv")
+    Console().print(table)
+    print(f"pipeline folder: {root}\nMLflow: `make ui`, then http://127.0.0.1:5000 (experiment {cfg.experiment_name!r})")
+    return results
+
+
+def write_comparison(results: dict[str, dict], root: Path) -> Table:
+    table = Table(title="prompted vs fine-tuned")
+    table.add_column("agent")
+    for key in COMPARED:
+        table.add_column(key, justify="right")
+    rows = [[name, *(f"{s[key]:.4g}" for key in COMPARED)] for name, s in sorted(results.items(), reverse=True)]
+    for row in rows:
+        table.add_row(*row)
+    with (root / "comparison.csv").open("w", newline="") as out:
+        csv.writer(out).writerows([["agent", *COMPARED], *rows])
+    lines = ["| agent | " + " | ".join(COMPARED) + " |", "|" + " --- |" * (len(COMPARED) + 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    (root / "comparison.md").write_text("\n".join(lines) + "\n")
+    return table
+
+
+@hydra.main(config_path="../../conf", config_name="pipeline", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    pipeline(cfg)
+
+
+if __name__ == "__main__":
+    main()
