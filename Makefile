@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip install --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-vllm test test-vllm test-all run evaluate ui clean help
+.PHONY: install install-vllm test test-vllm test-all run pipeline evaluate ui clean help
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,16 +39,20 @@ $(VLLM_STAMP): pyproject.toml constraints.txt
 	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
-test: install  ## the default test suite (fast; slow and GPU tests excluded)
+test: install install-vllm  ## the default test suite (slow and GPU tests excluded; vLLM tests included)
 	$(PY) -m pytest
 
 test-all: install install-vllm  ## every test but GPU ones, slow included
 	$(PY) -m pytest -m "not gpu"
 
-test-vllm: install install-vllm  ## the vLLM tests (slow, ~3-5 min): VLLMBackend in .venv-vllm, backend=openai against vLLM's server
-	$(PY) -m pytest -m slow tests/llm/test_vllm_backend.py tests/llm/test_openai_vllm_serve.py
+test-vllm: install install-vllm  ## only the vLLM tests (~3-5 min): VLLMBackend in .venv-vllm, backend=openai against vLLM's server
+	$(PY) -m pytest -m vllm
 
-run: evaluate  ## the offline quickstart
+run: install  ## the offline quickstart: LoRA fine-tune SmolLM2, prompted vs fine-tuned on 10 HotpotQA questions, MLflow
+	$(PY) -m fireact.pipeline experiment=quickstart $(ARGS)
+
+pipeline: install  ## build_data → train → evaluate with your overrides, e.g. make pipeline ARGS="n=200 questions=50"
+	$(PY) -m fireact.pipeline $(ARGS)
 
 evaluate: install  ## prompted ReAct with the embedded model on 10 HotpotQA questions (override with ARGS="...")
 	$(PY) -m fireact.evaluate task.n=10 $(ARGS)

@@ -3,8 +3,8 @@ config, the prompted base model on the same questions; one parent MLflow run wit
 run per stage, ending with the comparison table (prompted vs fine-tuned).
 
 Each stage is its own entry point's config (conf/<stage>.yaml) composed with the overrides
-in `stages.<stage>`, exactly as on that stage's command line, plus the shared `model`,
-`seed` and `experiment_name`. Stage folders sit under the pipeline's run folder; rerunning
+in `stages.<stage>`, exactly as on that stage's command line, plus the shared `seed` and
+`experiment_name`. Stage folders sit under the pipeline's run folder; rerunning
 the command reuses them: build_data is deterministic, a finished training is kept (an
 interrupted one resumes from its checkpoint), and evaluations resume.
 """
@@ -29,9 +29,15 @@ from fireact.train.run import train
 COMPARED = ("em", "f1", "turns_mean", "turns_std", "prompt_tokens_mean", "completion_tokens_mean", "time_per_trial", "cost_per_trial")
 
 
+def quoted(path) -> str:
+    """A path as a Hydra override value (run folders are named like `n=100,noise=clean`)."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def stage_config(cfg: DictConfig, stage: str, out_dir: Path, extra: list[str] = ()) -> DictConfig:
-    shared = [f"model={cfg.model}", f"seed={cfg.seed}", f"experiment_name={cfg.experiment_name}", f"paths.output_dir={out_dir}"]
-    stage_cfg = compose(config_name=stage, overrides=shared + list(cfg.stages[stage]) + list(extra))
+    shared = [f"seed={cfg.seed}", f"experiment_name={cfg.experiment_name}", f"paths.output_dir={quoted(out_dir)}"]
+    overrides = shared + list(cfg.stages[stage]) + list(cfg.extra[stage]) + list(extra)
+    stage_cfg = compose(config_name=stage, overrides=overrides)
     with open_dict(stage_cfg):
         stage_cfg.pop("hydra", None)
     return stage_cfg
@@ -41,8 +47,8 @@ def trained_model_overrides(summary: dict) -> list[str]:
     """How `evaluate` loads what `train` wrote: an adapter on the base model, or a full model."""
     outputs = summary["outputs"]
     if "adapter" in outputs:
-        return [f"model.adapter={outputs['adapter']}"]
-    return [f"model.path={outputs['model']}"]
+        return [f"model.adapter={quoted(outputs['adapter'])}"]
+    return [f"model.path={quoted(outputs['model'])}"]
 
 
 def run_train(cfg: DictConfig, data_dir: Path, out_dir: Path) -> dict:
@@ -50,7 +56,7 @@ def run_train(cfg: DictConfig, data_dir: Path, out_dir: Path) -> dict:
     if done.exists():  # a finished training is kept; delete the folder to train again
         return json.loads(done.read_text())
     resume = ["resume=true"] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
-    return train(stage_config(cfg, "train", out_dir, [f"data.path={data_dir}", *resume]))
+    return train(stage_config(cfg, "train", out_dir, [f"data.path={quoted(data_dir)}", *resume]))
 
 
 def pipeline(cfg: DictConfig) -> dict[str, dict]:

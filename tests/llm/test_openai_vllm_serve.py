@@ -13,7 +13,7 @@ from fireact.llm.openai_backend import OpenAIBackend
 
 from .servers import VLLMServer, vllm_python
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.vllm
 SERVED_NAME = "smollm2-test"
 QUESTION = "What is the capital of France?"
 

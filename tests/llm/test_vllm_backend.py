@@ -96,7 +96,7 @@ def results(lora_adapter, tmp_path_factory) -> dict:
     return results
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 def test_greedy_completions_are_deterministic(results):
     assert (results["backend"], results["model"]) == ("vllm", "SmolLM2-135M-Instruct")
     free = results["free"]
@@ -107,14 +107,14 @@ def test_greedy_completions_are_deterministic(results):
         assert completion["finish_reason"] == ("length" if completion["completion_tokens"] == 24 else "stop")
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 def test_stop_strings_cut_the_completion(results):
     free, stop, [cut] = results["free"][0]["text"], results["stop"], results["cut"]
     assert cut["text"] == free[: free.index(stop)]
     assert cut["finish_reason"] == "stop" and cut["completion_tokens"] < results["free"][0]["completion_tokens"]
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 def test_chat_and_text_prompts_in_one_batch(results):
     first, chat, third = results["mixed"]
     assert "Paris" in chat["text"]
@@ -123,7 +123,7 @@ def test_chat_and_text_prompts_in_one_batch(results):
     assert third["prompt_tokens"] == results["free"][1]["prompt_tokens"]
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 def test_a_prompt_over_max_model_len_fails_alone(results):
     first, too_long, third = results["too_long"]
     assert too_long["error"] and "2048" in too_long["error"] and too_long["text"] == ""
@@ -131,18 +131,18 @@ def test_a_prompt_over_max_model_len_fails_alone(results):
     assert first["error"] is None and third["error"] is None
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 def test_throughput_was_measured_for_1_and_16_prompts(results):
     assert results["throughput_1"]["tokens"] > 0
     assert results["throughput_16"]["tokens"] > results["throughput_1"]["tokens"]
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 def test_a_folder_that_is_no_adapter_is_named(results):
     assert "model.adapter=" in results["bad_adapter"] and "adapter_config.json" in results["bad_adapter"]
 
 
-@pytest.mark.slow
+@pytest.mark.vllm
 def test_lora_adapter_changes_the_output(results):
     base, lora = [c["text"] for c in results["free"]], [c["text"] for c in results["lora"]]
     assert all(text for text in lora)

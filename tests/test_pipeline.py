@@ -1,0 +1,59 @@
+"""`python -m fireact.pipeline` end to end at toy scale, as a user runs it: build_data → train
+(LoRA on the embedded model) → evaluate fine-tuned and prompted, one parent MLflow run with
+a child run per stage, the comparison table; a rerun reuses every stage."""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from fireact.paths import REPO_ROOT
+
+TOY = [
+    "n=6", "questions=2",
+    "extra.train=[trainer.max_steps=2,data.max_length=384,data.batch_size=2,data.val_fraction=0]",
+    "extra.evaluate=[method.max_rounds=2,method.max_tokens=40,method.max_retries=0]",
+    "experiment_name=pipeline-test",
+]
+
+
+def run_pipeline(tmp_path, store):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+    return subprocess.run(
+        [sys.executable, "-m", "fireact.pipeline", *TOY, f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_pipeline_end_to_end_and_rerun(tmp_path):
+    store = tmp_path / "mlflow.db"
+    first = run_pipeline(tmp_path, store)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "run"
+    assert "prompted vs fine-tuned" in first.stdout and "make ui" in first.stdout
+    assert len((run / "build_data" / "trajectories.jsonl").read_text().splitlines()) == 6
+    assert (run / "train" / "adapter" / "adapter_config.json").exists()
+    for agent in ("evaluate_finetuned", "evaluate_prompted"):
+        lines = (run / agent / "trajectories.jsonl").read_text().splitlines()
+        assert len(lines) == 2
+    finetuned = json.loads((run / "evaluate_finetuned" / "trajectories.jsonl").read_text().splitlines()[0])
+    prompted = json.loads((run / "evaluate_prompted" / "trajectories.jsonl").read_text().splitlines()[0])
+    assert finetuned["prompt_tokens"] < prompted["prompt_tokens"]  # zero-shot vs few-shot prompts
+    assert (run / "comparison.md").read_text().count("\n") == 4  # header, rule, two agents
+
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    runs = mlflow.search_runs(experiment_names=["pipeline-test"])
+    stages = sorted(runs["tags.stage"])
+    assert stages == ["build_data", "evaluate", "evaluate", "pipeline", "train"]
+    parent = runs[runs["tags.stage"] == "pipeline"].iloc[0]
+    children = runs[runs["tags.stage"] != "pipeline"]
+    assert (children["tags.mlflow.parentRunId"] == parent["run_id"]).all()
+    assert "metrics.finetuned_em" in runs and "metrics.prompted_em" in runs
+
+    second = run_pipeline(tmp_path, store)  # every stage's output is reused
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 already written, 0 to run" in second.stderr or "0 to run" in second.stdout + second.stderr
+    assert json.loads((run / "train" / "train_summary.json").read_text())["optimizer_steps"] == 2
