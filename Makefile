@@ -68,3 +68,13 @@ ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the local store ml
 
 clean:  ## remove outputs (keeps .venv and mlruns)
 	rm -rf outputs multirun/*/ .pytest_cache
+
+# Speed against the paper's baselines (bench/rollout.py, bench/train.py; flags in their docstrings).
+# Run it on a quiet machine: torch on 2 shared cores slows down several-fold under other load.
+.PHONY: bench
+BENCH_ROLLOUT_ARGS ?=
+BENCH_TRAIN_ARGS ?=
+bench: install  ## rollout and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: tens of minutes)
+	$(PY) bench/rollout.py $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
+	$(PY) bench/train.py $(BENCH_TRAIN_ARGS) --json bench/train.json
+	$(PY) bench/results.py bench/rollout.json bench/train.json > bench/RESULTS.md

@@ -131,6 +131,7 @@ def main() -> None:
         print(f"{fmt}: ours/baseline {result['ratio_trials']:.2f}x trials/s, {result['ratio_gen_tokens']:.2f}x gen tok/s, "
               f"same trajectory {result['same_trajectory_share']:.0%}", flush=True)
 
+    print("vllm backend: not benchmarked (this bench times the hf backend only; see bench/RESULTS.md)", flush=True)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
     print(f"peak RSS {peak_gb:.2f} GB", flush=True)
     if args.json:
