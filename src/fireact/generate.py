@@ -16,11 +16,10 @@ from pathlib import Path
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
 
 from fireact import tracking
 from fireact.agents.runner import load_written, run_agent
+from fireact.evaluate.summary import print_summary
 from fireact.llm.pricing import cost
 from fireact.paths import data_dir
 from fireact.trajectory import Trajectory, append_jsonl, read_alpaca
@@ -73,15 +72,6 @@ def summarize_generation(kept: list[Trajectory], failed: list[Trajectory]) -> di
     }
 
 
-def print_table(title: str, values: dict) -> None:
-    table = Table(title=title)
-    table.add_column("")
-    table.add_column("value", justify="right")
-    for key, value in values.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
-
-
 def generate(cfg: DictConfig) -> dict[str, float]:
     """Run (or finish) the generation and log it as one MLflow run (stage "generate")."""
     with tracking.start_run(cfg, stage="generate"):
@@ -98,7 +88,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     questions = task.questions()
     if cfg.dry_run:
         result = estimate(cfg, task, questions)
-        print_table(f"generate --dry-run · {task.name} · {cfg.model.name} (estimate)", result)
+        print_summary(result, f"generate --dry-run · {task.name} · {cfg.model.name} (estimate)")
         return result
 
     out_dir = Path(cfg.output_dir)
@@ -121,7 +111,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
 
     result = summarize_generation(list(kept.values()), list(failed.values()))
     (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
-    print_table(f"generate · {task.name} · {cfg.model.name}", result)
+    print_summary(result, f"generate · {task.name} · {cfg.model.name}")
     print(f"kept:     {kept_path}\nfailures: {failed_path}")
     return result
 

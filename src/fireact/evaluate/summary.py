@@ -55,6 +55,7 @@ def summarize(trajectories: Sequence[Trajectory], n_questions: int | None = None
 
 
 def print_summary(summary: dict[str, float], title: str, console: Console | None = None) -> None:
+    """A two-column table of the values, printed at the end of a run."""
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
