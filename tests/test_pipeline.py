@@ -14,8 +14,8 @@ from fireact.paths import REPO_ROOT
 
 TOY = [
     "n=6", "questions=2",
-    "extra.train=[trainer.max_steps=2,data.max_length=384,data.batch_size=2,data.val_fraction=0]",
-    "extra.evaluate=[method.max_rounds=2,method.max_tokens=40,method.max_retries=0]",
+    "extra.train=['trainer.max_steps=2','data.max_length=384','data.batch_size=2','data.val_fraction=0']",
+    "extra.evaluate=['method.max_rounds=2','method.max_tokens=40','method.max_retries=0']",
     "experiment_name=pipeline-test",
 ]
 

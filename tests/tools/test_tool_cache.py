@@ -118,7 +118,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
         subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
         for tag in ("p1", "p2")
     ]
-    shared = [writer.communicate(timeout=120)[0].splitlines() for writer in writers]
+    shared = [writer.communicate(timeout=600)[0].splitlines() for writer in writers]
     assert [writer.returncode for writer in writers] == [0, 0]
     cache = ToolCache(path)
     assert len(cache) == 700  # 300 own keys each and 100 shared
