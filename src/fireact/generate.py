@@ -40,7 +40,7 @@ def estimate(cfg: DictConfig, task, questions) -> dict[str, float]:
     rounds = statistics.fmean(t.turns for t in released)
     round_chars = statistics.fmean(len(t.react_text()) / t.turns for t in released)
     method = instantiate(cfg.method)
-    examples = task.prompt("react" if method.name == "reflexion" else method.name) if method.format != "alpaca" else ""
+    examples = method.examples(task)
     if method.max_rounds == 1:
         rounds = 1
     prompt_tokens = completion_tokens = 0.0

@@ -42,6 +42,13 @@ class Method:
     def stop(self) -> list[str]:
         return ["\nObservation:"]
 
+    def examples(self, task) -> str:
+        """The task's few-shot examples this method prompts with ("" for zero-shot alpaca;
+        Reflexion uses ReAct's examples)."""
+        if self.format == "alpaca":
+            return ""
+        return task.prompt("react" if self.name == "reflexion" else self.name)
+
     def prompt(self, question: str, steps: list[Step], examples: str, round_number: int) -> Prompt:
         raise NotImplementedError
 

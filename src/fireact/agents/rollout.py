@@ -62,7 +62,7 @@ class Rollout:
         self.cost = cost or (lambda *_: 0.0)
         self.tool_workers, self.seed = tool_workers, seed
         self.labels = labels or {}  # recorded on every trajectory: backend, model, tool, noise names
-        self.examples = task.prompt("react" if method.name == "reflexion" else method.name) if method.format != "alpaca" else ""
+        self.examples = method.examples(task)
 
     def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None) -> list[Trajectory]:
         episodes = [Episode(q, self.tool.new_episode()) for q in questions]
