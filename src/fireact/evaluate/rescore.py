@@ -4,7 +4,9 @@ Each file (ours: *.jsonl; the released evaluation files: *.json) is scored over 
 questions (default: the 500 HotpotQA evaluation questions): every answer is scored again with
 the task's own scoring against the task's gold answer, questions missing from the file count as
 failures, and the agreement with the EM stored in the file is reported. With two or more files,
-the oracle and random choice among them are reported too (fireact.evaluate.oracle).
+the oracle and random choice among them are reported too (fireact.evaluate.oracle), and how
+often each file's trajectory is the same as the first file's (fireact.evaluate.agreement: e.g.
+the same greedy agent run by two backends).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fireact import tracking
+from fireact.evaluate.agreement import agreement
 from fireact.evaluate.oracle import em_by_qid, method_choice
 from fireact.evaluate.summary import summarize
 from fireact.paths import data_dir
@@ -117,6 +120,17 @@ def print_results(results: dict[str, Rescored], choice: dict[str, float] | None,
             f"{s['tool_calls_mean']:.2f}", f"{s['agreement']:.3f}",
         )
     console.print(table)
+    if len(results) > 1:
+        first, *others = results
+        rows = Table(title=f"the same as {first} (over the questions both have)")
+        rows.add_column("file", overflow="fold", min_width=20)
+        for header in ("compared", "trajectory", "answer", "first step"):
+            rows.add_column(header, justify="right", no_wrap=True)
+        for name in others:
+            s = results[name].summary
+            rows.add_row(name, str(s["compared_as_first"]), f"{s['same_trajectory_as_first']:.3f}",
+                         f"{s['same_answer_as_first']:.3f}", f"{s['same_first_step_as_first']:.3f}")
+        console.print(rows)
     if choice:
         rows = Table(title="choosing among the files per question")
         rows.add_column("metric", overflow="fold")
@@ -143,6 +157,9 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 tracking.log_evaluation(results[name].trajectories, results[name].summary, out_dir / name, title=name)
         choice = None
         if len(results) > 1:
+            first = next(iter(results.values())).trajectories
+            for result in list(results.values())[1:]:
+                result.summary.update({f"{k}_as_first": v for k, v in agreement(first, result.trajectories).items()})
             scores = {name: em_by_qid(result.trajectories) for name, result in results.items()}
             choice = method_choice(scores, [q.qid for q in questions], seed=cfg.seed)
             tracking.log_metrics(choice)
