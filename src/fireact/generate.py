@@ -4,7 +4,10 @@ A teacher (any backend: the OpenAI API, an OpenAI-compatible server, hf) runs a 
 task's training questions. Trajectories that solve their question (EM = 1) go to
 `trajectories.jsonl`; the others go to `failures.jsonl` with the reason. Both files are
 appended as questions finish, and a rerun of the same command skips every question already
-in either file. `dry_run=true` estimates tokens and cost before anything is spent.
+in either file. The folder's `run_config.yaml` records the settings they were written under;
+a rerun with other settings stops before any work (fireact.tracking.run_config), and
+`resume=false` starts afresh (the old files go when the first new trajectory is written).
+`dry_run=true` estimates tokens and cost before anything is spent.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fireact.agents.runner import load_written, run_agent
 from fireact.evaluate.summary import print_summary
 from fireact.llm.pricing import cost
 from fireact.paths import data_dir
+from fireact.tracking.run_config import RunFolder
 from fireact.trajectory import Trajectory, append_jsonl, read_alpaca
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with GPT-style tokenizers
@@ -92,13 +96,25 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
         return result
 
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
+    # conf/generate.yaml may not declare `resume`; then it is added with a leading +
+    resume = cfg.get("resume", True)
+    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name],
+                       resume_override="resume=false" if "resume" in cfg else "+resume=false")
+    if resume:
+        folder.check()  # written under other settings: stop now, naming the keys
     qids = {q.qid for q in questions}
-    kept = {qid: t for qid, t in load_written([kept_path]).items() if qid in qids}
-    failed = {qid: t for qid, t in load_written([failed_path]).items() if qid in qids and qid not in kept}
+    kept = {qid: t for qid, t in load_written([kept_path]).items() if qid in qids} if resume else {}
+    failed = {qid: t for qid, t in load_written([failed_path]).items() if qid in qids and qid not in kept} if resume else {}
+    started = False
 
     def write(trajectory: Trajectory) -> None:
+        nonlocal started
+        if not started:  # the first new result: only now is anything in the folder replaced
+            if not resume:
+                folder.discard(also=["summary.json"])
+            folder.record()
+            started = True
         if trajectory.em == 1.0:
             append_jsonl(kept_path, trajectory)
             kept[trajectory.qid] = trajectory
@@ -110,6 +126,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     run_agent(cfg, task, questions, {**kept, **failed}, write, desc="generate")
 
     result = summarize_generation(list(kept.values()), list(failed.values()))
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
     print_summary(result, f"generate · {task.name} · {cfg.model.name}")
     print(f"kept:     {kept_path}\nfailures: {failed_path}")

@@ -2,7 +2,10 @@
 
 Trajectories are appended to `trajectories.jsonl` in the output folder as each question
 finishes; rerunning the same command (same folder) skips the questions already there, so
-a killed run resumes. `resume=false` starts the folder afresh.
+a killed run resumes. The folder's `run_config.yaml` records the settings its trajectories
+were written under, and a rerun with other settings stops before any work (see
+fireact.tracking.run_config). `resume=false` starts the folder afresh: its old files go when
+the first new trajectory is written, so a run that fails before that loses nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from omegaconf import DictConfig
 from fireact import tracking
 from fireact.agents.runner import load_written, run_agent
 from fireact.evaluate.summary import print_summary, summarize
+from fireact.tracking.run_config import RunFolder
 from fireact.trajectory import append_jsonl
+
+OUTPUTS = ("summary.json", "per_question.csv", "plots/turns.png")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -26,15 +32,24 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def _evaluate(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "trajectories.jsonl"
-    if not cfg.resume:
-        path.unlink(missing_ok=True)
     task = instantiate(cfg.task)
-    questions = task.questions()
-    done = {qid: t for qid, t in load_written([path]).items() if qid in {q.qid for q in questions}}
+    questions = task.questions()  # a bad task or n fails here, before the folder is touched
+    folder = RunFolder(out_dir, cfg, results=[path.name])
+    fresh = not cfg.resume
+    if not fresh:
+        folder.check()  # written under other settings: stop now, naming the keys
+    qids = {q.qid for q in questions}
+    done = {} if fresh else {qid: t for qid, t in load_written([path]).items() if qid in qids}
+    started = False
 
     def write(trajectory):
+        nonlocal started
+        if not started:  # the first new result: only now is anything in the folder replaced
+            if fresh:
+                folder.discard(also=OUTPUTS)
+            folder.record()
+            started = True
         append_jsonl(path, trajectory)
         done[trajectory.qid] = trajectory
 

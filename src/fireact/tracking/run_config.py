@@ -1,0 +1,164 @@
+"""The settings a folder's results were written under, kept beside them as run_config.yaml.
+
+`evaluate` and `generate` resume in their output folder. Resuming is only sound when the
+questions still to run use the settings the written ones used, so the folder records the
+result-relevant config (resolved, secrets left out) with its first trajectory, and a rerun
+whose settings differ stops before any work, naming the folder, the differing keys and the
+ways out. Settings that change speed or bookkeeping but not what a trajectory holds (how
+many questions, chunk and batch sizes, workers, retries and timeouts, where things are
+logged) are left out, so `task.n=500` resumes a `task.n=100` folder.
+
+    folder = RunFolder(out_dir, cfg, results=["trajectories.jsonl"])
+    folder.check()     # before any work: ConfigMismatch if the folder was written otherwise
+    folder.record()    # with the first result written: run_config.yaml (once)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fireact.tracking.config import resolved_config
+from fireact.tracking.secrets import Redactor, is_secret_name
+
+log = logging.getLogger(__name__)
+
+RUN_CONFIG = "run_config.yaml"
+
+# Dotted keys (and everything under them) that do not change what a run writes.
+NOT_RESULTS = (
+    "hydra", "paths", "logger", "experiment_name", "output_dir", "resume", "dry_run",
+    "chunk_size", "tool_workers", "task.n",
+    # backends: speed, placement and transport
+    "backend.batch_size", "backend.prefix_cache_size", "backend.device", "backend.concurrency",
+    "backend.timeout_s", "backend.max_retries", "backend.retry_budget_s", "backend.backoff_initial_s",
+    "backend.backoff_max_s", "backend.gpu_memory_utilization", "backend.kv_cache_memory_bytes",
+    "backend.tensor_parallel_size", "backend.enforce_eager",
+    # tools: the call cache and the HTTP client
+    "tool.cache", "tool.cache_path", "tool.timeout", "tool.retry", "tool.tool.timeout", "tool.tool.retry",
+)
+_ABSENT = "<absent>"
+
+
+class ConfigMismatch(ValueError):
+    """The output folder holds results written under other settings; raised before any work."""
+
+
+def result_config(cfg: Mapping | Any) -> dict[str, Any]:
+    """The resolved config without the NOT_RESULTS keys and without secrets (secret-named
+    entries dropped, secret values masked), as plain dicts and lists."""
+    tree = resolved_config(cfg)
+    redactor = Redactor.for_config(tree)
+    return redactor.tree(_prune(tree, ""))
+
+
+def _prune(node: Any, prefix: str) -> Any:
+    if isinstance(node, Mapping):
+        kept = {}
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if name in NOT_RESULTS or is_secret_name(str(key)):
+                continue
+            kept[str(key)] = _prune(value, f"{name}.")
+        return kept
+    if isinstance(node, (list, tuple)):
+        return [_prune(value, prefix) for value in node]
+    return node
+
+
+def flat(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"method": {"max_rounds": 2}} -> {"method.max_rounds": 2} (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def differences(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for each dotted key whose value differs; a key on one side
+    only shows "<absent>" on the other."""
+    before, after = flat(old), flat(new)
+    return [
+        (key, before.get(key, _ABSENT), after.get(key, _ABSENT))
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, _ABSENT) != after.get(key, _ABSENT)
+    ]
+
+
+class RunFolder:
+    """An output folder whose `results` files (names inside it) were written under one config."""
+
+    def __init__(self, out_dir: str | Path, cfg: Mapping | Any, results: Sequence[str], resume_override: str = "resume=false"):
+        self.out_dir = Path(out_dir)
+        self.config = result_config(cfg)
+        self.results = [self.out_dir / name for name in results]
+        self.path = self.out_dir / RUN_CONFIG
+        self.resume_override = resume_override
+
+    def has_results(self) -> bool:
+        return any(path.exists() and path.stat().st_size > 0 for path in self.results)
+
+    def written_config(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            written = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigMismatch(
+                f"{self.path} is not valid YAML ({err}); it records the settings of the results in "
+                f"{self.out_dir}. {self._fix()}"
+            ) from err
+        return written if isinstance(written, dict) else {}
+
+    def check(self) -> None:
+        """Raise ConfigMismatch if the folder holds results written under other settings."""
+        if not self.has_results():
+            return
+        written = self.written_config()
+        if written is None:
+            log.warning(
+                "%s holds results but no %s (written before settings were recorded): resuming without "
+                "checking that they were written under the same settings", self.out_dir, RUN_CONFIG,
+            )
+            return
+        changed = differences(written, self.config)
+        if changed:
+            lines = "\n".join(f"  {key}: {_show(old)} (in the folder) -> {_show(new)} (now)" for key, old, new in changed)
+            raise ConfigMismatch(
+                f"output folder {self.out_dir} holds results written under other settings (see {self.path}); "
+                f"resuming there would mix two configurations in one result. Differing keys:\n{lines}\n"
+                f"{self._fix()}"
+            )
+
+    def _fix(self) -> str:
+        return (
+            f"Fix: give this run a new folder (output_dir=NEW_FOLDER), delete {self.out_dir}, or pass "
+            f"{self.resume_override} to discard the results there and start afresh."
+        )
+
+    def record(self) -> None:
+        """Write run_config.yaml unless the folder holds results with it already (atomic)."""
+        if self.path.exists() and self.has_results():
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{RUN_CONFIG}.{os.getpid()}.tmp")
+        tmp.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        tmp.replace(self.path)
+
+    def discard(self, also: Sequence[str] = ()) -> None:
+        """Remove the results, run_config.yaml and the named files (resume=false, once new work is ready)."""
+        for path in [*self.results, self.path, *(self.out_dir / name for name in also)]:
+            path.unlink(missing_ok=True)
+
+
+def _show(value: Any) -> str:
+    return value if value == _ABSENT else repr(value)
