@@ -268,7 +268,7 @@ def _load_json(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"trajectory file {path} does not exist")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
 
@@ -276,14 +276,23 @@ def _load_json(path: Path) -> Any:
 def _iter_jsonl(path: Path, report: ReadReport) -> Iterator[tuple[int, dict]]:
     if not path.exists():
         raise FileNotFoundError(f"trajectory file {path} does not exist")
-    with path.open() as lines:
-        for number, line in enumerate(lines, start=1):
+    # Bytes first, then each line decoded alone: a line torn inside a multi-byte character (a
+    # kill mid-write) is one bad line, not an error that stops the whole read.
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                report.failures.append((f"line {number}", f"not UTF-8 text ({err.reason} at byte {err.start})"))
+                continue
             if not line.strip():
                 continue
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as err:
                 report.failures.append((f"line {number}", f"invalid JSON ({err.msg})"))
+            except RecursionError:
+                report.failures.append((f"line {number}", "invalid JSON (nested too deeply)"))
 
 
 def read_jsonl(path: str | Path) -> tuple[list[Trajectory], ReadReport]:
@@ -302,7 +311,7 @@ def read_jsonl(path: str | Path) -> tuple[list[Trajectory], ReadReport]:
 def write_jsonl(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as out:
+    with path.open("w", encoding="utf-8") as out:
         for trajectory in trajectories:
             out.write(json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n")
 
@@ -311,7 +320,7 @@ def append_jsonl(path: str | Path, trajectory: Trajectory) -> None:
     """Append one record and flush it, so a killed run loses at most the line being written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as out:
+    with path.open("a", encoding="utf-8") as out:
         out.write(json.dumps(trajectory.to_dict(), ensure_ascii=False) + "\n")
         out.flush()
 
@@ -402,10 +411,10 @@ def to_chat(trajectory: Trajectory) -> dict[str, list[dict[str, str]]]:
 
 
 def write_alpaca(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
-    Path(path).write_text(json.dumps([to_alpaca(t) for t in trajectories], indent=4, ensure_ascii=False))
+    Path(path).write_text(json.dumps([to_alpaca(t) for t in trajectories], indent=4, ensure_ascii=False), encoding="utf-8")
 
 
 def write_chat(path: str | Path, trajectories: Iterable[Trajectory]) -> None:
-    with Path(path).open("w") as out:
+    with Path(path).open("w", encoding="utf-8") as out:
         for trajectory in trajectories:
             out.write(json.dumps(to_chat(trajectory), ensure_ascii=False) + "\n")
