@@ -165,3 +165,17 @@ def test_every_paper_experiment_has_a_make_target():
     targets = re.findall(r"^([\w-]+):.*## ", makefile, re.M)
     assert {"table1", "table2", "noise", "bamboogle", "lora_vs_full", "scaling", "fig4", "multimethod",
             "multitask", "mixgrid", "mixoptuna", "install-sweep"} <= set(targets)
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_slurm"])
+def test_the_make_launchers_compose_with_an_experiment(launcher, tmp_path):
+    """make ... LAUNCHER=joblib|submitit_slurm adds hydra/launcher=<it> to the multirun."""
+    module = {"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_slurm": "hydra_plugins.hydra_submitit_launcher"}[launcher]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} not installed (make install-sweep)")
+    try:
+        _, hydra_cfg = compose_job("pipeline", ["experiment=mix_grid_small", f"hydra/launcher={launcher}"], tmp_path)
+    finally:
+        GlobalHydra.instance().clear()
+    assert launcher.split("_")[0] in hydra_cfg.launcher._target_.lower()
+    assert hydra_cfg.sweep.dir.startswith("multirun/")
