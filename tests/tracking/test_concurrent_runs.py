@@ -17,12 +17,17 @@ from fireact import tracking
 
 uri, experiment, tag, ready, runs, steps = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 tracker = {"_target_": "fireact.tracking.MLflowTracker", "tracking_uri": uri, "experiment_name": experiment}
-(ready / f"ready-{tag}").touch()  # start together: both find the experiment missing and create it
-while len(list(ready.glob("ready-*"))) < 2:
-    time.sleep(0.01)
+def together(stage):  # wait until both processes got here
+    (ready / f"{stage}-{tag}").touch()
+    while len(list(ready.glob(f"{stage}-*"))) < 2:
+        time.sleep(0.01)
+
+together("ready")  # start together: both find the experiment missing and create it
 for i in range(runs):
     cfg = {"logger": {"tracker": tracker}, "writer": tag, "index": i, "model": {"name": f"model-{tag}-{i}"}}
     with tracking.start_run(cfg, stage="concurrency", run_name=f"{tag}-{i}", tags={"writer": tag}):
+        if i == 0:
+            together("open")  # both first runs are open before either logs a metric
         for step in range(steps):
             tracking.log_metrics({"loss": (i + 1) / (step + 1), "accuracy": step / steps}, step=step)
         tracking.log_params({"label": f"{tag}-{i}"})
@@ -50,7 +55,7 @@ def test_two_processes_logging_to_one_experiment_at_once_lose_nothing(mlflow_ser
     assert sorted(run.info.run_name for run in runs) == sorted(f"{tag}-{i}" for tag in ("p1", "p2") for i in range(RUNS))
     spans = {tag: (min(r.info.start_time for r in runs if r.data.tags["writer"] == tag),
                    max(r.info.end_time for r in runs if r.data.tags["writer"] == tag)) for tag in ("p1", "p2")}
-    assert spans["p1"][0] < spans["p2"][1] and spans["p2"][0] < spans["p1"][1]  # they did write at the same time
+    assert spans["p1"][0] < spans["p2"][1] and spans["p2"][0] < spans["p1"][1]  # they wrote at the same time
     for run in runs:
         tag, i = run.info.run_name.split("-")
         i = int(i)
