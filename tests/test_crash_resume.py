@@ -160,7 +160,8 @@ def test_sigkill_midway_then_rerun_finishes_only_the_missing_questions(entry, fi
 
 @pytest.mark.slow
 def test_sigkill_of_an_embedded_model_evaluation_then_rerun_matches_an_uninterrupted_run(tmp_path):
-    """~1 min on an idle machine: three runs that each load the embedded model (greedy decoding, deterministic)."""
+    """A few minutes on 2 cores (7 min on a busy machine): three runs that each load the embedded model
+    and prompt it few-shot (greedy decoding, deterministic)."""
     small = [sys.executable, "-m", "fireact.evaluate", "task.n=2", "chunk_size=1", "method.max_rounds=2",
              "method.max_tokens=32", "method.max_retries=0", "~logger"]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
