@@ -20,10 +20,11 @@ TOY = [
 ]
 
 
-def run_pipeline(tmp_path, store):
+def run_pipeline(tmp_path, store, run="run", *overrides):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
     return subprocess.run(
-        [sys.executable, "-m", "fireact.pipeline", *TOY, f"hydra.run.dir={tmp_path / 'run'}"],
+        [sys.executable, "-m", "fireact.pipeline", *TOY, f"hydra.run.dir={tmp_path / run}",
+         f"stages_dir={tmp_path / 'stages'}", *overrides],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
 
@@ -57,3 +58,12 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "2 already written, 0 to run" in second.stderr or "0 to run" in second.stdout + second.stderr
     assert json.loads((run / "train" / "train_summary.json").read_text())["optimizer_steps"] == 2
+
+    # another run that changes only the evaluation trains nothing: it links the same trained model
+    noisy = run_pipeline(tmp_path, store, "noisy", "use.noise=none_obs", "prompted=false")
+    assert noisy.returncode == 0, noisy.stderr[-3000:]
+    assert (tmp_path / "noisy" / "train").resolve() == (run / "train").resolve()
+    assert len([p for p in (tmp_path / "stages").glob("train-*") if p.is_dir()]) == 1
+    runs = mlflow.search_runs(experiment_names=["pipeline-test"])
+    assert sorted(runs["tags.stage"]).count("train") == 1
+    assert (runs["params.noise"] == "none_obs").sum() == 1  # the noisy fine-tuned evaluation

@@ -97,10 +97,8 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
 
     out_dir = Path(cfg.output_dir)
     kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
-    # conf/generate.yaml may not declare `resume`; then it is added with a leading +
-    resume = cfg.get("resume", True)
-    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name],
-                       resume_override="resume=false" if "resume" in cfg else "+resume=false")
+    resume = cfg.resume
+    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name])
     if resume:
         folder.check()  # written under other settings: stop now, naming the keys
     qids = {q.qid for q in questions}

@@ -4,16 +4,21 @@ run per stage, ending with the comparison table (prompted vs fine-tuned).
 
 Each stage is its own entry point's config (conf/<stage>.yaml) composed with the overrides
 in `stages.<stage>`, exactly as on that stage's command line, plus the shared `seed` and
-`experiment_name`. Stage folders sit under the pipeline's run folder; rerunning
-the command reuses them: build_data is deterministic, a finished training is kept (an
-interrupted one resumes from its checkpoint), and evaluations resume.
+`experiment_name`. build_data and train write under `stages_dir`, in a folder named by a hash
+of their overrides, linked from the run folder: every run or sweep job with the same data and
+training settings shares one trained model (a lock makes parallel jobs wait for it). Rerunning
+reuses every stage: build_data is deterministic, a finished training is kept (an interrupted one
+resumes from its checkpoint), and evaluations resume.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
+
+from filelock import FileLock
 
 import hydra
 from hydra import compose
@@ -34,10 +39,15 @@ def quoted(path) -> str:
     return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def stage_overrides(cfg: DictConfig, stage: str, extra: list[str] = ()) -> list[str]:
+    """The stage's command line: seed, stages.<stage>, extra.<stage>, then `extra` (n=None is n=null)."""
+    overrides = [f"seed={cfg.seed}", *cfg.stages[stage], *cfg.extra[stage], *extra]
+    return [o.removesuffix("=None") + "=null" if o.endswith("=None") else o for o in overrides]
+
+
 def stage_config(cfg: DictConfig, stage: str, out_dir: Path, extra: list[str] = ()) -> DictConfig:
-    shared = [f"seed={cfg.seed}", f"experiment_name={cfg.experiment_name}", f"paths.output_dir={quoted(out_dir)}"]
-    overrides = shared + list(cfg.stages[stage]) + list(cfg.extra[stage]) + list(extra)
-    stage_cfg = compose(config_name=stage, overrides=overrides)
+    shared = [f"experiment_name={cfg.experiment_name}", f"paths.output_dir={quoted(out_dir)}"]
+    stage_cfg = compose(config_name=stage, overrides=shared + stage_overrides(cfg, stage, extra))
     with open_dict(stage_cfg):
         stage_cfg.pop("hydra", None)
     return stage_cfg
@@ -51,19 +61,41 @@ def trained_model_overrides(summary: dict) -> list[str]:
     return [f"model.path={quoted(outputs['model'])}"]
 
 
-def run_train(cfg: DictConfig, data_dir: Path, out_dir: Path) -> dict:
-    done = out_dir / "train_summary.json"
-    if done.exists():  # a finished training is kept; delete the folder to train again
-        return json.loads(done.read_text())
-    resume = ["resume=true"] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
-    return train(stage_config(cfg, "train", out_dir, [f"data.path={quoted(data_dir)}", *resume]))
+def shared_stage_dir(cfg: DictConfig, stage: str, extra: list[str], root: Path) -> Path:
+    """stages_dir/<stage>-<hash of the stage's overrides>, linked as root/<stage>."""
+    key = hashlib.sha256(json.dumps(stage_overrides(cfg, stage, extra)).encode()).hexdigest()[:12]
+    shared = Path(cfg.stages_dir).resolve() / f"{stage}-{key}"
+    shared.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / stage
+    if not link.is_symlink():
+        link.symlink_to(shared, target_is_directory=True)
+    return shared
+
+
+def run_build_data(cfg: DictConfig, root: Path) -> Path:
+    out_dir = shared_stage_dir(cfg, "build_data", [], root)
+    with FileLock(out_dir.with_suffix(".lock")):
+        if not (out_dir / "manifest.json").exists():  # written last: the data is complete
+            build_data(stage_config(cfg, "build_data", out_dir))
+    return out_dir
+
+
+def run_train(cfg: DictConfig, data_dir: Path, root: Path) -> dict:
+    data = [f"data.path={quoted(data_dir)}"]
+    out_dir = shared_stage_dir(cfg, "train", data, root)
+    with FileLock(out_dir.with_suffix(".lock")):  # a parallel job with the same settings waits, then reuses
+        done = out_dir / "train_summary.json"
+        if done.exists():  # a finished training is kept; delete the folder to train again
+            return json.loads(done.read_text())
+        resume = ["resume=true"] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
+        return train(stage_config(cfg, "train", out_dir, [*data, *resume]))
 
 
 def pipeline(cfg: DictConfig) -> dict[str, dict]:
     root = Path(cfg.output_dir)
     with tracking.start_run(cfg, stage="pipeline"):
-        build_data(stage_config(cfg, "build_data", root / "build_data"))
-        trained = run_train(cfg, root / "build_data", root / "train")
+        trained = run_train(cfg, run_build_data(cfg, root), root)
         results = {}
         finetuned = trained_model_overrides(trained) + [f"method.format={cfg.finetuned_format}"]
         results["fine-tuned"] = evaluate(stage_config(cfg, "evaluate", root / "evaluate_finetuned", finetuned))
@@ -95,8 +127,9 @@ def write_comparison(results: dict[str, dict], root: Path) -> Table:
 
 
 @hydra.main(config_path="../../conf", config_name="pipeline", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    pipeline(cfg)
+def main(cfg: DictConfig) -> float:
+    """The fine-tuned agent's EM: the objective a sweeper (Optuna) maximises."""
+    return pipeline(cfg)["fine-tuned"]["em"]
 
 
 if __name__ == "__main__":

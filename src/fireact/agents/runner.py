@@ -39,7 +39,7 @@ def load_written(paths: Sequence[Path]) -> dict[str, Trajectory]:
         report.warn()
         if report.failures:
             tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in trajectories))
+            tmp.write_text("".join(json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in trajectories), encoding="utf-8")
             tmp.replace(path)
         for t in trajectories:
             written.setdefault(t.qid, t)

