@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from transformers import get_scheduler
+
+from fireact.train.templates import IGNORE_INDEX
 
 
 class CausalLMModule(pl.LightningModule):
@@ -40,7 +43,7 @@ class CausalLMModule(pl.LightningModule):
         return self.model(**batch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.model(**batch).loss
+        loss = labeled_loss(self.model, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].size(0))
         self.losses.append(loss.item())
         self.examples_seen += batch_examples(batch)
@@ -48,7 +51,7 @@ class CausalLMModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss = self.model(**batch).loss
+        loss = labeled_loss(self.model, batch)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].size(0))
 
     def configure_optimizers(self):
@@ -77,6 +80,42 @@ class CausalLMModule(pl.LightningModule):
                 f"({len(saved - trainable)} unexpected, {len(trainable - saved)} missing, e.g. "
                 f"{sorted((saved ^ trainable))[:3]}); resume with the same model.path and finetune settings"
             )
+
+
+def labeled_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The causal LM loss of `model(**batch).loss` (mean next-token cross-entropy over the
+    positions whose next label is not IGNORE_INDEX), with the vocabulary projection run only
+    at those positions.
+
+    Trained trajectories mask the prompt and the tool observations, so over half the positions
+    carry no label, yet the model's own loss takes float32 logits over the whole vocabulary
+    (49,152 for SmolLM2; the projection is a fifth of its forward multiply-adds) at every
+    position, with their log-softmax and gradient: ~0.4 GB of peak memory for a LoRA batch of
+    4 x 316 tokens. A forward pre-hook on the output embedding hands it only the labeled
+    positions' hidden states, so whatever the model applies after it (soft-capping, scaling)
+    still applies; loss and gradients equal the model's own up to float rounding. Models
+    without an output embedding get their own loss.
+    """
+    labels = batch.get("labels")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if labels is None or head is None:
+        return model(**batch).loss
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+
+    def labeled_positions(module, args):
+        hidden = args[0]
+        if hidden.shape[:2] != labels.shape:
+            raise RuntimeError(f"the output embedding got hidden states of shape {tuple(hidden.shape)} for labels "
+                               f"of shape {tuple(labels.shape)}; this model cannot use labeled_loss")
+        return (hidden[:, :-1][keep].unsqueeze(0), *args[1:])
+
+    handle = head.register_forward_pre_hook(labeled_positions)
+    try:
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    finally:
+        handle.remove()
+    return F.cross_entropy(logits[0].float(), targets[keep])
 
 
 def batch_examples(batch: dict) -> int:
