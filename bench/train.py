@@ -8,9 +8,14 @@ same examples, LoRA settings, learning rate, schedule and batch size.
 
 --examples N   released trajectories used (data.limit), default 32
 --cutoff L     tokens per example (data.max_length; the baseline pads every example to it), default 1024
+--gradient-checkpointing on|off   finetune.gradient_checkpointing for both sides, default on: the
+               activations kept for the backward pass (~1.9 MB a token in float32) are what puts a
+               LoRA step of SmolLM2-135M over 3 GB; recomputing them costs one more forward pass
 --json PATH    also write the figures there
 
 Each side runs in its own process (so peak RSS is its own), baseline first, then ours.
+"ours" is fireact.train's own path (the configured finetune method's fit, seeded like
+`python -m fireact.train`), conf/train.yaml with the overrides in config() below.
 Trained tokens are the non-pad tokens of the epoch (the same for both); losses are the mean
 per-step training loss over the epoch (same examples, different order).
 """
@@ -34,17 +39,20 @@ from hydra.utils import instantiate
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def config(examples: int, cutoff: int, output_dir: str):
+def config(examples: int, cutoff: int, output_dir: str, checkpointing: bool = True):
     overrides = [
         f"data.limit={examples}", "data.val_fraction=0", f"data.max_length={cutoff}", "logger=csv",
         "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false", "~callbacks.checkpoint",
-        f"output_dir={output_dir}",
+        f"finetune.gradient_checkpointing={str(checkpointing).lower()}", f"output_dir={output_dir}",
     ]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
 
 def run_ours(cfg) -> dict:
+    import pytorch_lightning as pl
+
+    pl.seed_everything(cfg.seed, workers=True)  # as fireact.train.train does (the Trainer seeds itself)
     summary = instantiate(cfg.finetune).fit(cfg)
     return {"seconds": summary["train_seconds"], "examples": summary["data"]["train_examples"],
             "tokens": summary["data"]["train_tokens"], "losses": summary["losses"]}
@@ -83,9 +91,9 @@ def run_baseline(cfg) -> dict:
             "losses": losses}
 
 
-def side(name: str, examples: int, cutoff: int) -> dict:
+def side(name: str, examples: int, cutoff: int, checkpointing: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        result = (run_ours if name == "ours" else run_baseline)(config(examples, cutoff, out))
+        result = (run_ours if name == "ours" else run_baseline)(config(examples, cutoff, out, checkpointing))
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
     result["examples_per_s"] = result["examples"] / result["seconds"]
@@ -97,17 +105,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=32)
     parser.add_argument("--cutoff", type=int, default=1024)
+    parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--side", choices=["baseline", "ours"], help=argparse.SUPPRESS)  # one side, in a child
     args = parser.parse_args()
     if args.side:
-        print("RESULT " + json.dumps(side(args.side, args.examples, args.cutoff)), flush=True)
+        print("RESULT " + json.dumps(side(args.side, args.examples, args.cutoff, args.gradient_checkpointing == "on")),
+              flush=True)
         return
 
     results = {}
     for name in ("baseline", "ours"):
         child = subprocess.run(
-            [sys.executable, __file__, "--side", name, "--examples", str(args.examples), "--cutoff", str(args.cutoff)],
+            [sys.executable, __file__, "--side", name, "--examples", str(args.examples), "--cutoff", str(args.cutoff),
+             "--gradient-checkpointing", args.gradient_checkpointing],
             capture_output=True, text=True,
         )
         line = next((l for l in child.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -121,7 +132,8 @@ def main() -> None:
     print(f"ours/baseline {ratio:.2f}x non-pad tokens/s; mean loss ours {results['ours']['mean_loss']:.4f} "
           f"vs baseline {results['baseline']['mean_loss']:.4f}")
     if args.json:
-        args.json.write_text(json.dumps({"settings": {"examples": args.examples, "cutoff": args.cutoff},
+        args.json.write_text(json.dumps({"settings": {"examples": args.examples, "cutoff": args.cutoff,
+                                                      "gradient_checkpointing": args.gradient_checkpointing},
                                          "machine": platform.platform(), "results": results, "ratio_tokens": ratio},
                                         indent=2))
 
