@@ -70,12 +70,14 @@ clean:  ## remove outputs (keeps .venv and mlruns)
 	rm -rf outputs multirun/*/ .pytest_cache
 
 # Speed against the paper's baselines (bench/rollout.py, bench/train.py; flags in their docstrings).
-# Run it on a quiet machine: torch on 2 shared cores slows down several-fold under other load.
+# The rollout bench runs in .venv-vllm (vLLM imports only there; its transformers and torch run the
+# baseline and hf too), the training bench in the main .venv. Run it on a quiet machine: torch on
+# 2 shared cores slows down several-fold under other load. Smaller: BENCH_ROLLOUT_ARGS="--questions 8".
 .PHONY: bench
 BENCH_ROLLOUT_ARGS ?=
 BENCH_TRAIN_ARGS ?=
-bench: install  ## rollout and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: tens of minutes)
-	$(PY) bench/rollout.py $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
+bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: ~40 min quiet)
+	$(VLLM_PY) bench/rollout.py $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
 	$(PY) bench/train.py $(BENCH_TRAIN_ARGS) --json bench/train.json
 	$(PY) bench/results.py bench/rollout.json bench/train.json > bench/RESULTS.md
 

@@ -1,32 +1,51 @@
-"""Rollout speed: the batched hf backend with its shared-prefix KV cache against the paper's
-inference style, on the same model, questions, greedy decoding and recorded search.
+"""Rollout speed: the batched hf backend with its shared-prefix KV cache, and vLLM's engine with
+prefix caching, against the paper's inference style, on the same model, questions, greedy
+decoding and recorded search.
 
-    .venv/bin/python bench/rollout.py                      # the defaults below (a few minutes on 2 CPU cores)
-    .venv/bin/python bench/rollout.py --questions 64 --max-rounds 6 --max-tokens 96 --repeats 2
+    .venv-vllm/bin/python bench/rollout.py                 # the defaults below, both backends
+    .venv-vllm/bin/python bench/rollout.py --questions 4 --max-rounds 2   # a smoke run
+    .venv/bin/python bench/rollout.py --backends hf        # without vLLM (the main venv has none)
+
+vLLM only imports in .venv-vllm (`make install-vllm`), which also has transformers and torch,
+so the baseline and hf run there too; `make bench` runs this file with it.
 
 --questions N     HotpotQA dev questions (HotpotQA(n=N, shuffle_seed=233)), default 32
 --max-rounds R    rounds per question (method.max_rounds), default 3
 --max-tokens T    tokens per reply (method.max_tokens), default 48
 --max-retries K   re-asks of a reply with no action (method.max_retries), default 1
 --formats F...    fewshot (prompted ReAct) and/or alpaca (fine-tuned format, zero-shot), default both
---repeats N       baseline/ours pairs per format; the order alternates between pairs, default 1
+--repeats N       baseline/hf pairs (and vllm runs) per format; the order alternates between pairs, default 1
+--backends B...   hf and/or vllm, default both (the baseline always runs: every ratio is against it)
+--vllm-kv-cache-gib G   vLLM's KV cache, fixed (kv_cache_memory_bytes), default 1
+--vllm-dtype D    vLLM's weights and activations, default float32 (as the baseline and hf)
+--vllm-compile    let vLLM compile the model (torch.compile; enforce_eager=False): a longer start
+                  and faster steps; default eager, as the tests start it on these 2-core machines
 --json PATH       also write the figures there (bench/RESULTS.md is made from it by `make bench`)
 
 Baseline: one question at a time, one `model.generate` call per round with
 `stop_strings=` (a stop-string criterion built per call), the whole prompt encoded every round.
-Ours: fireact.agents.rollout.Rollout over all questions with fireact.llm.hf.HFBackend (batches
-of 8, the few-shot prefix encoded once and its KV cache reused). Both run in this process, with
-the same agent loop (Rollout), so only the inference differs. vLLM is not benchmarked here.
+hf: fireact.agents.rollout.Rollout over all questions with fireact.llm.hf.HFBackend (batches
+of 8, the few-shot prefix encoded once and its KV cache reused). vllm: the same Rollout with
+fireact.llm.vllm_backend.VLLMBackend (the whole round in one engine call, prefix caching on),
+its engine started once after the hf runs; the start (and one warm-up request) is timed apart
+and not counted in trials/s. Every run starts with empty prefix caches. All use the same agent
+loop (Rollout), so only the inference differs. Peak RSS: this process after the baseline and
+hf runs (one model loaded), and vLLM's engine process (its model and KV cache) apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import platform
 import resource
+import threading
 import time
 from pathlib import Path
+
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs every engine step's setup at INFO, to stdout
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -40,6 +59,7 @@ from fireact.tasks import HotpotQA
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODEL = {"name": "SmolLM2-135M-Instruct", "path": "embedded:smollm2-135m-instruct"}
+GiB = 1 << 30
 
 
 class PaperStyleGenerate(LLM):
@@ -67,6 +87,7 @@ class PaperStyleGenerate(LLM):
 
 
 def run_once(name, llm, method, task, tool, questions, one_at_a_time):
+    reset_prefix_cache(llm)
     rollout = Rollout(llm, method, task, tool, labels={"backend": llm.backend})
     start = time.perf_counter()
     if one_at_a_time:
@@ -77,6 +98,96 @@ def run_once(name, llm, method, task, tool, questions, one_at_a_time):
     tokens = sum(t.completion_tokens for t in trajectories)
     return {"name": name, "seconds": seconds, "trials_per_s": len(questions) / seconds,
             "generated_tokens_per_s": tokens / seconds, "generated_tokens": tokens, "trajectories": trajectories}
+
+
+def reset_prefix_cache(llm) -> None:
+    """Every run starts cold: no prefix kept from an earlier run (a repeat would otherwise find
+    its whole prompts cached in vLLM)."""
+    if isinstance(llm, HFBackend):
+        llm._prefixes.clear()
+    elif getattr(llm, "backend", None) == "vllm":
+        llm.engine.reset_prefix_cache()
+
+
+class ChildMemory(threading.Thread):
+    """Samples, every `every` seconds, the summed proportional set size (PSS: a page shared by n
+    processes counts 1/n in each) of this process's descendants, i.e. vLLM's engine core and
+    worker, and keeps the peak. RSS would count pages they share with this process (forked)."""
+
+    def __init__(self, every: float = 0.5):
+        super().__init__(daemon=True)
+        self.every, self.peak_bytes, self._done = every, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.every):
+            self.peak_bytes = max(self.peak_bytes, sum(map(_pss, _descendants(os.getpid()))))
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.peak_bytes / 2**30
+
+
+def _descendants(pid: int) -> list[int]:
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        found += (kids := children.get(todo.pop(), []))
+        todo += kids
+    return found
+
+
+def _pss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def start_vllm(args):
+    from fireact.llm.vllm_backend import VLLMBackend
+
+    start = time.perf_counter()
+    llm = VLLMBackend(MODEL, kv_cache_memory_bytes=int(args.vllm_kv_cache_gib * GiB), dtype=args.vllm_dtype,
+                      enforce_eager=not args.vllm_compile)
+    started = time.perf_counter()
+    llm.generate(["Hello"], max_tokens=1)
+    return llm, started - start, time.perf_counter() - started
+
+
+def summarise(runs, baseline, key="trajectories"):
+    """The best run's figures, its ratios to the baseline's best, and the share of questions whose
+    trajectory in the last run equals the baseline's last."""
+    best = lambda rs, k: max(r[k] for r in rs)
+    out = {
+        "seconds": min(r["seconds"] for r in runs),
+        "trials_per_s": best(runs, "trials_per_s"),
+        "gen_tokens_per_s": best(runs, "generated_tokens_per_s"),
+        "same_trajectory_share": sum(map(same, baseline[-1][key], runs[-1][key])) / len(runs[-1][key]),
+    }
+    out["ratio_trials"] = out["trials_per_s"] / best(baseline, "trials_per_s")
+    out["ratio_gen_tokens"] = out["gen_tokens_per_s"] / best(baseline, "generated_tokens_per_s")
+    return out
+
+
+def show(fmt, name, run) -> None:
+    print(f"  {fmt:8s} {name:8s} {run['seconds']:7.1f} s  {run['trials_per_s']:.3f} trials/s  "
+          f"{run['generated_tokens_per_s']:.1f} gen tok/s", flush=True)
+
+
+def show_summary(fmt, name, r) -> None:
+    print(f"{fmt}: {name}/baseline {r['ratio_trials']:.2f}x trials/s, {r['ratio_gen_tokens']:.2f}x gen tok/s, "
+          f"same trajectory {r['same_trajectory_share']:.0%}", flush=True)
 
 
 def same(a, b) -> bool:
@@ -92,52 +203,76 @@ def main() -> None:
     parser.add_argument("--max-retries", type=int, default=1)
     parser.add_argument("--formats", nargs="+", default=["fewshot", "alpaca"], choices=["fewshot", "alpaca"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
+    parser.add_argument("--vllm-kv-cache-gib", type=float, default=1.0)
+    parser.add_argument("--vllm-dtype", default="float32")
+    parser.add_argument("--vllm-compile", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if "vllm" in args.backends and importlib.util.find_spec("vllm") is None:
+        parser.error("--backends vllm needs vLLM: run with .venv-vllm/bin/python (make install-vllm), "
+                     "or pass --backends hf")
 
     task = HotpotQA(n=args.questions, shuffle_seed=233)
     questions = task.questions()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         tool = instantiate(compose(config_name="tool/recorded_search").tool)
-    ours = HFBackend(MODEL, device="cpu", dtype="float32", batch_size=8)
-    baseline = PaperStyleGenerate(ours)
+    hf = HFBackend(MODEL, device="cpu", dtype="float32", batch_size=8)
+    baseline = PaperStyleGenerate(hf)
     print(f"torch threads {torch.get_num_threads()}, {len(questions)} questions, max_rounds {args.max_rounds}, "
-          f"max_tokens {args.max_tokens}, max_retries {args.max_retries}", flush=True)
+          f"max_tokens {args.max_tokens}, max_retries {args.max_retries}, backends {' '.join(args.backends)}", flush=True)
 
-    results = []
-    for fmt in args.formats:
-        method = ReAct(format=fmt, max_rounds=args.max_rounds, max_tokens=args.max_tokens, max_retries=args.max_retries)
-        runs = {"baseline": [], "ours": []}
+    methods = {fmt: ReAct(format=fmt, max_rounds=args.max_rounds, max_tokens=args.max_tokens,
+                          max_retries=args.max_retries) for fmt in args.formats}
+    baseline_runs, results = {}, {}
+    for fmt, method in methods.items():
+        runs = {"baseline": [], "hf": []}
         for repeat in range(args.repeats):
-            order = [("baseline", baseline, True), ("ours", ours, False)]
+            order = [("baseline", baseline, True)] + ([("hf", hf, False)] if "hf" in args.backends else [])
             for name, llm, alone in order if repeat % 2 == 0 else order[::-1]:
                 run = run_once(name, llm, method, task, tool, questions, alone)
                 runs[name].append(run)
-                print(f"  {fmt:8s} {name:8s} {run['seconds']:7.1f} s  {run['trials_per_s']:.3f} trials/s  "
-                      f"{run['generated_tokens_per_s']:.1f} gen tok/s", flush=True)
-        base, mine = runs["baseline"][-1], runs["ours"][-1]
-        best = lambda rs, k: max(r[k] for r in rs)
-        result = {
+                show(fmt, name, run)
+        baseline_runs[fmt] = runs["baseline"]
+        base = runs["baseline"]
+        results[fmt] = {
             "format": fmt,
-            "baseline_trials_per_s": best(runs["baseline"], "trials_per_s"),
-            "ours_trials_per_s": best(runs["ours"], "trials_per_s"),
-            "baseline_gen_tokens_per_s": best(runs["baseline"], "generated_tokens_per_s"),
-            "ours_gen_tokens_per_s": best(runs["ours"], "generated_tokens_per_s"),
-            "same_trajectory_share": sum(map(same, base["trajectories"], mine["trajectories"])) / len(questions),
+            "baseline_seconds": min(r["seconds"] for r in base),
+            "baseline_trials_per_s": max(r["trials_per_s"] for r in base),
+            "baseline_gen_tokens_per_s": max(r["generated_tokens_per_s"] for r in base),
+            "backends": {},
         }
-        result["ratio_trials"] = result["ours_trials_per_s"] / result["baseline_trials_per_s"]
-        result["ratio_gen_tokens"] = result["ours_gen_tokens_per_s"] / result["baseline_gen_tokens_per_s"]
-        results.append(result)
-        print(f"{fmt}: ours/baseline {result['ratio_trials']:.2f}x trials/s, {result['ratio_gen_tokens']:.2f}x gen tok/s, "
-              f"same trajectory {result['same_trajectory_share']:.0%}", flush=True)
-
-    print("vllm backend: not benchmarked (this bench times the hf backend only; see bench/RESULTS.md)", flush=True)
+        if runs["hf"]:
+            results[fmt]["backends"]["hf"] = summary = summarise(runs["hf"], base)
+            show_summary(fmt, "hf", summary)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
-    print(f"peak RSS {peak_gb:.2f} GB", flush=True)
+    print(f"peak RSS of this process (baseline and hf, one model loaded): {peak_gb:.2f} GB", flush=True)
+
+    vllm = None
+    if "vllm" in args.backends:
+        memory = ChildMemory()
+        memory.start()
+        llm, start_s, warmup_s = start_vllm(args)
+        vllm = {"engine_start_s": start_s, "warmup_s": warmup_s, "kv_cache_gib": args.vllm_kv_cache_gib,
+                "dtype": args.vllm_dtype, "enforce_eager": not args.vllm_compile}
+        print(f"vllm engine start {start_s:.1f} s, warm-up request {warmup_s:.1f} s (not counted below)", flush=True)
+        with llm:
+            for fmt, method in methods.items():
+                runs = []
+                for _ in range(args.repeats):
+                    runs.append(run_once("vllm", llm, method, task, tool, questions, False))
+                    show(fmt, "vllm", runs[-1])
+                results[fmt]["backends"]["vllm"] = summary = summarise(runs, baseline_runs[fmt])
+                show_summary(fmt, "vllm", summary)
+            vllm["engine_peak_pss_gb"] = memory.stop()
+        print(f"peak memory of vLLM's engine processes (summed PSS): {vllm['engine_peak_pss_gb']:.2f} GB "
+              f"(KV cache {args.vllm_kv_cache_gib:g} GiB)", flush=True)
+
     if args.json:
         args.json.write_text(json.dumps({
             "settings": vars(args) | {"json": str(args.json)}, "machine": platform.platform(),
-            "torch_threads": torch.get_num_threads(), "results": results, "peak_rss_gb": peak_gb,
+            "torch_threads": torch.get_num_threads(), "results": list(results.values()), "peak_rss_gb": peak_gb,
+            "vllm": vllm,
         }, indent=2))
 
 
