@@ -76,7 +76,7 @@ clean:  ## remove outputs (keeps .venv and mlruns)
 .PHONY: bench
 BENCH_ROLLOUT_ARGS ?=
 BENCH_TRAIN_ARGS ?=
-bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: ~40 min quiet)
+bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: ~30-60 min quiet, hours when shared)
 	$(VLLM_PY) bench/rollout.py $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
 	$(PY) bench/train.py $(BENCH_TRAIN_ARGS) --json bench/train.json
 	$(PY) bench/results.py bench/rollout.json bench/train.json > bench/RESULTS.md
