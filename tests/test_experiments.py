@@ -3,7 +3,6 @@ names, for every value its multirun grid sweeps; the pipeline's stage configs co
 it; its report config composes; and the Makefile has a target for it. Compose only: no runs.
 """
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -22,7 +21,6 @@ MAKEFILE = CONF_DIR.parent / "Makefile"
 EXPERIMENTS = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
 PAPER = [e for e in EXPERIMENTS if e != "quickstart" and not e.endswith("_small")]
 REPORTS = sorted(p.stem for p in (EXPERIMENT_DIR / "report").glob("*.yaml"))
-HAS_OPTUNA = importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None
 
 
 def entry_point(experiment: str) -> str:
@@ -31,12 +29,6 @@ def entry_point(experiment: str) -> str:
     found = re.search(rf"python -m fireact\.([\w.]+) (?:-m )?experiment={experiment}\b", text)
     assert found, f"conf/experiment/{experiment}.yaml: its comment should give the command `python -m fireact.<entry> -m experiment={experiment}`"
     return found.group(1)
-
-
-def needs_plugins(experiment: str):
-    text = (EXPERIMENT_DIR / f"{experiment}.yaml").read_text()
-    uses_optuna = "optuna" in text and not HAS_OPTUNA
-    return pytest.mark.skipif(uses_optuna, reason="hydra-optuna-sweeper not installed (make install-sweep)")
 
 
 def compose_job(config_name: str, overrides: list[str], out_dir: Path) -> tuple[DictConfig, DictConfig]:
@@ -121,7 +113,7 @@ def test_header_names_an_entry_point(experiment):
     assert entry_point(experiment) in {"pipeline", "evaluate"}
 
 
-@pytest.mark.parametrize("experiment", [pytest.param(e, marks=needs_plugins(e)) for e in EXPERIMENTS])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_swept_value_composes_with_its_entry_point(experiment, tmp_path):
     """Each value of each hydra.sweeper.params key, as a job of `-m experiment=NAME` gets it;
     for the pipeline also each stage's config (stages.* + extra.*)."""
@@ -164,15 +156,12 @@ def test_every_paper_experiment_has_a_make_target():
     assert set(REPORTS) == reported
     targets = re.findall(r"^([\w-]+):.*## ", makefile, re.M)
     assert {"table1", "table2", "noise", "bamboogle", "lora_vs_full", "scaling", "fig4", "multimethod",
-            "multitask", "mixgrid", "mixoptuna", "install-sweep"} <= set(targets)
+            "multitask", "mixgrid", "mixoptuna"} <= set(targets)
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_slurm"])
 def test_the_make_launchers_compose_with_an_experiment(launcher, tmp_path):
     """make ... LAUNCHER=joblib|submitit_slurm adds hydra/launcher=<it> to the multirun."""
-    module = {"joblib": "hydra_plugins.hydra_joblib_launcher", "submitit_slurm": "hydra_plugins.hydra_submitit_launcher"}[launcher]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} not installed (make install-sweep)")
     try:
         _, hydra_cfg = compose_job("pipeline", ["experiment=mix_grid_small", f"hydra/launcher={launcher}"], tmp_path)
     finally:
