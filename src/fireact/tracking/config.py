@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -35,16 +35,21 @@ def resolved_config(cfg: Mapping | DictConfig) -> dict[str, Any]:
     return tree
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
-    """{"model": {"name": "x"}, "n": 5} -> {"model.name": "x", "n": "5"}: values as MLflow strings."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{_param_key(key)}"
+def dotted(tree: Mapping, key: Callable[[Any], str] = str, prefix: str = "") -> dict[str, Any]:
+    """{"method": {"max_rounds": 2}} -> {"method.max_rounds": 2}: values as they are (lists stay values)."""
+    out: dict[str, Any] = {}
+    for name, value in tree.items():
+        name = f"{prefix}{key(name)}"
         if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, prefix=f"{name}."))
+            out.update(dotted(value, key, prefix=f"{name}."))
         else:
-            flat[name] = clip(_as_text(value), MAX_PARAM_VAL_LENGTH)
-    return flat
+            out[name] = value
+    return out
+
+
+def flatten(tree: Mapping) -> dict[str, str]:
+    """{"model": {"name": "x"}, "n": 5} -> {"model.name": "x", "n": "5"}: values as MLflow strings."""
+    return {name: clip(_as_text(value), MAX_PARAM_VAL_LENGTH) for name, value in dotted(tree, _param_key).items()}
 
 
 def _param_key(key: Any) -> str:

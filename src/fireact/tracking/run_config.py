@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from fireact.tracking.config import resolved_config
+from fireact.tracking.config import dotted, resolved_config
 from fireact.tracking.secrets import Redactor, is_secret_name
 
 log = logging.getLogger(__name__)
@@ -71,22 +71,10 @@ def _prune(node: Any, prefix: str) -> Any:
     return node
 
 
-def flat(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    """{"method": {"max_rounds": 2}} -> {"method.max_rounds": 2} (lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
 def differences(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
     """(key, old value, new value) for each dotted key whose value differs; a key on one side
     only shows "<absent>" on the other."""
-    before, after = flat(old), flat(new)
+    before, after = dotted(old), dotted(new)
     return [
         (key, before.get(key, _ABSENT), after.get(key, _ABSENT))
         for key in sorted(before.keys() | after.keys())
