@@ -53,6 +53,7 @@ from hydra.utils import instantiate
 
 from fireact.agents.methods import ReAct
 from fireact.agents.rollout import Rollout
+from fireact.evaluate.agreement import same_trajectory
 from fireact.llm.base import LLM, Completion, cut_at_stop
 from fireact.llm.hf import HFBackend
 from fireact.tasks import HotpotQA
@@ -173,7 +174,7 @@ def summarise(runs, baseline, key="trajectories"):
         "seconds": min(r["seconds"] for r in runs),
         "trials_per_s": best(runs, "trials_per_s"),
         "gen_tokens_per_s": best(runs, "generated_tokens_per_s"),
-        "same_trajectory_share": sum(map(same, baseline[-1][key], runs[-1][key])) / len(runs[-1][key]),
+        "same_trajectory_share": sum(map(same_trajectory, baseline[-1][key], runs[-1][key])) / len(runs[-1][key]),
     }
     out["ratio_trials"] = out["trials_per_s"] / best(baseline, "trials_per_s")
     out["ratio_gen_tokens"] = out["gen_tokens_per_s"] / best(baseline, "generated_tokens_per_s")
@@ -188,11 +189,6 @@ def show(fmt, name, run) -> None:
 def show_summary(fmt, name, r) -> None:
     print(f"{fmt}: {name}/baseline {r['ratio_trials']:.2f}x trials/s, {r['ratio_gen_tokens']:.2f}x gen tok/s, "
           f"same trajectory {r['same_trajectory_share']:.0%}", flush=True)
-
-
-def same(a, b) -> bool:
-    key = lambda t: ([(s.thought, s.action, s.argument, s.observation) for s in t.steps], t.answer)
-    return key(a) == key(b)
 
 
 def main() -> None:
