@@ -104,15 +104,9 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     qids = {q.qid for q in questions}
     kept = {qid: t for qid, t in load_written([kept_path]).items() if qid in qids} if resume else {}
     failed = {qid: t for qid, t in load_written([failed_path]).items() if qid in qids and qid not in kept} if resume else {}
-    started = False
 
     def write(trajectory: Trajectory) -> None:
-        nonlocal started
-        if not started:  # the first new result: only now is anything in the folder replaced
-            if not resume:
-                folder.discard(also=["summary.json"])
-            folder.record()
-            started = True
+        folder.before_first_result(fresh=not resume, also=["summary.json"])
         if trajectory.em == 1.0:
             append_jsonl(kept_path, trajectory)
             kept[trajectory.qid] = trajectory

@@ -41,15 +41,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
         folder.check()  # written under other settings: stop now, naming the keys
     qids = {q.qid for q in questions}
     done = {} if fresh else {qid: t for qid, t in load_written([path]).items() if qid in qids}
-    started = False
 
     def write(trajectory):
-        nonlocal started
-        if not started:  # the first new result: only now is anything in the folder replaced
-            if fresh:
-                folder.discard(also=OUTPUTS)
-            folder.record()
-            started = True
+        folder.before_first_result(fresh, also=OUTPUTS)
         append_jsonl(path, trajectory)
         done[trajectory.qid] = trajectory
 

@@ -90,6 +90,7 @@ class RunFolder:
         self.config = result_config(cfg)
         self.results = [self.out_dir / name for name in results]
         self.path = self.out_dir / RUN_CONFIG
+        self._started = False
 
     def has_results(self) -> bool:
         return any(path.exists() and path.stat().st_size > 0 for path in self.results)
@@ -140,6 +141,17 @@ class RunFolder:
         tmp = self.path.with_name(f".{RUN_CONFIG}.{os.getpid()}.tmp")
         tmp.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True), encoding="utf-8")
         tmp.replace(self.path)
+
+    def before_first_result(self, fresh: bool, also: Sequence[str] = ()) -> None:
+        """Call before writing each new result: the first time, a fresh run (resume=false) discards
+        the old files (only now, so a run that fails before its first result loses nothing), and
+        the settings are recorded."""
+        if self._started:
+            return
+        if fresh:
+            self.discard(also=also)
+        self.record()
+        self._started = True
 
     def discard(self, also: Sequence[str] = ()) -> None:
         """Remove the results, run_config.yaml and the named files (resume=false, once new work is ready)."""
