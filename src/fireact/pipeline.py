@@ -111,13 +111,15 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
 
 
 def write_comparison(results: dict[str, dict], root: Path) -> Table:
+    agents = sorted(results, reverse=True)
+    rows = [[name, *(f"{results[name][key]:.4g}" for key in COMPARED)] for name in agents]
+    # Printed with one row per metric: nine metric columns do not fit an 80-column terminal.
     table = Table(title="prompted vs fine-tuned")
-    table.add_column("agent")
-    for key in COMPARED:
-        table.add_column(key, justify="right")
-    rows = [[name, *(f"{s[key]:.4g}" for key in COMPARED)] for name, s in sorted(results.items(), reverse=True)]
-    for row in rows:
-        table.add_row(*row)
+    table.add_column("metric")
+    for name in agents:
+        table.add_column(name, justify="right")
+    for i, key in enumerate(COMPARED, start=1):
+        table.add_row(key, *(row[i] for row in rows))
     with (root / "comparison.csv").open("w", newline="") as out:
         csv.writer(out).writerows([["agent", *COMPARED], *rows])
     lines = ["| agent | " + " | ".join(COMPARED) + " |", "|" + " --- |" * (len(COMPARED) + 1)]
