@@ -126,8 +126,8 @@ fig4: install  ## Figure 4: EM by fine-tuning method mix (ReAct, +CoT, +Reflexio
 	$(PY) -m fireact.report +experiment/report=fig4_method_mix 'experiments=[fig4_method_mix$(SIZE)]'
 
 # rescore: the oracle and random choice among the four fine-tuned agents of the newest sweep,
-# on the questions they were evaluated on (RESCORE_N: 500, SMALL=1: 5; keep it equal to `questions`).
-RESCORE_N ?= $(if $(SIZE),5,500)
+# on the questions they were evaluated on (RESCORE_N: 500, SMALL=1: 10; keep it equal to `questions`).
+RESCORE_N ?= $(if $(SIZE),10,500)
 multimethod: install  ## Table 4: GPT-3.5 fine-tuned per method mix: EM, turns, oracle/random choice (rescore)
 	$(PY) -m fireact.pipeline -m experiment=table4_multimethod$(SIZE) $(LAUNCH) $(ARGS)
 	sweep=$$(ls -d multirun/table4_multimethod$(SIZE)/*/ | sort | tail -n 1) && \

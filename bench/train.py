@@ -8,9 +8,10 @@ same examples, LoRA settings, learning rate, schedule and batch size.
 
 --examples N   released trajectories used (data.limit), default 32
 --cutoff L     tokens per example (data.max_length; the baseline pads every example to it), default 1024
---gradient-checkpointing on|off   finetune.gradient_checkpointing for both sides, default on: the
-               activations kept for the backward pass (~1.9 MB a token in float32) are what puts a
-               LoRA step of SmolLM2-135M over 3 GB; recomputing them costs one more forward pass
+--gradient-checkpointing on|off   finetune.gradient_checkpointing for both sides; default: the
+               project's default (conf/finetune/lora.yaml: on). The activations kept for the backward
+               pass (~1.9 MB a token in float32) are what puts a LoRA step of SmolLM2-135M over 3 GB;
+               recomputing them costs one more forward pass
 --json PATH    also write the figures there
 
 Each side runs in its own process (so peak RSS is its own), baseline first, then ours.
@@ -39,12 +40,14 @@ from hydra.utils import instantiate
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def config(examples: int, cutoff: int, output_dir: str, checkpointing: bool = True):
+def config(examples: int, cutoff: int, output_dir: str, checkpointing: str | None = None):
     overrides = [
         f"data.limit={examples}", "data.val_fraction=0", f"data.max_length={cutoff}", "logger=csv",
         "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false", "~callbacks.checkpoint",
-        f"finetune.gradient_checkpointing={str(checkpointing).lower()}", f"output_dir={output_dir}",
+        f"output_dir={output_dir}",
     ]
+    if checkpointing:
+        overrides.append(f"finetune.gradient_checkpointing={checkpointing == 'on'}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
@@ -91,9 +94,11 @@ def run_baseline(cfg) -> dict:
             "losses": losses}
 
 
-def side(name: str, examples: int, cutoff: int, checkpointing: bool) -> dict:
+def side(name: str, examples: int, cutoff: int, checkpointing: str | None) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        result = (run_ours if name == "ours" else run_baseline)(config(examples, cutoff, out, checkpointing))
+        cfg = config(examples, cutoff, out, checkpointing)
+        result = (run_ours if name == "ours" else run_baseline)(cfg)
+    result["gradient_checkpointing"] = "on" if cfg.finetune.gradient_checkpointing else "off"
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
     result["examples_per_s"] = result["examples"] / result["seconds"]
@@ -105,20 +110,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=32)
     parser.add_argument("--cutoff", type=int, default=1024)
-    parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on")
+    parser.add_argument("--gradient-checkpointing", choices=["on", "off"])
     parser.add_argument("--json", type=Path)
     parser.add_argument("--side", choices=["baseline", "ours"], help=argparse.SUPPRESS)  # one side, in a child
     args = parser.parse_args()
     if args.side:
-        print("RESULT " + json.dumps(side(args.side, args.examples, args.cutoff, args.gradient_checkpointing == "on")),
+        print("RESULT " + json.dumps(side(args.side, args.examples, args.cutoff, args.gradient_checkpointing)),
               flush=True)
         return
 
     results = {}
     for name in ("baseline", "ours"):
+        checkpointing = ["--gradient-checkpointing", args.gradient_checkpointing] if args.gradient_checkpointing else []
         child = subprocess.run(
             [sys.executable, __file__, "--side", name, "--examples", str(args.examples), "--cutoff", str(args.cutoff),
-             "--gradient-checkpointing", args.gradient_checkpointing],
+             *checkpointing],
             capture_output=True, text=True,
         )
         line = next((l for l in child.stdout.splitlines() if l.startswith("RESULT ")), None)
@@ -133,7 +139,7 @@ def main() -> None:
           f"vs baseline {results['baseline']['mean_loss']:.4f}")
     if args.json:
         args.json.write_text(json.dumps({"settings": {"examples": args.examples, "cutoff": args.cutoff,
-                                                      "gradient_checkpointing": args.gradient_checkpointing},
+                                                      "gradient_checkpointing": results["ours"]["gradient_checkpointing"]},
                                          "machine": platform.platform(), "results": results, "ratio_tokens": ratio},
                                         indent=2))
 
