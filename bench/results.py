@@ -25,18 +25,16 @@ ROLLOUT_RSS_GB = 2
 
 # Why a target can be missed on this machine; printed only under a missed target.
 WHY = {
-    ("hf", "fewshot"): "the baseline's per-question prefill of the ~950-token few-shot prefix is what the prefix cache "
-    "removes; the rest (decoding, the recorded search, parsing) is not faster per token, and on 2 shared cores the "
-    "batched decode gains little over one row.",
-    ("hf", "alpaca"): "zero-shot prompts share only the Alpaca header (under the 32-token minimum for a cached "
-    "prefix), so hf gains only from batching and from building the stop-string criterion once; each question's "
-    "own cache is not kept between rounds, so every round re-encodes that question's history.",
-    ("vllm", "fewshot"): "vLLM's CPU engine computes on the cores its automatic binding gives it (on 2 cores: one, "
-    "the other kept for its scheduler and this process; VLLM_CPU_OMP_THREADS_BIND changes that), and runs eager "
-    "(no torch.compile) unless --vllm-compile; at this scale its per-step overhead is not amortised.",
+    ("hf", "fewshot"): "after the shared prefix (encoded once, read once per step for the whole batch) what "
+    "remains is each question's own history, re-encoded every round (its cache is not kept between rounds) and "
+    "padded to the batch's longest, and the decoding steps' attention over each row's own tokens.",
+    ("hf", "alpaca"): "zero-shot prompts share no prefix worth caching, so hf gains only from batching (the weights "
+    "read once per step for the batch) and from building the stop-string criterion once; every round re-encodes "
+    "each question's history.",
+    ("vllm", "fewshot"): "vLLM's CPU engine runs eager (no torch.compile) unless --vllm-compile, and at 32 questions "
+    "its per-step scheduling is not amortised; check that backend.cpu_reserved_cores=0 gave it both cores.",
     ("vllm", "alpaca"): "zero-shot prompts are short, so prefix caching saves little and the run is dominated by "
-    "decode steps, where vLLM's CPU engine (one core by its automatic binding on 2 cores, eager) gains only from "
-    "batching.",
+    "decode steps, where vLLM's eager CPU engine gains only from batching.",
     "same": "greedy argmax over float32 logits computed with other kernels or matrix shapes (batched rows, a cached "
     "prefix, vLLM's paged attention) can flip a near-tie, after which the trajectory differs.",
     "train_speed": "length grouping removes the padding to the cutoff; what remains is the model's compute per real "

@@ -24,9 +24,10 @@ so the baseline and hf run there too; `make bench` runs this file with it.
 
 Baseline: one question at a time, one `model.generate` call per round with
 `stop_strings=` (a stop-string criterion built per call), the whole prompt encoded every round.
-hf: fireact.agents.rollout.Rollout over all questions with fireact.llm.hf.HFBackend (batches
-of 8, the few-shot prefix encoded once and its KV cache reused). vllm: the same Rollout with
-fireact.llm.vllm_backend.VLLMBackend (the whole round in one engine call, prefix caching on),
+hf: fireact.agents.rollout.Rollout over all questions with fireact.llm.hf.HFBackend (its
+defaults: batches of 32, the few-shot prefix encoded once and its KV cache kept one row for the
+batch). vllm: the same Rollout with fireact.llm.vllm_backend.VLLMBackend (its defaults: the
+whole round in one engine call, prefix caching on, no core kept off the engine's compute),
 its engine started once after the hf runs; the start (and one warm-up request) is timed apart
 and not counted in trials/s. Every run starts with empty prefix caches. All use the same agent
 loop (Rollout), so only the inference differs. Peak RSS: this process after the baseline and
@@ -213,7 +214,7 @@ def main() -> None:
     questions = task.questions()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         tool = instantiate(compose(config_name="tool/recorded_search").tool)
-    hf = HFBackend(MODEL, device="cpu", dtype="float32", batch_size=8)
+    hf = HFBackend(MODEL, device="cpu", dtype="float32")  # the default batch size
     baseline = PaperStyleGenerate(hf)
     print(f"torch threads {torch.get_num_threads()}, {len(questions)} questions, max_rounds {args.max_rounds}, "
           f"max_tokens {args.max_tokens}, max_retries {args.max_retries}, backends {' '.join(args.backends)}", flush=True)

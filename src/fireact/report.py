@@ -12,6 +12,7 @@ plots (PNG) are written under the output folder and logged as artifacts of a `re
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from fireact.evaluate.plots import bar_chart, line_chart, turns_boxplot
 from fireact.tracking.run import display_uri
 
 log = logging.getLogger(__name__)
+# MLflow draws a progress bar per downloaded artifact: a dozen per_question.csv would bury the report.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 AGGREGATIONS = ("last", "mean", "max", "min", "count")
 PLOTS = ("bar", "line")

@@ -257,3 +257,47 @@ def test_stop_criterion_is_built_once_per_stop_tuple(hf_backend):
 def test_negative_prefix_cache_size_is_refused():
     with pytest.raises(ValueError, match="prefix_cache_size"):
         HFBackend({"name": "x", "path": EMBEDDED}, prefix_cache_size=-1)
+
+
+@pytest.mark.parametrize("queries", [1, 5])
+@pytest.mark.parametrize("padded", [True, False])
+def test_shared_prefix_attention_equals_sdpa_over_the_joined_keys(queries, padded):
+    """The prefix kept once gives what sdpa gives with the prefix copied into every row."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from fireact.llm.hf import shared_prefix_attention
+
+    torch.manual_seed(0)
+    rows, heads, kv_heads, dim, prefix, own = 3, 6, 2, 8, 7, 9
+    module = SimpleNamespace(layer_idx=1, num_key_value_groups=heads // kv_heads, is_causal=True, training=False)
+    query = torch.randn(rows, heads, queries, dim)
+    key, value = torch.randn(rows, kv_heads, own, dim), torch.randn(rows, kv_heads, own, dim)
+    prefix_kv = [None, (torch.randn(1, kv_heads, prefix, dim), torch.randn(1, kv_heads, prefix, dim))]
+    causal = torch.ones(queries, own, dtype=torch.bool).tril(own - queries).expand(rows, 1, queries, own).clone()
+    if padded:  # left padding: row 0 has 3 padding tokens, row 2 has 1
+        causal[0, :, :, :3] = False
+        causal[2, :, :, :1] = False
+    mask = causal if padded else None
+
+    ours, _ = shared_prefix_attention(module, query, key, value, mask, scaling=dim**-0.5, shared_prefix=prefix_kv)
+    joined = lambda shared, own_part: torch.cat([shared.expand(rows, -1, -1, -1), own_part], dim=-2)
+    visible = torch.ones(rows, 1, queries, prefix, dtype=torch.bool)
+    reference, _ = sdpa_attention_forward(
+        module, query, joined(prefix_kv[1][0], key), joined(prefix_kv[1][1], value),
+        torch.cat([visible, causal], dim=-1), scaling=dim**-0.5,
+    )
+    assert ours.shape == reference.shape == (rows, queries, heads, dim)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_buffer_layer_refuses_to_overflow():
+    from fireact.llm.hf import BufferLayer
+
+    layer = BufferLayer(capacity=4)
+    keys = torch.zeros(2, 1, 3, 8)
+    out, _ = layer.update(keys, keys)
+    assert out.shape == (2, 1, 3, 8) and layer.get_seq_length() == 3
+    with pytest.raises(RuntimeError, match="holds 4 tokens; 5 were written"):
+        layer.update(keys[:, :, :2], keys[:, :, :2])

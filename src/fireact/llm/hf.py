@@ -9,11 +9,14 @@ text is cut there and at end-of-sequence.
 
 Greedy decoding reuses a shared prefix: agents' prompts all start with the same few-shot
 examples, so the longest common token prefix of a batch is encoded once and its KV cache kept
-(a few, least recently used first out) for later batches and rounds that start with it. A batch
-is then laid out as [shared prefix][left padding][per-prompt suffix], with attention mask 0 on
-the padding and position ids continuing from the prefix, and decoded with the model's forward
-in a plain greedy loop: the same tokens as `generate` up to float rounding. Sampling goes
-through `generate`.
+(a few, least recently used first out) for later batches and rounds that start with it. The
+prefix's keys and values stay one row: `shared_prefix_attention` (registered with transformers
+as the model's attention) attends to them and to each row's own tokens, so a decoding step
+reads the prefix once for the whole batch. Each row's own tokens are laid out
+[left padding][suffix] in a cache preallocated for the whole generation (`BufferLayer`: no copy
+per step), with attention mask 0 on the padding and position ids continuing from the prefix,
+and decoded with the model's forward in a plain greedy loop: the same tokens as `generate` up
+to float rounding. Sampling goes through `generate`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from typing import Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StopStringCriteria, StoppingCriteriaList
+from transformers import AttentionInterface
+from transformers.cache_utils import Cache, DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop
 from fireact.llm.embedded import resolve_model_path
@@ -60,7 +67,7 @@ class HFBackend(LLM):
         model: Mapping,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 8,
+        batch_size: int = 32,
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
@@ -104,6 +111,7 @@ class HFBackend(LLM):
             # Merged once at load: generation then runs at the speed of the plain model.
             self.lm = PeftModel.from_pretrained(self.lm, str(adapter)).merge_and_unload()
         self.lm.eval()
+        self.lm.set_attn_implementation("fireact_shared_prefix")  # sdpa, but a shared prefix is kept once
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -166,9 +174,11 @@ class HFBackend(LLM):
         """Greedy decoding of [shared prefix][left padding][suffix] rows with the model's forward."""
         rows, pad = len(prompts), self.tokenizer.pad_token_id
         with torch.inference_mode():
-            prefix, cache = self._shared_prefix(prompts)
+            prefix, shared = self._shared_prefix(prompts)
             suffixes = [p[prefix:] for p in prompts]
             width = max(len(s) for s in suffixes)
+            layers = self.lm.config.get_text_config(decoder=True).num_hidden_layers
+            cache = Cache(layers=[BufferLayer(width + max_tokens) for _ in range(layers)])
             ids = torch.full((rows, width), pad, dtype=torch.long)
             mask = torch.zeros((rows, prefix + width), dtype=torch.long)
             mask[:, :prefix] = 1
@@ -178,6 +188,7 @@ class HFBackend(LLM):
             ids, mask = ids.to(self.device), mask.to(self.device)
             # Each real token's position counts the real tokens before it (as generate does).
             positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+            mask = mask[:, prefix:]  # the cache holds the rows' own tokens; the prefix comes apart
             end_ids = torch.tensor(sorted(self._end_ids), device=self.device)
             criterion = self._stop_criterion(stop) if stop else None
             done = torch.zeros(rows, dtype=torch.bool, device=self.device)
@@ -185,7 +196,7 @@ class HFBackend(LLM):
             inputs = ids
             for step in range(max_tokens):
                 out = self.lm(input_ids=inputs, attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True, logits_to_keep=1)
+                              past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=shared)
                 cache = out.past_key_values
                 token = out.logits[:, -1].argmax(-1).masked_fill(done, pad)
                 generated.append(token)
@@ -200,10 +211,11 @@ class HFBackend(LLM):
                 positions = positions[:, -1:] + 1
         return torch.stack(generated, dim=1).tolist()
 
-    def _shared_prefix(self, prompts: list[list[int]]) -> tuple[int, DynamicCache | None]:
-        """The length of the token prefix all prompts share that has a KV cache, and a cache of
-        it for this batch. The longest common prefix of a batch is encoded and kept (extending a
-        kept shorter one) when it is at least MIN_SHARED_PREFIX tokens longer than any kept."""
+    def _shared_prefix(self, prompts: list[list[int]]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """The length of the token prefix all prompts share that has a KV cache, and that cache's
+        keys and values per layer (one row). The longest common prefix of a batch is encoded and
+        kept (extending a kept shorter one) when it is at least MIN_SHARED_PREFIX tokens longer
+        than any kept."""
         if self.prefix_cache_size == 0:
             return 0, None
         limit = min(len(p) for p in prompts) - 1  # every row keeps a token to feed
@@ -223,11 +235,7 @@ class HFBackend(LLM):
         if not kept:
             return 0, None
         self._prefixes.move_to_end(kept)
-        rows = len(prompts)
-        return len(kept), DynamicCache(
-            [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefixes[kept]],
-            config=self.lm.config,
-        )
+        return len(kept), self._prefixes[kept]
 
     def _stop_criterion(self, stop: list[str]) -> StopStringCriteria:
         """Built once per tuple of stop strings: building it scans the whole vocabulary."""
@@ -250,6 +258,88 @@ class HFBackend(LLM):
         if self.seed is None:
             return nullcontext()
         return _forked_seed(self.seed + self._calls, self.device)
+
+
+class BufferLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values live in buffers sized once for the whole generation
+    (prompt + new tokens). DynamicLayer concatenates at every step, a copy of the whole cache per
+    token: on CPU that copy cost as much as the step's attention."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity, self.length = capacity, 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        rows, heads, _, dim = key_states.shape
+        self._keys = key_states.new_empty((rows, heads, self.capacity, dim))
+        self._values = value_states.new_empty((rows, heads, self.capacity, value_states.shape[-1]))
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self.length + key_states.shape[-2]
+        if end > self.capacity:
+            raise RuntimeError(f"BufferLayer holds {self.capacity} tokens; {end} were written")
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                            shared_prefix=None, **kwargs):
+    """Attention over [a prefix every row shares][each row's own tokens], the prefix's keys and
+    values kept once (one row) instead of copied into every row: a decoding step reads them once
+    for the whole batch. `key`, `value`, `attention_mask` cover the rows' own tokens; without
+    `shared_prefix` this is transformers' sdpa attention.
+
+    Prompt encoding (several query tokens) joins the prefix to each row for one sdpa call; a
+    decoding step (one query token) scores the prefix and the own tokens apart and merges the
+    two softmaxes over their common maximum, in float32."""
+    if shared_prefix is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    prefix_keys, prefix_values = shared_prefix[module.layer_idx]  # [1, kv heads, prefix, dim]
+    rows, heads, queries, dim = query.shape
+    own = key.shape[-2]
+    if attention_mask is None:  # no padding: causal over the own tokens
+        attention_mask = torch.ones(queries, own, dtype=torch.bool, device=query.device).tril(own - queries)
+        attention_mask = attention_mask.expand(rows, 1, queries, own)
+    if queries > 1:
+        expand = lambda t: t.expand(rows, -1, -1, -1)
+        keys = torch.cat([expand(prefix_keys), key], dim=-2)
+        values = torch.cat([expand(prefix_values), value], dim=-2)
+        visible = attention_mask.new_ones(rows, 1, queries, prefix_keys.shape[-2])
+        return sdpa_attention_forward(module, query, keys, values, torch.cat([visible, attention_mask], dim=-1),
+                                      scaling=scaling, dropout=dropout, **kwargs)
+    kv_heads = key.shape[1]
+    group = heads // kv_heads  # query head h reads kv head h // group (transformers' repeat_kv)
+    scale = scaling if scaling is not None else dim**-0.5
+    q = query.float().reshape(rows, kv_heads, group, dim)
+    # The prefix: every row's queries against the one copy, [kv heads, rows * group, prefix].
+    prefix_scores = q.transpose(0, 1).reshape(kv_heads, rows * group, dim) @ prefix_keys[0].float().transpose(-1, -2)
+    prefix_scores = (prefix_scores * scale).reshape(kv_heads, rows, group, -1).transpose(0, 1)
+    own_scores = (q @ key.float().transpose(-1, -2)) * scale  # [rows, kv heads, group, own]
+    if attention_mask.dtype == torch.bool:
+        own_scores = own_scores.masked_fill(~attention_mask.reshape(rows, 1, 1, own), float("-inf"))
+    else:  # an additive mask
+        own_scores = own_scores + attention_mask.float().reshape(rows, 1, 1, own)
+    top = torch.maximum(prefix_scores.amax(-1), own_scores.amax(-1)).unsqueeze(-1)
+    prefix_weights, own_weights = (prefix_scores - top).exp(), (own_scores - top).exp()
+    total = prefix_weights.sum(-1, keepdim=True) + own_weights.sum(-1, keepdim=True)
+    from_prefix = prefix_weights.transpose(0, 1).reshape(kv_heads, rows * group, -1) @ prefix_values[0].float()
+    from_prefix = from_prefix.reshape(kv_heads, rows, group, dim).transpose(0, 1)
+    out = (from_prefix + own_weights @ value.float()) / total  # [rows, kv heads, group, dim]
+    return out.reshape(rows, 1, heads, dim).to(query.dtype), None
+
+
+AttentionInterface.register("fireact_shared_prefix", shared_prefix_attention)
+AttentionMaskInterface.register("fireact_shared_prefix", sdpa_mask)
 
 
 @contextmanager

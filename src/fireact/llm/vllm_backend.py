@@ -11,6 +11,7 @@ LLM.generate, chat prompts through LLM.chat (the model's chat template). A model
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,6 +39,7 @@ class VLLMBackend(LLM):
         max_lora_rank: int = 64,
         dtype: str = "auto",
         enforce_eager: bool = False,
+        cpu_reserved_cores: int | None = 0,
     ):
         try:
             import vllm
@@ -65,6 +67,11 @@ class VLLMBackend(LLM):
                 raise FileNotFoundError(f"model.adapter={model['adapter']} is not a PEFT LoRA folder (no "
                                         f"adapter_config.json): point it at the output of `train`, or set model.adapter=null")
         path = resolve_model_path(model["path"])
+        if current_platform.is_cpu() and cpu_reserved_cores is not None:
+            # vLLM keeps cores for its frontend by default; in this offline engine the frontend is
+            # this process, mostly idle while the engine runs, so on 2 cores the reservation halved
+            # the compute (bench/RESULTS.md). An environment variable already set wins.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(cpu_reserved_cores))
         log.info("vLLM engine for %s (%s)%s", self.model, path, f" with LoRA {adapter}" if adapter else "")
         self.engine = vllm.LLM(
             model=path,
