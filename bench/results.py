@@ -42,8 +42,10 @@ WHY = {
     "train_memory": "activations kept for the backward pass grow with the batch's tokens (~1.9 MB a token for "
     "SmolLM2-135M in float32 without gradient checkpointing); check the run used "
     "finetune.gradient_checkpointing=true and a batch no longer than the one measured here.",
-    "rollout_memory": "the float32 model, the recorded-search corpus and the batch's KV caches (prefix expanded to "
-    "each row) add up.",
+    "rollout_memory": "the figure is the peak of the process that ran the baseline too. Of the hf side: the "
+    "float32 model with the libraries (0.7 GB) and each row's own KV cache in float32 (~46 KB a token: 32 rows of up "
+    "to ~600 own tokens is ~0.9 GB; the few-shot prefix is kept once). backend.batch_size=16 measured 1.44 GB at "
+    "~10% less speed (bench/NOTES.md).",
 }
 
 
@@ -126,13 +128,14 @@ def targets(rollout: dict, train: dict) -> list[str]:
     return out
 
 
-def render(rollout: dict, train: dict) -> str:
+def render(rollout: dict, train: dict, measured: datetime.datetime) -> str:
     out = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, "
+        f"Measured by `make bench` (rollouts finished {measured:%Y-%m-%d %H:%M UTC}), "
         f"machine {platform.platform()}, {os.cpu_count()} CPU cores, torch threads {rollout['torch_threads']}, "
-        "embedded SmolLM2-135M-Instruct in float32 on CPU. Ratios are measured within one run.",
+        "embedded SmolLM2-135M-Instruct in float32 on CPU. Ratios are measured within one run. How the "
+        "figures were reached (profiles, the choices behind the defaults): [NOTES.md](NOTES.md).",
         "",
         *rollout_section(rollout),
         "",
@@ -144,7 +147,8 @@ def render(rollout: dict, train: dict) -> str:
 
 
 def main(rollout_json: str, train_json: str) -> None:
-    print(render(json.loads(Path(rollout_json).read_text()), json.loads(Path(train_json).read_text())))
+    measured = datetime.datetime.fromtimestamp(Path(rollout_json).stat().st_mtime, datetime.timezone.utc)
+    print(render(json.loads(Path(rollout_json).read_text()), json.loads(Path(train_json).read_text()), measured))
 
 
 if __name__ == "__main__":
