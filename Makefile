@@ -76,7 +76,7 @@ clean:  ## remove outputs (keeps .venv and mlruns)
 .PHONY: bench
 BENCH_ROLLOUT_ARGS ?=
 BENCH_TRAIN_ARGS ?=
-bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: ~30-60 min quiet, hours when shared)
+bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: 17 min idle, much longer when shared)
 	$(VLLM_PY) bench/rollout.py $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
 	$(PY) bench/train.py $(BENCH_TRAIN_ARGS) --json bench/train.json
 	$(PY) bench/results.py bench/rollout.json bench/train.json > bench/RESULTS.md
@@ -85,7 +85,7 @@ bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training s
 # Each target runs an experiment's Hydra multirun (files: multirun/<experiment>/<time>/<job>/;
 # one MLflow run per job, in the MLflow experiment named like the experiment), then its report
 # (tables and plots from conf/experiment/report/<experiment>.yaml, printed and under outputs/report/).
-#   SMALL=1                  the CPU-scale variant <experiment>_small (SmolLM2-135M, 5 questions, minutes)
+#   SMALL=1                  the CPU-scale variant <experiment>_small (SmolLM2-135M, 100 trajectories, 10 questions, minutes)
 #   LAUNCHER=joblib          the jobs in parallel on this machine, e.g. ARGS="hydra.launcher.n_jobs=2"
 #   LAUNCHER=submitit_slurm  the jobs on SLURM, e.g. ARGS="hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1"
 #   ARGS="..."               more overrides for the multirun(s), e.g. ARGS="use.model=llama2_7b" (pipeline

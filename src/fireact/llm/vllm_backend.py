@@ -70,7 +70,7 @@ class VLLMBackend(LLM):
         if current_platform.is_cpu() and cpu_reserved_cores is not None:
             # vLLM keeps cores for its frontend by default; in this offline engine the frontend is
             # this process, mostly idle while the engine runs, so on 2 cores the reservation halved
-            # the compute (bench/RESULTS.md). An environment variable already set wins.
+            # the compute (bench/NOTES.md). An environment variable already set wins.
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(cpu_reserved_cores))
         log.info("vLLM engine for %s (%s)%s", self.model, path, f" with LoRA {adapter}" if adapter else "")
         self.engine = vllm.LLM(
