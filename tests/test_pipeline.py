@@ -67,3 +67,29 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     runs = mlflow.search_runs(experiment_names=["pipeline-test"])
     assert sorted(runs["tags.stage"]).count("train") == 1
     assert (runs["params.noise"] == "none_obs").sum() == 1  # the noisy fine-tuned evaluation
+
+
+def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
+    """A default changed in a config file (here LoRA's rank) gives a new stage folder, so a
+    pipeline rerun trains anew instead of reusing a model made under the old default."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from fireact.pipeline import shared_stage_dir
+
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+
+    def train_folder() -> str:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name="pipeline", overrides=[*TOY, f"stages_dir={tmp_path / 'stages'}"])
+            return shared_stage_dir(cfg, "train", ["data.path=/data"], tmp_path / "run").name
+
+    first = train_folder()
+    assert train_folder() == first  # the same files: the same folder
+    lora = conf / "finetune" / "lora.yaml"
+    lora.write_text(lora.read_text().replace("\nr: 8\n", "\nr: 16\n"))
+    changed = train_folder()
+    assert changed != first
+    assert (tmp_path / "run" / "train").resolve().name == changed  # the run folder's link follows

@@ -62,12 +62,18 @@ def trained_model_overrides(summary: dict) -> list[str]:
 
 
 def shared_stage_dir(cfg: DictConfig, stage: str, extra: list[str], root: Path) -> Path:
-    """stages_dir/<stage>-<hash of the stage's overrides>, linked as root/<stage>."""
-    key = hashlib.sha256(json.dumps(stage_overrides(cfg, stage, extra)).encode()).hexdigest()[:12]
+    """stages_dir/<stage>-<hash of the stage's whole config>, linked as root/<stage>. The hash is
+    of the composed config (its output folder and experiment name aside), so a changed default
+    in a config file trains anew instead of reusing a stage made under the old one."""
+    settings = stage_config(cfg, stage, Path("<stage folder>"), extra)
+    settings.experiment_name = None
+    key = hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()[:12]
     shared = Path(cfg.stages_dir).resolve() / f"{stage}-{key}"
     shared.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     link = root / stage
+    if link.is_symlink() and link.resolve() != shared:  # made under other settings
+        link.unlink()
     if not link.is_symlink():
         link.symlink_to(shared, target_is_directory=True)
     return shared
