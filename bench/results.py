@@ -52,7 +52,7 @@ WHY = {
 def status(met: bool | None, value: float, goal: float, key) -> str:
     if met is None:
         return "not run"
-    return "met" if met else f"**missed** by {abs(value - goal) / goal:.0%}: {WHY[key]}"
+    return "met" if met else f"**missed** by {abs(value - goal) / goal:.1%}: {WHY[key]}"
 
 
 def rollout_section(rollout: dict) -> list[str]:
