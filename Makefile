@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip install --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-vllm test test-vllm test-all run pipeline evaluate ui clean help
+.PHONY: install install-vllm test test-vllm test-all run small pipeline evaluate ui clean help
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ test-vllm: install install-vllm  ## only the vLLM tests (~3-5 min): VLLMBackend 
 
 run: install  ## the offline quickstart: LoRA fine-tune SmolLM2, prompted vs fine-tuned on 10 HotpotQA questions, MLflow
 	$(PY) -m fireact.pipeline experiment=quickstart $(ARGS)
+
+small: install  ## the headline CPU experiment: SmolLM2 fully fine-tuned on 500 trajectories vs prompted, 200 questions, intervals and McNemar (~2 h)
+	$(PY) -m fireact.pipeline experiment=small $(ARGS)
 
 pipeline: install  ## build_data → train → evaluate with your overrides, e.g. make pipeline ARGS="n=200 questions=50"
 	$(PY) -m fireact.pipeline $(ARGS)
