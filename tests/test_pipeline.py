@@ -43,7 +43,9 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     finetuned = json.loads((run / "evaluate_finetuned" / "trajectories.jsonl").read_text().splitlines()[0])
     prompted = json.loads((run / "evaluate_prompted" / "trajectories.jsonl").read_text().splitlines()[0])
     assert finetuned["prompt_tokens"] < prompted["prompt_tokens"]  # zero-shot vs few-shot prompts
-    assert (run / "comparison.md").read_text().count("\n") == 4  # header, rule, two agents
+    comparison = (run / "comparison.md").read_text()
+    assert comparison.splitlines()[2].startswith("| prompted |") and "McNemar exact p" in comparison
+    assert set(json.loads((run / "paired.json").read_text())) >= {"n_paired", "em_diff", "mcnemar_p"}
 
     mlflow.set_tracking_uri(f"sqlite:///{store}")
     runs = mlflow.search_runs(experiment_names=["pipeline-test"])

@@ -81,6 +81,15 @@ IN_PROCESS = {
         "start=500 n=100000 asks for more. Lower n."]),
     "empty_ratios": ("build_data", ["task_mix.hotpotqa=0"], [
         "every weight is zero, so nothing would be selected", "give one a weight > 0"]),
+    "no_rounds": ("evaluate", ["method.max_rounds=0", "task.n=1"], [
+        "method.max_rounds=0: must be an integer >= 1; set method.max_rounds"]),
+    "no_tokens": ("evaluate", ["method.max_tokens=0", "task.n=1"], [
+        "method.max_tokens=0: must be an integer >= 1; set method.max_tokens"]),
+    "negative_retries": ("generate", ["method.max_retries=-1", "task.n=1"], [
+        "method.max_retries=-1: must be an integer >= 0"]),
+    "no_rounds_cot": ("evaluate", ["method=cot", "+method.max_rounds=0", "task.n=1"], [
+        "method.max_rounds=0: must be an integer >= 1"]),
+    "empty_chunks": ("evaluate", ["chunk_size=0", "task.n=1"], ["chunk_size=0: must be an integer >= 1"]),
 }
 
 

@@ -18,6 +18,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 from filelock import FileLock
 
 import hydra
@@ -28,10 +29,15 @@ from rich.table import Table
 
 from fireact import tracking
 from fireact.build_data import build_data
+from fireact.evaluate import stats
 from fireact.evaluate.run import evaluate
 from fireact.train.run import train
 
-COMPARED = ("em", "f1", "turns_mean", "turns_std", "prompt_tokens_mean", "completion_tokens_mean", "time_per_trial", "cost_per_trial")
+COMPARED = (
+    "n", "em", "em_ci_low", "em_ci_high", "f1", "f1_ci_low", "f1_ci_high", "turns_mean", "turns_std",
+    "format_error_rate", "prompt_tokens_mean", "completion_tokens_mean", "latency_mean", "time_per_trial",
+    "cost_per_trial",
+)
 
 
 def quoted(path) -> str:
@@ -102,36 +108,70 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
     root = Path(cfg.output_dir)
     with tracking.start_run(cfg, stage="pipeline"):
         trained = run_train(cfg, run_build_data(cfg, root), root)
-        results = {}
+        results, folders = {}, {}
         finetuned = trained_model_overrides(trained) + [f"method.format={cfg.finetuned_format}"]
-        results["fine-tuned"] = evaluate(stage_config(cfg, "evaluate", root / "evaluate_finetuned", finetuned))
+        folders["fine-tuned"] = root / "evaluate_finetuned"
+        results["fine-tuned"] = evaluate(stage_config(cfg, "evaluate", folders["fine-tuned"], finetuned))
         if cfg.prompted:
-            results["prompted"] = evaluate(stage_config(cfg, "evaluate", root / "evaluate_prompted", ["method.format=fewshot"]))
+            folders["prompted"] = root / "evaluate_prompted"
+            results["prompted"] = evaluate(stage_config(cfg, "evaluate", folders["prompted"], ["method.format=fewshot"]))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
-        table = write_comparison(results, root)
-        tracking.log_artifact(root / "comparison.md")
-        tracking.log_artifact(root / "comparison.csv")
-    Console().print(table)
+        paired = None
+        if cfg.prompted:  # the same questions: compared question by question
+            scores = {name: per_question_scores(folder) for name, folder in folders.items()}
+            paired = stats.compare(scores["fine-tuned"], scores["prompted"])
+            tracking.log_metrics({f"paired_{key}": value for key, value in paired.items()})
+        tables = write_comparison(results, paired, root)
+        for name in ("comparison.md", "comparison.csv", "paired.json"):
+            if (root / name).exists():
+                tracking.log_artifact(root / name)
+    Console().print(*tables)
+    if paired is not None:
+        print(stats.verdict(paired, "fine-tuned", "prompted"))
     print(f"pipeline folder: {root}\nMLflow: `make ui`, then http://127.0.0.1:5000 (experiment {cfg.experiment_name!r})")
     return results
 
 
-def write_comparison(results: dict[str, dict], root: Path) -> Table:
+def per_question_scores(folder: Path) -> dict[str, dict[str, float]]:
+    """{qid: {em, f1}} from an evaluation's per_question.csv (the questions it was run on)."""
+    table = pd.read_csv(folder / "per_question.csv", dtype={"qid": str})
+    return {row.qid: {"em": float(row.em), "f1": float(row.f1)} for row in table.itertuples()}
+
+
+def write_comparison(results: dict[str, dict], paired: dict[str, float] | None, root: Path) -> list[Table]:
+    """comparison.csv and .md (one row per agent), paired.json, and the printed tables: one row
+    per metric (the metric columns do not fit an 80-column terminal), then the paired test."""
     agents = sorted(results, reverse=True)
-    rows = [[name, *(f"{results[name][key]:.4g}" for key in COMPARED)] for name in agents]
-    # Printed with one row per metric: nine metric columns do not fit an 80-column terminal.
-    table = Table(title="prompted vs fine-tuned")
+    with (root / "comparison.csv").open("w", newline="") as out:
+        csv.writer(out).writerows([["agent", *COMPARED], *([name, *(results[name][k] for k in COMPARED)] for name in agents)])
+    shown = [key for key in COMPARED if not key.endswith(("_ci_low", "_ci_high"))]
+    table = Table(title="prompted vs fine-tuned, on the same questions (EM, F1: 95% bootstrap intervals)")
     table.add_column("metric")
     for name in agents:
         table.add_column(name, justify="right")
-    for i, key in enumerate(COMPARED, start=1):
-        table.add_row(key, *(row[i] for row in rows))
-    with (root / "comparison.csv").open("w", newline="") as out:
-        csv.writer(out).writerows([["agent", *COMPARED], *rows])
-    lines = ["| agent | " + " | ".join(COMPARED) + " |", "|" + " --- |" * (len(COMPARED) + 1)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    for key in shown:
+        table.add_row(key, *(stats.with_interval(results[name], key) for name in agents))
+    lines = ["| agent | " + " | ".join(shown) + " |", "|" + " --- |" * (len(shown) + 1)]
+    lines += ["| " + " | ".join([name, *(stats.with_interval(results[name], key) for key in shown)]) + " |" for name in agents]
+    if paired is not None:
+        (root / "paired.json").write_text(json.dumps(paired, indent=2))
+        rows = [
+            ("questions paired", str(paired["n_paired"])),
+            ("EM difference", stats.with_interval(paired, "em_diff")),
+            ("F1 difference", stats.with_interval(paired, "f1_diff")),
+            ("only fine-tuned right (EM)", str(paired["only_a_right"])),
+            ("only prompted right (EM)", str(paired["only_b_right"])),
+            ("McNemar exact p (EM)", f"{paired['mcnemar_p']:.3g}"),
+        ]
+        pairs = Table(title="fine-tuned - prompted, question by question (95% paired-bootstrap intervals)")
+        pairs.add_column("")
+        pairs.add_column("value", justify="right")
+        for name, value in rows:
+            pairs.add_row(name, value)
+        lines += ["", "| fine-tuned - prompted | paired |", "| --- | --- |", *(f"| {n} | {v} |" for n, v in rows),
+                  "", stats.verdict(paired, "fine-tuned", "prompted")]
     (root / "comparison.md").write_text("\n".join(lines) + "\n")
-    return table
+    return [table] if paired is None else [table, pairs]
 
 
 @hydra.main(config_path="../../conf", config_name="pipeline", version_base="1.3")

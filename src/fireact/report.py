@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
@@ -162,12 +162,35 @@ def select_runs(runs: pd.DataFrame, stage: str | None) -> pd.DataFrame:
     return runs[runs["tags.stage"] == stage] if stage else runs
 
 
-def write_table(table: pd.DataFrame, name: str, title: str, out_dir: Path, digits: int) -> str:
-    """tables/<name>.csv and .md; returns the markdown (with a heading)."""
+def with_intervals(runs: pd.DataFrame, spec: TableSpec, table: pd.DataFrame, digits: int) -> tuple[pd.DataFrame | None, str]:
+    """The table's cells as `value [low, high]` when its runs logged the metric's 95% interval
+    (METRIC_ci_low, METRIC_ci_high: evaluate's EM and F1), and how many questions the cells
+    stand on (the runs' `n`); (None, "") when they did not."""
+    try:
+        low, high = (pivot(runs, replace(spec, metric=f"{spec.metric}_{end}")) * spec.scale for end in ("ci_low", "ci_high"))
+    except TableSkipped:
+        return None, ""
+    low, high = (bound.set_axis(table.columns, axis=1) if spec.cols is None else bound for bound in (low, high))
+    low, high = low.reindex_like(table), high.reindex_like(table)
+    cell = lambda v, lo, hi: "-" if pd.isna(v) else f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    shown = table.copy().astype(object)
+    for row in table.index:
+        for col in table.columns:
+            shown.at[row, col] = cell(table.at[row, col], low.at[row, col], high.at[row, col])
+    try:
+        sizes = sorted({int(n) for n in pivot(runs, replace(spec, metric="n")).stack().dropna()})
+    except TableSkipped:
+        sizes = []
+    return shown, f" (95% bootstrap intervals; questions per cell: {', '.join(map(str, sizes)) or '?'})"
+
+
+def write_table(table: pd.DataFrame, name: str, title: str, out_dir: Path, digits: int, shown: pd.DataFrame | None = None) -> str:
+    """tables/<name>.csv and .md (the md shows `shown`, e.g. cells with intervals, if given); returns the markdown."""
     folder = out_dir / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / f"{name}.csv")
-    markdown = f"## {title}\n\n{table.round(digits).to_markdown(missingval='-')}\n"
+    body = (shown if shown is not None else table.round(digits)).to_markdown(missingval="-")
+    markdown = f"## {title}\n\n{body}\n"
     (folder / f"{name}.md").write_text(markdown)
     return markdown
 
@@ -213,7 +236,8 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
             log.warning("table %s skipped: %s", name, why)
             continue
         tables[name] = table
-        sections.append(write_table(table, name, title, out_dir, cfg.digits))
+        shown, sizes = with_intervals(runs, spec, table, cfg.digits)
+        sections.append(write_table(table, name, title + sizes, out_dir, cfg.digits, shown))
         if spec.plot:
             plot = bar_chart if spec.plot == "bar" else line_chart
             plot(table, out_dir / "plots" / f"{name}.png", title, spec.metric)

@@ -85,7 +85,8 @@ class Trajectory:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
-    wall_time: float = 0.0
+    wall_time: float = 0.0  # seconds from the trajectory's first model request to its finish
+    started_at: float = 0.0  # when that first request went out (Unix time; 0 in older records)
     backend: str = ""
     model: str = ""
     tool: str = ""

@@ -37,6 +37,14 @@ class Method:
     def __post_init__(self):
         if self.format not in FORMATS:
             raise ValueError(f"method {self.name}: unknown format {self.format!r}; choose one of {list(FORMATS)}")
+        # Settings under which no trajectory could reach an answer: refused before any work.
+        for key, value, least, hint in (
+            ("max_rounds", self.max_rounds, 1, "the paper allows 11"),
+            ("max_tokens", self.max_tokens, 1, "the paper's ReAct replies take up to 256"),
+            ("max_retries", self.max_retries, 0, "0 counts a reply with no action as finish[] at once"),
+        ):
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"method.{key}={value!r}: must be an integer >= {least}; set method.{key} ({hint})")
 
     @property
     def stop(self) -> list[str]:

@@ -66,14 +66,15 @@ class Rollout:
 
     def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None) -> list[Trajectory]:
         episodes = [Episode(q, self.tool.new_episode()) for q in questions]
-        started = time.perf_counter()
+        # Every question of the batch sends its first request now (the rounds are synchronous).
+        started_at, started = time.time(), time.perf_counter()
         results: dict[str, Trajectory] = {}
 
         def finish(episode: Episode) -> None:
             episode.finished = True
             if self.noise is not None:
                 self.noise.end_episode(episode.question.qid)
-            trajectory = self._trajectory(episode, time.perf_counter() - started)
+            trajectory = self._trajectory(episode, started_at, time.perf_counter() - started)
             results[episode.question.qid] = trajectory
             on_finish(trajectory)
 
@@ -162,7 +163,7 @@ class Rollout:
         return list(pool.map(observe, episodes, steps))
 
     # --- the record ------------------------------------------------------------------
-    def _trajectory(self, episode: Episode, wall_time: float) -> Trajectory:
+    def _trajectory(self, episode: Episode, started_at: float, wall_time: float) -> Trajectory:
         q = episode.question
         finish = next((s for s in reversed(episode.steps) if s.is_finish), None)
         answer = finish.argument if finish is not None else None
@@ -172,6 +173,6 @@ class Rollout:
             steps=episode.steps, answer=answer, em=scores["em"], f1=scores["f1"],
             prompt_tokens=episode.prompt_tokens, completion_tokens=episode.completion_tokens,
             cost=self.cost(episode.prompt_tokens, episode.completion_tokens, wall_time),
-            wall_time=wall_time, seed=self.seed, format_errors=episode.format_errors, error=episode.error,
+            wall_time=wall_time, started_at=started_at, seed=self.seed, format_errors=episode.format_errors, error=episode.error,
             **self.labels,
         )

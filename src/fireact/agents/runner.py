@@ -55,6 +55,9 @@ def run_agent(
     desc: str,
 ) -> None:
     """Run cfg's agent over the questions not in `done`; `on_finish` writes each trajectory."""
+    for key in ("chunk_size", "tool_workers"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"{key}={cfg[key]!r}: must be an integer >= 1; set {key}=1 or more")
     todo = [q for q in questions if q.qid not in done]
     log.info("%d questions: %d already written, %d to run", len(questions), len(questions) - len(todo), len(todo))
     if not todo:

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fireact import tracking
+from fireact.evaluate import stats
 from fireact.evaluate.agreement import agreement
 from fireact.evaluate.oracle import em_by_qid, method_choice
 from fireact.evaluate.summary import summarize
@@ -107,21 +108,36 @@ def rescore(trajectories: Sequence[Trajectory], task: Task, questions: Sequence[
     return Rescored(rescored, summary, disagreements)
 
 
+def scores_by_qid(result: Rescored, questions: Sequence[Question]) -> dict[str, dict[str, float]]:
+    """{qid: {em, f1}} over every question of the set (a missing one scores 0)."""
+    found = {t.qid: {"em": t.em or 0.0, "f1": t.f1 or 0.0} for t in result.trajectories}
+    return {q.qid: found.get(q.qid, {"em": 0.0, "f1": 0.0}) for q in questions}
+
+
 def print_results(results: dict[str, Rescored], choice: dict[str, float] | None, console: Console) -> None:
     n = next(iter(results.values())).summary["n"]
-    table = Table(title=f"re-scored over {n} questions (missing ones count as failures)")
+    table = Table(title=f"re-scored over {n} questions (missing ones count as failures; 95% bootstrap intervals)")
     table.add_column("file", overflow="fold", min_width=20)
     for header in ("missing", "EM", "F1", "turns", "tools", "agree"):
         table.add_column(header, justify="right", no_wrap=True)
     for name, result in results.items():
         s = result.summary
         table.add_row(
-            name, str(s["missing"]), f"{s['em']:.3f}", f"{s['f1']:.3f}", f"{s['turns_mean']:.2f}±{s['turns_std']:.2f}",
-            f"{s['tool_calls_mean']:.2f}", f"{s['agreement']:.3f}",
+            name, str(s["missing"]), stats.with_interval(s, "em"), stats.with_interval(s, "f1"),
+            f"{s['turns_mean']:.2f}±{s['turns_std']:.2f}", f"{s['tool_calls_mean']:.2f}", f"{s['agreement']:.3f}",
         )
     console.print(table)
     if len(results) > 1:
         first, *others = results
+        paired = Table(title=f"each file - {first}, question by question over all {n} (95% paired-bootstrap intervals)")
+        paired.add_column("file", overflow="fold", min_width=20)
+        for header in ("EM difference", "F1 difference", "only it right", f"only {first} right", "McNemar p"):
+            paired.add_column(header, justify="right", overflow="fold")
+        for name in others:
+            s = {k.removesuffix("_vs_first"): v for k, v in results[name].summary.items() if k.endswith("_vs_first")}
+            paired.add_row(name, stats.with_interval(s, "em_diff"), stats.with_interval(s, "f1_diff"),
+                           str(s["only_a_right"]), str(s["only_b_right"]), f"{s['mcnemar_p']:.3g}")
+        console.print(paired)
         rows = Table(title=f"the same as {first} (over the questions both have)")
         rows.add_column("file", overflow="fold", min_width=20)
         for header in ("compared", "trajectory", "answer", "first step"):
@@ -157,9 +173,11 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 tracking.log_evaluation(results[name].trajectories, results[name].summary, out_dir / name, title=name)
         choice = None
         if len(results) > 1:
-            first = next(iter(results.values())).trajectories
+            first = next(iter(results.values()))
             for result in list(results.values())[1:]:
-                result.summary.update({f"{k}_as_first": v for k, v in agreement(first, result.trajectories).items()})
+                result.summary.update({f"{k}_as_first": v for k, v in agreement(first.trajectories, result.trajectories).items()})
+                paired = stats.compare(scores_by_qid(result, questions), scores_by_qid(first, questions))
+                result.summary.update({f"{k}_vs_first": v for k, v in paired.items()})
             scores = {name: em_by_qid(result.trajectories) for name, result in results.items()}
             choice = method_choice(scores, [q.qid for q in questions], seed=cfg.seed)
             tracking.log_metrics(choice)

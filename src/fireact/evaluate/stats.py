@@ -1,0 +1,94 @@
+"""How sure a result is: bootstrap intervals over questions, and paired tests of two agents.
+
+A rate over questions (EM, F1, success) gets a 95% percentile-bootstrap interval of its mean
+(scipy.stats.bootstrap, 10,000 resamples, seeded, so the same scores give the same interval).
+Two agents run on the same questions are compared question by question: the mean difference
+with its paired-bootstrap interval, and for EM (right or wrong per question) McNemar's exact
+test, a two-sided binomial test on the questions only one of the two got right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+RESAMPLES = 10_000
+SEED = 0
+SIGNIFICANCE = 0.05  # the level the comparison's one-line verdict is read at
+
+
+def interval(values: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
+    """The 95% bootstrap interval of the mean of `values` ((nan, nan) for no values)."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return float("nan"), float("nan")
+    if np.all(data == data[0]):  # every resample has the same mean (and scipy warns)
+        return float(data[0]), float(data[0])
+    result = stats.bootstrap(
+        (data,), np.mean, n_resamples=resamples, confidence_level=CONFIDENCE,
+        method="percentile", rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def with_intervals(scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """{name_ci_low, name_ci_high} for each named list of per-question scores."""
+    out = {}
+    for name, values in scores.items():
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = interval(values)
+    return out
+
+
+def with_interval(values: Mapping[str, float], key: str) -> str:
+    """`0.15 [0.1, 0.2]`: values[key] with its interval (keys KEY_ci_low, KEY_ci_high), if it has one."""
+    value = values[key]
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    if f"{key}_ci_low" in values:
+        text += f" [{values[key + '_ci_low']:.4g}, {values[key + '_ci_high']:.4g}]"
+    return text
+
+
+def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, float]:
+    """(questions only `a` got right, only `b` got right, exact two-sided p-value)."""
+    right_a, right_b = np.asarray(a) == 1, np.asarray(b) == 1
+    only_a, only_b = int(np.sum(right_a & ~right_b)), int(np.sum(right_b & ~right_a))
+    if only_a + only_b == 0:
+        return 0, 0, 1.0
+    return only_a, only_b, float(stats.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float, float]:
+    """(mean of a - b, its 95% paired-bootstrap interval) over the same questions in the same order."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    low, high = interval(diff, resamples, seed)
+    return float(diff.mean()) if diff.size else float("nan"), low, high
+
+
+def compare(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Agent `a` against agent `b`, each given as {qid: {"em": ..., "f1": ...}}, on the questions
+    both have: n_paired, em_diff (a - b) with em_diff_ci_low/high, f1_diff likewise, only_a_right,
+    only_b_right and mcnemar_p (EM)."""
+    qids = [qid for qid in a if qid in b]
+    out: dict[str, float] = {"n_paired": len(qids)}
+    for metric in ("em", "f1"):
+        first = [a[q][metric] or 0.0 for q in qids]
+        second = [b[q][metric] or 0.0 for q in qids]
+        out[f"{metric}_diff"], out[f"{metric}_diff_ci_low"], out[f"{metric}_diff_ci_high"] = paired_difference(first, second)
+    out["only_a_right"], out["only_b_right"], out["mcnemar_p"] = mcnemar_exact(
+        [a[q]["em"] or 0.0 for q in qids], [b[q]["em"] or 0.0 for q in qids]
+    )
+    return out
+
+
+def verdict(comparison: Mapping[str, float], a: str, b: str) -> str:
+    """One sentence: is `a` better or worse than `b` on EM at the SIGNIFICANCE level, on how many questions."""
+    n, p, diff = int(comparison["n_paired"]), comparison["mcnemar_p"], comparison["em_diff"]
+    counts = (f"{a} alone right on {comparison['only_a_right']}, {b} alone on {comparison['only_b_right']} "
+              f"of {n} questions; McNemar exact p = {p:.2g}")
+    if p < SIGNIFICANCE:
+        direction = "beats" if diff > 0 else "is worse than"
+        return f"{a} {direction} {b} on EM at the {SIGNIFICANCE:g} level ({counts})."
+    return f"No significant EM difference between {a} and {b} at the {SIGNIFICANCE:g} level ({counts})."
