@@ -128,6 +128,8 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
     Console().print(*tables)
     if paired is not None:
         print(stats.verdict(paired, "fine-tuned", "prompted"))
+    if cfg.note:
+        print(cfg.note)
     print(f"pipeline folder: {root}\nMLflow: `make ui`, then http://127.0.0.1:5000 (experiment {cfg.experiment_name!r})")
     return results
 

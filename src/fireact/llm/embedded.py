@@ -9,12 +9,15 @@ returned unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import logging
 import os
 import shutil
 from pathlib import Path
 
+from fireact.logs import transformers_bars_off
 from fireact.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,9 @@ def _convert(name: str, folder: Path) -> None:
     gguf = _gguf_file(name)
     log.info("converting %s to safetensors in %s (once)", gguf.name, folder)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers draws a bar per tensor (272 of them) while it de-quantises: not for the terminal
+    with contextlib.redirect_stderr(io.StringIO()), transformers_bars_off():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model is marked quantized and refuses to save; its weights are plain
     # float tensors after dequantisation, so dropping the marker saves a normal checkpoint.
     model.hf_quantizer = None
@@ -63,7 +68,8 @@ def _convert(name: str, folder: Path) -> None:
         del model.config.quantization_config
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    with transformers_bars_off():
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # atomic: a concurrent or interrupted conversion never leaves half a folder

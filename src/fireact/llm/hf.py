@@ -38,6 +38,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop
 from fireact.llm.embedded import resolve_model_path
+from fireact.logs import route_transformers, transformers_bars_off
+
+route_transformers()
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A common prefix shorter than this is not worth a cache entry (the suffixes are encoded anyway).
@@ -99,7 +102,8 @@ class HFBackend(LLM):
         adapter = _adapter_path(model.get("adapter"))
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, device_map=str(self.device))
+            with transformers_bars_off(path):
+                self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, device_map=str(self.device))
         except OSError as e:
             raise OSError(
                 f"cannot load model.path={path!r}: {e}. Set model.path to a local checkpoint folder "

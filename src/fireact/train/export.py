@@ -13,11 +13,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from fireact.logs import transformers_bars_off
+
 
 def save(model, tokenizer, folder: Path) -> Path:
     """A PeftModel saves its adapter only; a plain model saves every weight."""
     model.config.use_cache = True  # turned off for training; generation wants it back
-    model.save_pretrained(folder)
+    with transformers_bars_off():
+        model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -30,6 +33,7 @@ def merge_adapter(base_path: str, adapter: Path, tokenizer, folder: Path, dtype:
     """
     from peft import PeftModel
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    with transformers_bars_off(base_path):
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     return save(merged, tokenizer, folder)

@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from transformers import get_scheduler
 
+from fireact.logs import route_transformers
 from fireact.train.templates import IGNORE_INDEX
+
+route_transformers()
 
 
 class CausalLMModule(pl.LightningModule):

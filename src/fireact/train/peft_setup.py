@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM
 
+from fireact.logs import transformers_bars_off
 from fireact.train import export
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class FullFinetune:
         self.gradient_checkpointing = gradient_checkpointing
 
     def load_base(self, path: str) -> torch.nn.Module:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        with transformers_bars_off(path):
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         return self._prepare(model)
 
     def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -141,7 +143,8 @@ class QLoraFinetune(LoraFinetune):
             load_in_4bit=True, bnb_4bit_quant_type=self.quant_type,
             bnb_4bit_use_double_quant=self.double_quant, bnb_4bit_compute_dtype=self.compute_dtype,
         )
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, quantization_config=quantization)
+        with transformers_bars_off(path):
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, quantization_config=quantization)
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=self.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
