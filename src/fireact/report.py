@@ -162,26 +162,36 @@ def select_runs(runs: pd.DataFrame, stage: str | None) -> pd.DataFrame:
     return runs[runs["tags.stage"] == stage] if stage else runs
 
 
-def with_intervals(runs: pd.DataFrame, spec: TableSpec, table: pd.DataFrame, digits: int) -> tuple[pd.DataFrame | None, str]:
-    """The table's cells as `value [low, high]` when its runs logged the metric's 95% interval
-    (METRIC_ci_low, METRIC_ci_high: evaluate's EM and F1), and how many questions the cells
-    stand on (the runs' `n`); (None, "") when they did not."""
+def interval_tables(runs: pd.DataFrame, spec: TableSpec, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The 95% interval's (low, high) tables, shaped like `table`, when its runs logged them
+    (METRIC_ci_low and METRIC_ci_high: evaluate's EM and F1); None when they did not."""
     try:
-        low, high = (pivot(runs, replace(spec, metric=f"{spec.metric}_{end}")) * spec.scale for end in ("ci_low", "ci_high"))
+        bounds = [pivot(runs, replace(spec, metric=f"{spec.metric}_{end}")) * spec.scale for end in ("ci_low", "ci_high")]
     except TableSkipped:
-        return None, ""
-    low, high = (bound.set_axis(table.columns, axis=1) if spec.cols is None else bound for bound in (low, high))
-    low, high = low.reindex_like(table), high.reindex_like(table)
-    cell = lambda v, lo, hi: "-" if pd.isna(v) else f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-    shown = table.copy().astype(object)
-    for row in table.index:
-        for col in table.columns:
-            shown.at[row, col] = cell(table.at[row, col], low.at[row, col], high.at[row, col])
+        return None
+    if spec.cols is None:  # a one-column table is named by its metric
+        bounds = [bound.set_axis(table.columns, axis=1) for bound in bounds]
+    low, high = (bound.reindex_like(table) for bound in bounds)
+    return low, high
+
+
+def questions_per_cell(runs: pd.DataFrame, spec: TableSpec) -> str:
+    """The distinct question counts (the runs' metric `n`) the table's cells stand on."""
     try:
         sizes = sorted({int(n) for n in pivot(runs, replace(spec, metric="n")).stack().dropna()})
     except TableSkipped:
-        sizes = []
-    return shown, f" (95% bootstrap intervals; questions per cell: {', '.join(map(str, sizes)) or '?'})"
+        return "?"
+    return ", ".join(map(str, sizes))
+
+
+def with_intervals(table: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """The cells as `value [low, high]`."""
+    shown = table.astype(object)
+    for row in table.index:
+        for col in table.columns:
+            value = table.at[row, col]
+            shown.at[row, col] = "-" if pd.isna(value) else f"{value:.{digits}f} [{low.at[row, col]:.{digits}f}, {high.at[row, col]:.{digits}f}]"
+    return shown
 
 
 def write_table(table: pd.DataFrame, name: str, title: str, out_dir: Path, digits: int, shown: pd.DataFrame | None = None) -> str:
@@ -236,11 +246,15 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
             log.warning("table %s skipped: %s", name, why)
             continue
         tables[name] = table
-        shown, sizes = with_intervals(runs, spec, table, cfg.digits)
-        sections.append(write_table(table, name, title + sizes, out_dir, cfg.digits, shown))
+        bounds = interval_tables(runs, spec, table)
+        shown = None
+        if bounds is not None:
+            shown = with_intervals(table, *bounds, cfg.digits)
+            title += f" (95% bootstrap intervals; questions per cell: {questions_per_cell(runs, spec)})"
+        sections.append(write_table(table, name, title, out_dir, cfg.digits, shown))
         if spec.plot:
             plot = bar_chart if spec.plot == "bar" else line_chart
-            plot(table, out_dir / "plots" / f"{name}.png", title, spec.metric)
+            plot(table, out_dir / "plots" / f"{name}.png", title, spec.metric, bounds)
             sections.append(f"![{title}](plots/{name}.png)\n")
     turns = turn_distributions(runs, list(cfg.turns.label), cfg.turns.max_runs) if cfg.turns else {}
     if turns:

@@ -2,6 +2,7 @@
 real Hydra multirun of the rescore entry point."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -69,6 +70,9 @@ def test_report_pivots_runs_into_tables_and_plots(tracking_uri, compose_cfg, rel
         assert (out_dir / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (out_dir / "plots" / "turns.png").exists()
     assert "EM (%) by model and fine-tuning" in (out_dir / "report.md").read_text()
+    # each run logged EM's 95% interval over its 10 questions: the cells show it, the title the count
+    markdown = (out_dir / "tables" / "em_by_model_finetune.md").read_text()
+    assert "questions per cell: 10)" in markdown and re.search(r"26\.2 \[\d+\.\d, \d+\.\d\]", markdown)
 
     runs = mlflow.search_runs(experiment_names=["report-api"], filter_string="tags.stage = 'report'")
     assert len(runs) == 1

@@ -6,6 +6,7 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -50,11 +51,20 @@ def turns_boxplot(turns_by_label: Mapping[str, Sequence[int]], path: str | Path,
     return _save(figure, path)
 
 
-def bar_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str) -> Path:
-    """Grouped bars: one group per row of the pivot table, one bar per column."""
+def error_bars(table: pd.DataFrame, bounds: tuple[pd.DataFrame, pd.DataFrame] | None):
+    """pandas' asymmetric yerr (columns x [below, above] x rows) from interval tables, or None."""
+    if bounds is None:
+        return None
+    low, high = bounds
+    return np.stack([(table - low).to_numpy().T, (high - table).to_numpy().T], axis=1)
+
+
+def bar_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str, bounds=None) -> Path:
+    """Grouped bars: one group per row of the pivot table, one bar per column; with `bounds`
+    ((low, high) tables), the intervals as error bars."""
     figure = Figure(figsize=(max(8, 0.8 * table.size + 4), 4.5))
     axes = figure.subplots()
-    table.rename(columns=lambda c: _wrap(c, 30)).plot.bar(ax=axes, rot=0, edgecolor="black")
+    table.rename(columns=lambda c: _wrap(c, 30)).plot.bar(ax=axes, rot=0, edgecolor="black", yerr=error_bars(table, bounds), capsize=3)
     axes.set_xticks(axes.get_xticks(), [_wrap(label, 16) for label in table.index])
     axes.set(ylabel=ylabel, xlabel=table.index.name or "")
     axes.set_title(_wrap(title, 60), fontsize="medium")
@@ -62,11 +72,12 @@ def bar_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str) ->
     return _save(figure, path)
 
 
-def line_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str) -> Path:
-    """One line per column over the rows as x (data size, say), points marked."""
+def line_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str, bounds=None) -> Path:
+    """One line per column over the rows as x (data size, say), points marked; with `bounds`,
+    the intervals as error bars."""
     figure = Figure(figsize=(9, 4.5))
     axes = figure.subplots()
-    table.rename(columns=lambda c: _wrap(c, 30)).plot.line(ax=axes, marker="o")
+    table.rename(columns=lambda c: _wrap(c, 30)).plot.line(ax=axes, marker="o", yerr=error_bars(table, bounds), capsize=3)
     axes.set(ylabel=ylabel, xlabel=table.index.name or "")
     axes.set_title(_wrap(title, 60), fontsize="medium")
     axes.legend(title=table.columns.name, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
