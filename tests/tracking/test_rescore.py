@@ -122,3 +122,14 @@ def test_entry_point_fails_before_any_work_when_the_server_is_down(compose_cfg, 
     with pytest.raises(TrackingUnavailable, match=dead):
         rescore_module.run(cfg)
     assert not (tmp_path / "out").exists()
+
+
+def test_files_are_labelled_by_folder_and_told_apart_by_their_paths_when_names_clash():
+    from pathlib import Path
+
+    from fireact.evaluate.rescore import file_labels
+
+    assert file_labels([Path("/o/evaluate/n=5/trajectories.jsonl"), Path("/d/llama7b.json")]) == ["n=5", "llama7b"]
+    sweep = [Path(f"/m/noise/t/{job}/evaluate_finetuned/trajectories.jsonl") for job in (0, 1)]
+    assert file_labels([Path("/m/small/evaluate_finetuned/trajectories.jsonl"), *sweep]) == [
+        "small/evaluate_finetuned", "noise/t/0/evaluate_finetuned", "noise/t/1/evaluate_finetuned"]

@@ -16,6 +16,7 @@ import dataclasses
 import glob
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,9 +67,16 @@ def read_trajectories(path: Path, task: str) -> list[Trajectory]:
     return trajectories
 
 
-def file_label(path: Path) -> str:
-    """A run's trajectories.jsonl is named by its folder (the overrides), other files by their stem."""
-    return path.parent.name if path.name == "trajectories.jsonl" else path.stem
+def file_labels(paths: Sequence[Path]) -> list[str]:
+    """Each file's name in the tables: a run's trajectories.jsonl by its folder (the overrides),
+    other files by their stem; when two would share a name (the evaluate_finetuned folders of a
+    sweep's jobs, say), each by its path below the files' common folder."""
+    named = lambda path: path.parent if path.name == "trajectories.jsonl" else path.with_suffix("")  # noqa: E731
+    labels = [named(path).name for path in paths]
+    if len(set(labels)) < len(labels):
+        common = Path(os.path.commonpath([path.parent for path in paths]))
+        labels = [str(named(path).relative_to(common)) for path in paths]
+    return labels
 
 
 @dataclass
@@ -163,9 +171,8 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
         task = instantiate(cfg.task)
         questions = task.questions()
         results: dict[str, Rescored] = {}
-        for path in find_files(list(cfg.files)):
-            name = file_label(path)
-            name = name if name not in results else f"{name}_{len(results)}"
+        paths = find_files(list(cfg.files))
+        for path, name in zip(paths, file_labels(paths)):
             results[name] = rescore(read_trajectories(path, task.name), task, questions)
             for qid, stored, new in results[name].disagreements[:5]:
                 log.warning("%s: question %s stored em %s, re-scored %s", name, qid, stored, new)
