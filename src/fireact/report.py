@@ -164,7 +164,10 @@ def select_runs(runs: pd.DataFrame, stage: str | None) -> pd.DataFrame:
 
 def interval_tables(runs: pd.DataFrame, spec: TableSpec, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """The 95% interval's (low, high) tables, shaped like `table`, when its runs logged them
-    (METRIC_ci_low and METRIC_ci_high: evaluate's EM and F1); None when they did not."""
+    (METRIC_ci_low and METRIC_ci_high: evaluate's EM and F1) and each cell is one run's value
+    (agg=last; a mean of several runs has no such interval); None otherwise."""
+    if spec.agg != "last":
+        return None
     try:
         bounds = [pivot(runs, replace(spec, metric=f"{spec.metric}_{end}")) * spec.scale for end in ("ci_low", "ci_high")]
     except TableSkipped:
