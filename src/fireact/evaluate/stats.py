@@ -72,14 +72,11 @@ def compare(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, f
     both have: n_paired, em_diff (a - b) with em_diff_ci_low/high, f1_diff likewise, only_a_right,
     only_b_right and mcnemar_p (EM)."""
     qids = [qid for qid in a if qid in b]
+    scores = {m: ([a[q][m] or 0.0 for q in qids], [b[q][m] or 0.0 for q in qids]) for m in ("em", "f1")}
     out: dict[str, float] = {"n_paired": len(qids)}
-    for metric in ("em", "f1"):
-        first = [a[q][metric] or 0.0 for q in qids]
-        second = [b[q][metric] or 0.0 for q in qids]
+    for metric, (first, second) in scores.items():
         out[f"{metric}_diff"], out[f"{metric}_diff_ci_low"], out[f"{metric}_diff_ci_high"] = paired_difference(first, second)
-    out["only_a_right"], out["only_b_right"], out["mcnemar_p"] = mcnemar_exact(
-        [a[q]["em"] or 0.0 for q in qids], [b[q]["em"] or 0.0 for q in qids]
-    )
+    out["only_a_right"], out["only_b_right"], out["mcnemar_p"] = mcnemar_exact(*scores["em"])
     return out
 
 

@@ -58,8 +58,9 @@ def _convert(name: str, folder: Path) -> None:
     gguf = _gguf_file(name)
     log.info("converting %s to safetensors in %s (once)", gguf.name, folder)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # transformers draws a bar per tensor (272 of them) while it de-quantises: not for the terminal
-    with contextlib.redirect_stderr(io.StringIO()), transformers_bars_off():
+    # A bar per tensor (272 of them, a plain tqdm that no switch turns off) while it de-quantises:
+    # not for the terminal
+    with contextlib.redirect_stderr(io.StringIO()):
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A GGUF-loaded model is marked quantized and refuses to save; its weights are plain
     # float tensors after dequantisation, so dropping the marker saves a normal checkpoint.
