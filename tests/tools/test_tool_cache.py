@@ -84,10 +84,23 @@ def test_threads_writing_at_once_lose_nothing_and_agree_on_each_answer(tmp_path)
     tool.close()
 
 
-WRITER = """
+# Processes announce themselves in a folder and wait for the others, so that they act at the
+# same moment; one that never comes (it crashed) stops the wait within a minute.
+START_TOGETHER = """
 import sys
 import time
 from pathlib import Path
+
+def start_together(folder, tag, count):
+    (Path(folder) / f"ready-{tag}").touch()
+    deadline = time.monotonic() + 60
+    while len(list(Path(folder).glob("ready-*"))) < count:
+        if time.monotonic() > deadline:
+            sys.exit("the other processes never started")
+        time.sleep(0.001)
+"""
+
+WRITER = START_TOGETHER + """
 from concurrent.futures import ThreadPoolExecutor
 from fireact.tools.base import Tool
 from fireact.tools.cache import CachedTool
@@ -100,26 +113,44 @@ class Tagged(Tool):
         return {"setting": 1}  # the same settings as the test's Echo(), so it can replay these
 
 tool = CachedTool(Tagged(), sys.argv[1])
-# Start together: announce readiness, then wait for the other process.
-ready = Path(sys.argv[1]).parent
-(ready / f"ready-{sys.argv[2]}").touch()
-while len(list(ready.glob("ready-*"))) < 2:
-    time.sleep(0.01)
+start_together(Path(sys.argv[1]).parent, sys.argv[2], 2)
 arguments = [f"own-{sys.argv[2]}-{i}" for i in range(300)] + [f"shared-{i}" for i in range(100)]
 with ThreadPoolExecutor(max_workers=4) as pool:
     answers = list(pool.map(lambda argument: tool.run("search", argument), arguments))
 print("\\n".join(answers[300:]))
 """
 
+OPENER = START_TOGETHER + """
+from fireact.tools.cache import ToolCache
+
+start_together(sys.argv[1], sys.argv[2], 4)
+for i in range(60):
+    ToolCache(Path(sys.argv[1]) / f"calls-{i}.sqlite").close()
+"""
+
+
+def run_together(script: str, *argument_lists: list[str]) -> list[str]:
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        for arguments in argument_lists
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0] * len(processes), [error for _, error in outputs]
+    return [output for output, _ in outputs]
+
+
+def test_processes_opening_a_new_cache_at_once_all_open_it(tmp_path):
+    # Switching a new file to WAL answers "database is locked" at once, without the busy
+    # timeout, to all but one of the processes that try together.
+    run_together(OPENER, *[[str(tmp_path), f"p{k}"] for k in range(4)])
+    for i in range(60):
+        with sqlite3.connect(tmp_path / f"calls-{i}.sqlite") as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
 
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "calls.sqlite"
-    writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-        for tag in ("p1", "p2")
-    ]
-    shared = [writer.communicate(timeout=600)[0].splitlines() for writer in writers]
-    assert [writer.returncode for writer in writers] == [0, 0]
+    shared = [output.splitlines() for output in run_together(WRITER, [str(path), "p1"], [str(path), "p2"])]
     cache = ToolCache(path)
     assert len(cache) == 700  # 300 own keys each and 100 shared
     assert shared[0] == shared[1]  # both processes return what was stored first

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,23 @@ class ToolCache:
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
+            connection = self._open()
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    def _open(self) -> sqlite3.Connection:
+        """A new connection in WAL mode with the table made.
+
+        Switching a file to WAL takes an exclusive lock, and SQLite answers "database is locked"
+        there without waiting on the busy timeout when other processes open the same new file at
+        the same moment (a multirun's jobs starting together); so that step is retried until
+        busy_timeout has passed.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            connection = None
             try:
                 connection = sqlite3.connect(
                     self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
@@ -55,12 +73,14 @@ class ToolCache:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; a power cut may drop the last calls
                 connection.execute(SCHEMA)
+                return connection
             except sqlite3.Error as err:
+                if connection is not None:
+                    connection.close()
+                if "locked" in str(err) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    continue
                 raise RuntimeError(f"tool cache {self.path} cannot be opened ({err}); set tool.cache_path to a writable file") from err
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
-        return connection
 
     def get(self, key: str) -> str | None:
         row = self._connection().execute("SELECT observation FROM calls WHERE key = ?", (key,)).fetchone()
