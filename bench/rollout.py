@@ -72,7 +72,7 @@ class PaperStyleGenerate(LLM):
     def __init__(self, ours: HFBackend):
         self.model, self.lm, self.tokenizer = ours.model, ours.lm, ours.tokenizer
 
-    def generate(self, prompts, stop=(), max_tokens=256):
+    def generate(self, prompts, stop=(), max_tokens=256, seeds=None):
         completions = []
         for prompt in prompts:
             ids = self.tokenizer(prompt, return_tensors="pt")

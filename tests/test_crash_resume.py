@@ -123,12 +123,12 @@ def timeless(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k not in ("time_per_trial", "latency_mean", "throughput")}
 
 
-@pytest.mark.parametrize("entry, files, start_at", [
-    ("evaluate", ["trajectories.jsonl"], 0),
-    ("generate", ["trajectories.jsonl", "failures.jsonl"], 500),  # training questions follow the 500 evaluation ones
+@pytest.mark.parametrize("entry, files, split", [
+    ("evaluate", ["trajectories.jsonl"], {"split": "dev", "shuffle_seed": 233}),
+    ("generate", ["trajectories.jsonl", "failures.jsonl"], {"split": "train", "shuffle_seed": 0}),
 ])
-def test_sigkill_midway_then_rerun_finishes_only_the_missing_questions(entry, files, start_at, tmp_path):
-    questions = HotpotQA(shuffle_seed=233, start=start_at, n=N).questions()
+def test_sigkill_midway_then_rerun_finishes_only_the_missing_questions(entry, files, split, tmp_path):
+    questions = HotpotQA(**split, n=N).questions()
     teacher = Teacher(questions)
     with teacher.server:
         killed, reference = tmp_path / "killed", tmp_path / "reference"

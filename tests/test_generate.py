@@ -3,6 +3,8 @@ apart, a rerun does no repeated work, and the dry run estimates without spending
 
 import json
 
+import pytest
+
 from fireact.generate import generate
 from fireact.tasks import HotpotQA
 from fireact.trajectory import read_jsonl
@@ -32,3 +34,30 @@ def test_dry_run_estimates_tokens_and_cost_without_a_model(compose_cfg, tmp_path
     estimate = generate(compose_cfg("generate", "model=gpt4", "backend=openai", "task.n=100", "dry_run=true"))
     assert estimate["questions"] == 100 and estimate["prompt_tokens"] > 100 * 900
     assert estimate["cost_usd"] > 0 and not list(tmp_path.glob("*.jsonl"))
+
+
+SAMPLED = ["task.n=2", "method.format=alpaca", "method.max_rounds=2", "method.max_tokens=24", "method.max_retries=0",
+           "backend.temperature=1.0"]
+
+
+def by_key(folder):
+    return {t.key: t.react_text() for name in ("trajectories.jsonl", "failures.jsonl") for t in written(folder / name)}
+
+
+def test_samples_are_reproducible_per_question_and_sample_and_resume_one_by_one(compose_cfg, tmp_path):
+    first = generate(compose_cfg("generate", *SAMPLED, "samples=2"))
+    two = by_key(tmp_path)
+    assert first["attempted"] == 4 and sorted(sample for _, sample in two) == [0, 0, 1, 1]
+    assert len(set(two.values())) > 2  # samples differ
+    more = generate(compose_cfg("generate", *SAMPLED, "samples=3"))  # the same folder: only sample 2 is new
+    three = by_key(tmp_path)
+    assert more["attempted"] == 6 and {k: three[k] for k in two} == two
+    fresh = compose_cfg("generate", *SAMPLED, "samples=3")
+    fresh.output_dir = str(tmp_path / "fresh")
+    generate(fresh)
+    assert by_key(tmp_path / "fresh") == three  # each (question, sample) draws the same, however the runs were cut
+
+
+def test_samples_without_a_temperature_is_a_clear_error(compose_cfg):
+    with pytest.raises(ValueError, match="set backend.temperature above 0"):
+        generate(compose_cfg("generate", "task.n=1", "samples=2"))

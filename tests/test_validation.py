@@ -78,7 +78,7 @@ IN_PROCESS = {
     "missing_tool_key": ("evaluate", ["tool=serpapi", "task.n=1"], [
         "needs a SerpAPI key in the environment variable SERPAPI_API_KEY", "tool=recorded_search"]),
     "n_larger_than_the_split_generate": ("generate", ["task.n=100000"], [
-        "start=500 n=100000 asks for more. Lower n."]),
+        "split 'train' has 723 questions; start=0 n=100000 asks for more. Lower n."]),
     "empty_ratios": ("build_data", ["task_mix.hotpotqa=0"], [
         "every weight is zero, so nothing would be selected", "give one a weight > 0"]),
     "no_rounds": ("evaluate", ["method.max_rounds=0", "task.n=1"], [

@@ -1,4 +1,4 @@
-"""`python -m fireact.generate`: teacher rollouts on training questions, successes kept.
+"""`python -m fireact.generate`: teacher (or student) rollouts on training questions.
 
 A teacher (any backend: the OpenAI API, an OpenAI-compatible server, hf) runs a method on a
 task's training questions. Trajectories that solve their question (EM = 1) go to
@@ -7,6 +7,9 @@ appended as questions finish, and a rerun of the same command skips every questi
 in either file. The folder's `run_config.yaml` records the settings they were written under;
 a rerun with other settings stops before any work (fireact.tracking.run_config), and
 `resume=false` starts afresh (the old files go when the first new trajectory is written).
+`samples=k` with `backend.temperature` above 0 draws k trajectories per question, each under
+its own seeds (fireact.agents.rollout), keeping successes and failures alike: the material
+of rejection-sampling rounds and of preference pairs (fireact.data.pairs).
 `dry_run=true` estimates tokens and cost before anything is spent.
 """
 
@@ -65,10 +68,14 @@ def estimate(cfg: DictConfig, task, questions) -> dict[str, float]:
 
 def summarize_generation(kept: list[Trajectory], failed: list[Trajectory]) -> dict[str, float]:
     every = kept + failed
+    questions = {t.qid for t in every}
     return {
         "attempted": len(every),
         "kept": len(kept),
         "success_rate": len(kept) / len(every) if every else 0.0,
+        "questions": len(questions),
+        # a question with at least one success (pass@k for k samples a question)
+        "questions_solved": len({t.qid for t in kept}),
         "failed_with_error": sum(t.error is not None for t in failed),
         "prompt_tokens": sum(t.prompt_tokens for t in every),
         "completion_tokens": sum(t.completion_tokens for t in every),
@@ -101,21 +108,25 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name])
     if resume:
         folder.check()  # written under other settings: stop now, naming the keys
-    qids = {q.qid for q in questions}
-    kept = {qid: t for qid, t in load_written([kept_path]).items() if qid in qids} if resume else {}
-    failed = {qid: t for qid, t in load_written([failed_path]).items() if qid in qids and qid not in kept} if resume else {}
+    samples = cfg.samples
+    if samples != 1 and not cfg.backend.get("temperature"):
+        raise ValueError(f"samples={samples} with backend.temperature=0 draws the same trajectory {samples} times; "
+                         f"set backend.temperature above 0 (e.g. 0.7), or samples=1")
+    keys = {(q.qid, sample) for q in questions for sample in range(samples)}
+    kept = {key: t for key, t in load_written([kept_path]).items() if key in keys} if resume else {}
+    failed = {key: t for key, t in load_written([failed_path]).items() if key in keys and key not in kept} if resume else {}
 
     def write(trajectory: Trajectory) -> None:
         folder.before_first_result(fresh=not resume, also=["summary.json"])
         if trajectory.em == 1.0:
             append_jsonl(kept_path, trajectory)
-            kept[trajectory.qid] = trajectory
+            kept[trajectory.key] = trajectory
         else:
             trajectory.meta["reason"] = failure_reason(trajectory)
             append_jsonl(failed_path, trajectory)
-            failed[trajectory.qid] = trajectory
+            failed[trajectory.key] = trajectory
 
-    run_agent(cfg, task, questions, {**kept, **failed}, write, desc="generate")
+    run_agent(cfg, task, questions, {**kept, **failed}, write, desc="generate", samples=samples)
 
     result = summarize_generation(list(kept.values()), list(failed.values()))
     out_dir.mkdir(parents=True, exist_ok=True)

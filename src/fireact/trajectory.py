@@ -92,6 +92,7 @@ class Trajectory:
     tool: str = ""
     noise: str = ""
     seed: int | None = None
+    sample: int = 0  # which of the question's sampled trajectories (0: the first or only one)
     format_errors: int = 0
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +102,11 @@ class Trajectory:
         """Model replies: a step without an observation that is followed by another step was
         written in the same reply as the next one (a reply holding several actions)."""
         return sum(step.observation is not None for step in self.steps[:-1]) + bool(self.steps)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What a run writes once: the question and the sample."""
+        return self.qid, self.sample
 
     @property
     def tool_calls(self) -> int:

@@ -16,7 +16,7 @@ class ScriptedLLM(LLM):
     def __init__(self, reply):
         self.reply, self.calls = reply, []
 
-    def generate(self, prompts, stop=(), max_tokens=256):
+    def generate(self, prompts, stop=(), max_tokens=256, seeds=None):
         self.calls.append(list(prompts))
         out = []
         for prompt in prompts:

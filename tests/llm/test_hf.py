@@ -128,6 +128,23 @@ def test_seeded_sampling_is_reproducible(hf_backend):
     assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's RNG is left alone
 
 
+def test_a_seeded_prompt_samples_the_same_alone_or_in_any_batch(hf_backend):
+    sampler = variant(hf_backend, temperature=1.0, top_p=0.9, seed=None, _calls=0)
+    alone = sampler.generate([CAPITAL], max_tokens=12, seeds=[11])[0]
+    batched = sampler.generate(["Once upon a time", CAPITAL, REACT], max_tokens=12, seeds=[5, 11, 6])
+    assert batched[1] == alone
+    draws = {sampler.generate([CAPITAL], max_tokens=12, seeds=[seed])[0].text for seed in range(6)}
+    assert len(draws) > 1  # other seeds, other samples
+
+
+def test_top_p_keeps_the_smallest_set_reaching_it(hf_backend):
+    sampler = variant(hf_backend, temperature=1.0, top_p=0.5, seed=None, _calls=0)
+    logits = torch.log(torch.tensor([[0.1, 0.45, 0.3, 0.15]]))
+    generator = torch.Generator().manual_seed(0)
+    draws = {int(sampler._next_token(logits, [generator])) for _ in range(200)}
+    assert draws == {1, 2}  # 0.45 alone is short of 0.5; with 0.3 it reaches it
+
+
 def test_lora_adapter_loads_and_changes_the_output(hf_backend, tmp_path):
     # A LoRA with non-zero B matrices (init_lora_weights=False) changes the model from the start;
     # seeded and scaled up so the change does not depend on the RNG state earlier tests left.

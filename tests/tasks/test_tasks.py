@@ -5,7 +5,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fireact.paths import data_dir
-from fireact.tasks import MMLU, Bamboogle, HotpotQA, StrategyQA
+from fireact.tasks import MMLU, Bamboogle, HotpotQA, Question, StrategyQA
+from fireact.tasks.metrics import normalize_answer
 
 
 def test_hotpotqa_eval_questions_are_the_papers_seed_233_shuffle():
@@ -79,8 +80,8 @@ def test_hub_source_goes_through_datasets_load_dataset(tmp_path):
 
 
 def test_bad_input_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match="no split 'train'.*dev"):
-        HotpotQA(split="train")
+    with pytest.raises(ValueError, match="no split 'test'.*dev"):
+        HotpotQA(split="test")
     with pytest.raises(FileNotFoundError, match="hotpotqa/dev.json is missing.*FIREACT_DATA_DIR"):
         HotpotQA(data_dir=tmp_path).questions()
     with pytest.raises(ValueError, match="has 125 questions.*n=200"):
@@ -99,3 +100,13 @@ def test_task_configs_instantiate(name):
     cfg = OmegaConf.load(data_dir().parent / "conf" / "task" / f"{name}.yaml")
     task = instantiate(cfg)
     assert task.name == name and task.questions()
+
+
+def test_hotpotqa_train_split_is_the_released_training_questions_apart_from_evaluation():
+    train = HotpotQA(split="train", n=None).questions()
+    assert len(train) == len({q.question for q in train}) == 723
+    assert len({q.qid for q in train}) == 723 and all(q.qid.startswith("train-") and q.gold for q in train)
+    dev = {normalize_answer(q.question) for q in HotpotQA(n=None).questions()}
+    assert not {normalize_answer(q.question) for q in train} & dev  # none is a dev (evaluation) question
+    assert train[0] == Question("train-0", "Who was the developer of the Chandrasekhar virial equations awarded "
+                                "the Nobel Prize for Physics with?", "William A. Fowler")  # the file's first record

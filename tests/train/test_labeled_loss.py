@@ -3,7 +3,7 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from fireact.train.module import labeled_loss
+from fireact.train.objectives import labeled_loss
 
 IGNORE = -100
 

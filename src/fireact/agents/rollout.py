@@ -1,6 +1,9 @@
 """One rollout loop for every method, batched across questions.
 
-Each round sends every unfinished question's prompt to the backend in one batch, parses the
+A question may be run several times (samples 0, 1, ...); every request carries a seed made
+from (run seed, question, sample, round, attempt), so a sampling backend draws the same
+trajectory for a (question, sample) whatever else is in the batch, and a resumed run
+continues exactly. Each round sends every unfinished question's prompt to the backend in one batch, parses the
 replies, re-asks those with no action (up to `method.max_retries` times, then the round
 counts as `finish[]` and a format error), runs the tool calls concurrently, and appends the
 observations. A finished question becomes a `Trajectory` at once and is handed to
@@ -16,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fireact.agents.methods import Method
-from fireact.llm.base import LLM, Completion
+from fireact.llm.base import LLM, Completion, request_seed
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool, ToolError
 from fireact.trajectory import Step, Trajectory
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Episode:
     question: Question
+    sample: int
     tool: Tool  # this question's view of the tool (Wikipedia's Lookup reads its last page)
     steps: list[Step] = field(default_factory=list)
     prompt_tokens: int = 0
@@ -64,18 +68,21 @@ class Rollout:
         self.labels = labels or {}  # recorded on every trajectory: backend, model, tool, noise names
         self.examples = method.examples(task)
 
-    def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None) -> list[Trajectory]:
-        episodes = [Episode(q, self.tool.new_episode()) for q in questions]
+    def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None,
+            samples: Sequence[int] | None = None) -> list[Trajectory]:
+        """One trajectory per question, in order; `samples[i]` is question i's sample number (default 0)."""
+        samples = list(samples) if samples is not None else [0] * len(questions)
+        episodes = [Episode(q, sample, self.tool.new_episode()) for q, sample in zip(questions, samples, strict=True)]
         # Every question of the batch sends its first request now (the rounds are synchronous).
         started_at, started = time.time(), time.perf_counter()
-        results: dict[str, Trajectory] = {}
+        results: dict[tuple[str, int], Trajectory] = {}
 
         def finish(episode: Episode) -> None:
             episode.finished = True
             if self.noise is not None:
                 self.noise.end_episode(episode.question.qid)
             trajectory = self._trajectory(episode, started_at, time.perf_counter() - started)
-            results[episode.question.qid] = trajectory
+            results[trajectory.key] = trajectory
             on_finish(trajectory)
 
         with ThreadPoolExecutor(self.tool_workers) as pool:
@@ -97,7 +104,7 @@ class Rollout:
                 if not episode.finished:
                     episode.error = episode.error or f"no finish[] within {self.method.max_rounds} rounds"
                     finish(episode)
-        return [results[q.qid] for q in questions]
+        return [results[e.question.qid, e.sample] for e in episodes]
 
     # --- one round -------------------------------------------------------------------
     def _ask(self, episodes: list[Episode], round_number: int) -> list[Step | None]:
@@ -108,7 +115,8 @@ class Rollout:
         pending = list(range(len(episodes)))
         for attempt in range(self.method.max_retries + 1):
             batch = [self._continue(prompts[i], replies[i], attempt) for i in pending]
-            completions = self.llm.generate(batch, stop=self.method.stop, max_tokens=self.method.max_tokens)
+            seeds = [request_seed(self.seed, episodes[i].question.qid, episodes[i].sample, round_number, attempt) for i in pending]
+            completions = self.llm.generate(batch, stop=self.method.stop, max_tokens=self.method.max_tokens, seeds=seeds)
             still_pending = []
             for i, completion in zip(pending, completions):
                 episodes[i].add_usage(completion)
@@ -173,6 +181,6 @@ class Rollout:
             steps=episode.steps, answer=answer, em=scores["em"], f1=scores["f1"],
             prompt_tokens=episode.prompt_tokens, completion_tokens=episode.completion_tokens,
             cost=self.cost(episode.prompt_tokens, episode.completion_tokens, wall_time),
-            wall_time=wall_time, started_at=started_at, seed=self.seed, format_errors=episode.format_errors, error=episode.error,
+            wall_time=wall_time, started_at=started_at, seed=self.seed, sample=episode.sample, format_errors=episode.format_errors, error=episode.error,
             **self.labels,
         )

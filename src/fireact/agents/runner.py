@@ -2,8 +2,8 @@
 
 Shared by `evaluate` (student rollouts on evaluation questions) and `generate` (teacher
 rollouts on training questions): builds the backend, method, tool and noise from their
-config groups, skips questions already written (resume), and runs the rest in chunks with
-a progress bar.
+config groups, skips (question, sample) pairs already written (resume), and runs the rest in
+chunks with a progress bar.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from fireact.trajectory import Trajectory, read_jsonl
 log = logging.getLogger(__name__)
 
 
-def load_written(paths: Sequence[Path]) -> dict[str, Trajectory]:
-    """Trajectories already in these JSONL files, by qid (first record wins).
+def load_written(paths: Sequence[Path]) -> dict[tuple[str, int], Trajectory]:
+    """Trajectories already in these JSONL files, by (qid, sample) (first record wins).
 
     A torn or corrupt line (a run killed mid-write) is reported and dropped from the file,
     so its question is run again and the file stays one record per line.
     """
-    written: dict[str, Trajectory] = {}
+    written: dict[tuple[str, int], Trajectory] = {}
     for path in paths:
         if not path.exists():
             continue
@@ -42,7 +42,7 @@ def load_written(paths: Sequence[Path]) -> dict[str, Trajectory]:
             tmp.write_text("".join(json.dumps(t.to_dict(), ensure_ascii=False) + "\n" for t in trajectories), encoding="utf-8")
             tmp.replace(path)
         for t in trajectories:
-            written.setdefault(t.qid, t)
+            written.setdefault(t.key, t)
     return written
 
 
@@ -50,16 +50,19 @@ def run_agent(
     cfg: DictConfig,
     task: Task,
     questions: Sequence[Question],
-    done: dict[str, Trajectory],
+    done: dict[tuple[str, int], Trajectory],
     on_finish: Callable[[Trajectory], None],
     desc: str,
+    samples: int = 1,
 ) -> None:
-    """Run cfg's agent over the questions not in `done`; `on_finish` writes each trajectory."""
-    for key in ("chunk_size", "tool_workers"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"{key}={cfg[key]!r}: must be an integer >= 1; set {key}=1 or more")
-    todo = [q for q in questions if q.qid not in done]
-    log.info("%d questions: %d already written, %d to run", len(questions), len(questions) - len(todo), len(todo))
+    """Run cfg's agent `samples` times over each question, skipping the (qid, sample) pairs in
+    `done`; `on_finish` writes each trajectory. A question's samples run side by side."""
+    for key, value in (("chunk_size", cfg.chunk_size), ("tool_workers", cfg.tool_workers), ("samples", samples)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}={value!r}: must be an integer >= 1; set {key}=1 or more")
+    todo = [(q, sample) for q in questions for sample in range(samples) if (q.qid, sample) not in done]
+    total = len(questions) * samples
+    log.info("%d trajectories: %d already written, %d to run", total, total - len(todo), len(todo))
     if not todo:
         return
     method, tool, noise = instantiate(cfg.method), instantiate(cfg.tool), instantiate(cfg.noise)
@@ -72,13 +75,14 @@ def run_agent(
         labels={"backend": llm.backend, "model": llm.model, "tool": tool.name, "noise": noise.name},
     )
     try:
-        with tqdm(total=len(questions), initial=len(questions) - len(todo), desc=desc, unit="q") as bar:
+        with tqdm(total=total, initial=total - len(todo), desc=desc, unit="q" if samples == 1 else "traj") as bar:
             def finished(trajectory: Trajectory) -> None:
                 on_finish(trajectory)
                 bar.update(1)
 
             for start in range(0, len(todo), cfg.chunk_size):
-                rollout.run(todo[start:start + cfg.chunk_size], on_finish=finished)
+                chunk = todo[start:start + cfg.chunk_size]
+                rollout.run([q for q, _ in chunk], on_finish=finished, samples=[sample for _, sample in chunk])
     finally:
         llm.close()
         tool.close()

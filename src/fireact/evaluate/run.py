@@ -39,17 +39,17 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     fresh = not cfg.resume
     if not fresh:
         folder.check()  # written under other settings: stop now, naming the keys
-    qids = {q.qid for q in questions}
-    done = {} if fresh else {qid: t for qid, t in load_written([path]).items() if qid in qids}
+    keys = {(q.qid, 0) for q in questions}  # one trajectory (sample 0) per question
+    done = {} if fresh else {key: t for key, t in load_written([path]).items() if key in keys}
 
     def write(trajectory):
         folder.before_first_result(fresh, also=OUTPUTS)
         append_jsonl(path, trajectory)
-        done[trajectory.qid] = trajectory
+        done[trajectory.key] = trajectory
 
     run_agent(cfg, task, questions, done, write, desc="evaluate")
 
-    trajectories = [done[q.qid] for q in questions]
+    trajectories = [done[q.qid, 0] for q in questions]
     summary = summarize(trajectories)
     title = f"evaluate · {task.name} · {trajectories[0].method if trajectories else ''} · {cfg.model.name}"
     tracking.log_evaluation(trajectories, summary, out_dir, title=title)  # summary.json, per-question table, plots

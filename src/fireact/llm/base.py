@@ -3,10 +3,14 @@
 A prompt is either a string (continued as raw text) or a list of chat messages
 [{"role": ..., "content": ...}] (rendered with the model's chat template, or sent to a chat
 API). Stop strings are honoured: the returned text ends before the first stop string.
+A sampling backend takes one seed per prompt: the same prompt and seed give the same
+completion whatever else is in the batch (up to float rounding), so a sampled trajectory can
+be reproduced, or resumed, on its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -31,8 +35,9 @@ class LLM(ABC):
     model: str
 
     @abstractmethod
-    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256) -> list[Completion]:
-        """One completion per prompt, in order."""
+    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
+                 seeds: Sequence[int] | None = None) -> list[Completion]:
+        """One completion per prompt, in order; `seeds` (one per prompt) seed sampling."""
 
     def close(self) -> None:
         """Release engines, threads, connections."""
@@ -48,3 +53,10 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Text up to the earliest stop string, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def request_seed(*parts) -> int:
+    """A 63-bit seed made from any parts (a run seed, a question id, a sample, a round), the
+    same in every process: what makes one sampled request reproducible on its own."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1

@@ -16,27 +16,27 @@ reads the prefix once for the whole batch. Each row's own tokens are laid out
 [left padding][suffix] in a cache preallocated for the whole generation (`BufferLayer`: no copy
 per step), with attention mask 0 on the padding and position ids continuing from the prefix,
 and decoded with the model's forward in a plain greedy loop: the same tokens as `generate` up
-to float rounding. Sampling goes through `generate`.
+to float rounding. Sampling runs in the same loop: each row draws from its temperature-scaled,
+top-p-cut distribution with its own generator, seeded by the request's seed, so a prompt and a
+seed give the same completion whatever else shares the batch.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StopStringCriteria, StoppingCriteriaList
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StopStringCriteria
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop
+from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop, request_seed
 from fireact.llm.embedded import resolve_model_path
 from fireact.logs import route_transformers, transformers_bars_off
 
@@ -57,7 +57,8 @@ class HFBackend(LLM):
         "float32", "bfloat16" or "float16".
     batch_size: prompts per forward batch; longer prompt lists are split into chunks.
     temperature: 0 for greedy decoding, above 0 to sample (with `top_p`).
-    seed: makes sampling reproducible: call k of this backend samples under seed + k.
+    seed: makes sampling reproducible when the caller gives no per-prompt seeds: prompt i of
+        call k samples under a seed made from (seed, k, i).
     prefix_cache_size: how many shared-prefix KV caches greedy decoding keeps (0 turns the
         prefix cache off; each entry holds the prefix's keys and values, ~46 KB a token for
         SmolLM2-135M in float32).
@@ -124,22 +125,30 @@ class HFBackend(LLM):
         # After a sequence ends, generate() fills its row with the pad token: both mark the end.
         self._end_ids = {*eos, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
 
-    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
+                 seeds: Sequence[int] | None = None) -> list[Completion]:
         if self.lm is None:
             raise RuntimeError("this HFBackend was closed; build a new one to generate")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
         stop = [s for s in stop if s]
+        seeds = list(seeds) if seeds is not None else self._call_seeds(len(prompts))
         encoded = [self._encode(p) for p in prompts]
         by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         completions: list[Completion | None] = [None] * len(encoded)
-        with self._seeded():
-            for start in range(0, len(by_length), self.batch_size):
-                chunk = by_length[start : start + self.batch_size]
-                for i, completion in zip(chunk, self._generate_batch([encoded[i] for i in chunk], stop, max_tokens)):
-                    completions[i] = completion
+        for start in range(0, len(by_length), self.batch_size):
+            chunk = by_length[start : start + self.batch_size]
+            generated = self._decode([encoded[i] for i in chunk], stop, max_tokens, [seeds[i] for i in chunk])
+            for i, tokens in zip(chunk, generated):
+                completions[i] = self._completion(len(encoded[i]), tokens, stop)
         self._calls += 1
         return completions
+
+    def _call_seeds(self, count: int) -> list[int]:
+        """Seeds for a call that brought none: from (seed, call number, position), or fresh ones."""
+        if self.seed is None:
+            return torch.randint(0, 2**62, (count,)).tolist()
+        return [request_seed(self.seed, self._calls, i) for i in range(count)]
 
     def close(self) -> None:
         self.lm = None
@@ -156,26 +165,9 @@ class HFBackend(LLM):
             )
         return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_dict=True)["input_ids"]
 
-    def _generate_batch(self, prompts: list[list[int]], stop: list[str], max_tokens: int) -> list[Completion]:
-        if self.temperature > 0:
-            generated = self._sample(prompts, stop, max_tokens)
-        else:
-            generated = self._greedy(prompts, stop, max_tokens)
-        return [self._completion(len(p), tokens, stop) for p, tokens in zip(prompts, generated)]
-
-    def _sample(self, prompts: list[list[int]], stop: list[str], max_tokens: int) -> list[list[int]]:
-        batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(self.device)
-        config = copy.deepcopy(self.lm.generation_config)
-        # top_k=0 turns off transformers' default top-k 50: plain nucleus sampling
-        config.update(max_new_tokens=max_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                      do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
-        criteria = StoppingCriteriaList([self._stop_criterion(stop)] if stop else [])
-        with torch.inference_mode():
-            out = self.lm.generate(**batch, generation_config=config, stopping_criteria=criteria)
-        return out[:, batch["input_ids"].shape[1] :].tolist()
-
-    def _greedy(self, prompts: list[list[int]], stop: list[str], max_tokens: int) -> list[list[int]]:
-        """Greedy decoding of [shared prefix][left padding][suffix] rows with the model's forward."""
+    def _decode(self, prompts: list[list[int]], stop: list[str], max_tokens: int, seeds: list[int]) -> list[list[int]]:
+        """Decoding of [shared prefix][left padding][suffix] rows with the model's forward: greedy,
+        or sampled with one generator per row."""
         rows, pad = len(prompts), self.tokenizer.pad_token_id
         with torch.inference_mode():
             prefix, shared = self._shared_prefix(prompts)
@@ -196,13 +188,14 @@ class HFBackend(LLM):
             end_ids = torch.tensor(sorted(self._end_ids), device=self.device)
             criterion = self._stop_criterion(stop) if stop else None
             done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+            generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds] if self.temperature > 0 else None
             sequences, generated = ids, []
             inputs = ids
             for step in range(max_tokens):
                 out = self.lm(input_ids=inputs, attention_mask=mask, position_ids=positions,
                               past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=shared)
                 cache = out.past_key_values
-                token = out.logits[:, -1].argmax(-1).masked_fill(done, pad)
+                token = self._next_token(out.logits[:, -1], generators).masked_fill(done, pad)
                 generated.append(token)
                 sequences = torch.cat([sequences, token[:, None]], dim=-1)
                 done |= torch.isin(token, end_ids)
@@ -214,6 +207,18 @@ class HFBackend(LLM):
                 mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=-1)
                 positions = positions[:, -1:] + 1
         return torch.stack(generated, dim=1).tolist()
+
+    def _next_token(self, logits: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
+        """The argmax (greedy), or a draw per row from softmax(logits / temperature) cut to the
+        smallest set of tokens whose probability reaches top_p."""
+        if generators is None:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if self.top_p < 1:
+            sorted_probs, order = probs.sort(-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p  # the mass before a token already reaches top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        return torch.stack([torch.multinomial(row, 1, generator=g)[0] for row, g in zip(probs, generators)])
 
     def _shared_prefix(self, prompts: list[list[int]]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
         """The length of the token prefix all prompts share that has a KV cache, and that cache's
@@ -256,12 +261,6 @@ class HFBackend(LLM):
         if end < len(tokens):  # an end-of-sequence token, counted as generated
             return Completion(text, prompt_tokens, end + 1, "stop")
         return Completion(text, prompt_tokens, len(tokens), "length")
-
-    def _seeded(self):
-        """Sample under seed + call number, leaving the global RNG state as it was."""
-        if self.seed is None:
-            return nullcontext()
-        return _forked_seed(self.seed + self._calls, self.device)
 
 
 class BufferLayer(DynamicLayer):
@@ -344,13 +343,6 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
 
 AttentionInterface.register("fireact_shared_prefix", shared_prefix_attention)
 AttentionMaskInterface.register("fireact_shared_prefix", sdpa_mask)
-
-
-@contextmanager
-def _forked_seed(seed: int, device: torch.device):
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else None):
-        torch.manual_seed(seed)
-        yield
 
 
 def _device(device: str) -> torch.device:

@@ -90,19 +90,23 @@ class OpenAIBackend(LLM):
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model_id!r}, api={self.api!r}, base_url={self.base_url!r})"
 
-    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
+                 seeds: Sequence[int] | None = None) -> list[Completion]:
         stop = [s for s in stop if s]
         self._fatal.clear()
-        futures = [self._pool.submit(self._complete, prompt, stop, max_tokens) for prompt in prompts]
+        seeds = list(seeds) if seeds is not None else [None] * len(prompts)
+        futures = [self._pool.submit(self._complete, prompt, stop, max_tokens, seed) for prompt, seed in zip(prompts, seeds)]
         return [future.result() for future in futures]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
 
-    def _complete(self, prompt: Prompt, stop: list[str], max_tokens: int) -> Completion:
+    def _complete(self, prompt: Prompt, stop: list[str], max_tokens: int, seed: int | None = None) -> Completion:
         """One prompt, retried until it succeeds, fails for good, or the budget runs out."""
         request = {"model": self.model_id, "max_tokens": max_tokens, **self.sampling}
+        if seed is not None and self.sampling["temperature"] > 0:
+            request["seed"] = seed % 2**31  # the API's seed is a 32-bit integer
         if stop:
             request["stop"] = stop[:API_STOP_LIMIT]
         started, attempt = time.monotonic(), 0

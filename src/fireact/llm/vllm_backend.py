@@ -90,16 +90,22 @@ class VLLMBackend(LLM):
         self._sampling_params = vllm.SamplingParams
         self._refused = refused
 
-    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256) -> list[Completion]:
-        params = self._sampling_params(**self._sampling, max_tokens=max_tokens, stop=[s for s in stop if s] or None)
+    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
+                 seeds: Sequence[int] | None = None) -> list[Completion]:
+        stop = [s for s in stop if s] or None
+        if seeds is None:
+            params = [self._sampling_params(**self._sampling, max_tokens=max_tokens, stop=stop)] * len(prompts)
+        else:  # vLLM's per-request seed (63 bits fit its int64)
+            sampling = {k: v for k, v in self._sampling.items() if k != "seed"}
+            params = [self._sampling_params(**sampling, seed=seed, max_tokens=max_tokens, stop=stop) for seed in seeds]
         texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
         chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
         completions: dict[int, Completion] = {}
         if texts:
-            done = self._run(self.engine.generate, [prompts[i] for i in texts], params)
+            done = self._run(self.engine.generate, [prompts[i] for i in texts], [params[i] for i in texts])
             completions.update(zip(texts, done))
         if chats:
-            done = self._run(self.engine.chat, [list(prompts[i]) for i in chats], params)
+            done = self._run(self.engine.chat, [list(prompts[i]) for i in chats], [params[i] for i in chats])
             completions.update(zip(chats, done))
         return [completions[i] for i in range(len(prompts))]
 
@@ -114,7 +120,7 @@ class VLLMBackend(LLM):
                 return [Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="error",
                                    error=f"{type(err).__name__}: {err}")]
             half = len(prompts) // 2
-            return self._run(call, prompts[:half], params) + self._run(call, prompts[half:], params)
+            return self._run(call, prompts[:half], params[:half]) + self._run(call, prompts[half:], params[half:])
 
     def close(self) -> None:
         self.engine.llm_engine.engine_core.shutdown()  # the engine core process ends now, not at garbage collection

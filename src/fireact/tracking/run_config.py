@@ -6,7 +6,8 @@ result-relevant config (resolved, secrets left out) with its first trajectory, a
 whose settings differ stops before any work, naming the folder, the differing keys and the
 ways out. Settings that change speed or bookkeeping but not what a trajectory holds (how
 many questions, chunk and batch sizes, workers, retries and timeouts, where things are
-logged) are left out, so `task.n=500` resumes a `task.n=100` folder.
+logged) are left out, so `task.n=500` resumes a `task.n=100` folder and `samples=8` a
+`samples=4` one.
 
     folder = RunFolder(out_dir, cfg, results=["trajectories.jsonl"])
     folder.check()     # before any work: ConfigMismatch if the folder was written otherwise
@@ -33,7 +34,7 @@ RUN_CONFIG = "run_config.yaml"
 # Dotted keys (and everything under them) that do not change what a run writes.
 NOT_RESULTS = (
     "hydra", "paths", "logger", "experiment_name", "output_dir", "resume", "dry_run",
-    "chunk_size", "tool_workers", "task.n",
+    "chunk_size", "tool_workers", "task.n", "samples",
     # backends: speed, placement and transport
     "backend.batch_size", "backend.prefix_cache_size", "backend.device", "backend.concurrency",
     "backend.timeout_s", "backend.max_retries", "backend.retry_budget_s", "backend.backoff_initial_s",

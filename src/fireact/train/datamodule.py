@@ -219,6 +219,10 @@ class TrajectoryDataModule(pl.LightningDataModule):
             log.warning("%d trajectories were longer than %d tokens and were truncated", len(truncated), self.max_length)
         log.info("training data: %s", self.stats)
 
+    def record_length(self, record: dict) -> int:
+        """What length-grouped batching sorts by."""
+        return len(record["input_ids"])
+
     def encode(self, trajectory: Trajectory) -> Example:
         segments = self.template.segments(trajectory, self.tokenizer)
         return build_example(segments, self.train_on_observations, self.max_length)
@@ -245,7 +249,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         # A DistributedSampler subclass is left alone by Lightning, so length grouping
         # survives multi-process training; with one process it is a seeded shuffle.
         if self.group_by_length:
-            lengths = [len(r["input_ids"]) for r in self.train_set]
+            lengths = [self.record_length(r) for r in self.train_set]
             sampler = DistributedLengthGroupedSampler(
                 self.batch_size * world, lengths=lengths, num_replicas=world, rank=rank, seed=self.seed
             )

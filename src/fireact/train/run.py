@@ -7,6 +7,7 @@
     fireact-train trainer=ddp trainer.devices=2      # 2 processes (CPU: gloo; GPU: nccl)
     fireact-train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
     fireact-train resume=outputs/train/<run>         # go on from that run's last checkpoint
+    fireact-train objective=dpo data=preference data.path=outputs/generate/<samples run> model.path=<SFT model>
 
 Writes into the run folder: adapter/ (LoRA, QLoRA) or model/ (full), merged/ (merge=true),
 checkpoints/, logs/ (the logger's curves), train_summary.json.
@@ -54,11 +55,18 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     context_length = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    objective = instantiate(cfg.objective)
     data = instantiate(cfg.data, tokenizer=tokenizer, context_length=context_length)
+    if objective.needs_pairs != getattr(data, "pairs", False):
+        raise ValueError(
+            f"objective={objective.name} trains on {'preference pairs' if objective.needs_pairs else 'trajectories'}, "
+            f"but data={type(data).__name__} gives {'pairs' if getattr(data, 'pairs', False) else 'trajectories'}; "
+            f"use objective=dpo with data=preference, objective=sft with a trajectory data config"
+        )
     data.setup("fit")
     ckpt_path = resolve_resume(cfg.resume, output_dir)
 
-    module = CausalLMModule(method.load_model(model_path), **method.optim)
+    module = CausalLMModule(method.load_model(model_path), objective=objective, **method.optim)
     no_validation = {} if data.val_set else {"limit_val_batches": 0}  # data.val_fraction=0 or too few examples
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -76,6 +84,7 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
     world = trainer.world_size
     summary = {
         "finetune": method.kind,
+        "objective": objective.name,
         "model": cfg.model.path,
         "template": data.template.name,
         "optimizer_steps": trainer.global_step,
@@ -85,6 +94,7 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
         "loss_last": module.losses[-1] if module.losses else None,
         "losses": module.losses,
         "val_loss": _metric(trainer, "val/loss"),
+        **objective_summary(module, trainer),
         "train_seconds": train_seconds,
         "examples_per_s": module.examples_seen * world / train_seconds,
         "tokens_per_s": module.tokens_seen * world / train_seconds,
@@ -92,6 +102,19 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
         "outputs": exported,
     }
     _write_summary(output_dir, summary)
+    return summary
+
+
+def objective_summary(module: CausalLMModule, trainer: pl.Trainer, window: int = 10) -> dict[str, float | None]:
+    """The objective's own metrics (DPO: reward accuracy, margin): the mean over the first and the
+    last `window` steps (fewer when there are not twice as many), and on the validation data at the end."""
+    names = module.metrics[0].keys() if module.metrics else ()
+    window = max(1, min(window, len(module.metrics) // 2))
+    summary: dict[str, float | None] = {}
+    for name in names:
+        summary[f"{name}_first"] = sum(m[name] for m in module.metrics[:window]) / len(module.metrics[:window])
+        summary[f"{name}_last"] = sum(m[name] for m in module.metrics[-window:]) / len(module.metrics[-window:])
+        summary[f"val_{name}"] = _metric(trainer, f"val/{name}")
     return summary
 
 
@@ -119,10 +142,13 @@ def _metric(trainer: pl.Trainer, name: str) -> float | None:
 def _write_summary(output_dir: Path, summary: dict) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    table = Table(title=f"train: {summary['finetune']} on {summary['model']}")
+    table = Table(title=f"train: {summary['finetune']} {summary['objective']} on {summary['model']}")
     table.add_column("")
     table.add_column("value")
-    for key in ("optimizer_steps", "loss_first", "loss_last", "val_loss", "examples_per_s", "tokens_per_s", "train_seconds"):
+    shown = ["optimizer_steps", "loss_first", "loss_last", "val_loss", "examples_per_s", "tokens_per_s", "train_seconds"]
+    shown += [key for key in summary if key.endswith(("_first", "_last")) and key not in shown]
+    shown += [key for key in summary if key.startswith("val_") and key not in shown]
+    for key in shown:
         value = summary[key]
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     for key, value in {**summary["data"], **summary["outputs"]}.items():

@@ -1,0 +1,76 @@
+"""DPO training end to end on the embedded model: pairs from a generate-style folder become
+[chosen rows, rejected rows] batches masked like SFT examples, held out by question; `train
+objective=dpo` starts at loss log 2 (the policy is its reference) and orders the pairs."""
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from fireact.train.preference_data import PreferenceDataModule
+from fireact.train.run import train
+from fireact.train.templates import AlpacaTemplate, IGNORE_INDEX, build_example
+from fireact.trajectory import Step, write_jsonl
+
+from .conftest import train_config
+
+
+@pytest.fixture
+def sampled_folder(finals, tmp_path):
+    """A generate folder: each of 8 short released trajectories as the success, and the same
+    with a wrong final answer as the failure of that question."""
+    folder = tmp_path / "samples"
+    chosen = [replace(t, task="hotpotqa", qid=f"train-{i}", em=1.0) for i, t in enumerate(finals[:8])]
+    rejected = []
+    for t in chosen:
+        last = t.steps[-1]
+        wrong = Step(last.thought, "finish", "Nobody", "Episode finished, reward = False")
+        rejected.append(replace(t, steps=[*t.steps[:-1], wrong], answer="Nobody", em=0.0, sample=1))
+    write_jsonl(folder / "trajectories.jsonl", chosen)
+    write_jsonl(folder / "failures.jsonl", rejected)
+    return folder
+
+
+def test_batches_hold_chosen_rows_then_rejected_rows_masked_like_sft(sampled_folder, tokenizer):
+    data = PreferenceDataModule(str(sampled_folder), AlpacaTemplate(), tokenizer, batch_size=2, val_fraction=0.25,
+                                max_length=160, seed=0)
+    data.setup("fit")
+    assert data.stats["pairs"] == 8 and data.stats["val_pairs"] == 2 and data.stats["val_questions"] == 2
+    batch = next(iter(data.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 4
+    first = data.train_set[0]
+    for row, side in ((0, "chosen"), (2, "rejected")):
+        labels = batch["labels"][row].tolist()
+        length = len(first[side]["labels"])
+        if first in [data.train_set[i] for i in range(len(data.train_set))] and labels[:length] == first[side]["labels"]:
+            assert all(x == IGNORE_INDEX for x in labels[length:])  # padding is never trained
+    # each side's labels are exactly the SFT example's: prompt and observations masked
+    pair = data.train_set[0]
+    assert any(x == IGNORE_INDEX for x in pair["rejected"]["labels"]) and pair["chosen"]["input_ids"] != pair["rejected"]["input_ids"]
+
+
+def test_chosen_and_rejected_sides_are_the_sft_examples(sampled_folder, tokenizer, finals):
+    data = PreferenceDataModule(str(sampled_folder), AlpacaTemplate(), tokenizer, batch_size=2, val_fraction=0,
+                                max_length=160, seed=0)
+    data.setup("fit")
+    sft = build_example(AlpacaTemplate().segments(finals[0], tokenizer), False, 160)
+    assert data.train_set[0]["chosen"] == {"input_ids": sft.input_ids, "labels": sft.labels}
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_dpo_starts_at_log_2_and_orders_the_pairs(sampled_folder, tmp_path, finetune):
+    steps = 8 if finetune == "lora" else 4
+    lr = "2e-3" if finetune == "lora" else "2e-5"
+    cfg = train_config(tmp_path / "run", sampled_folder, "objective=dpo", "data=preference", f"finetune={finetune}",
+                       f"trainer.max_steps={steps}", "trainer.max_epochs=10", f"finetune.lr={lr}", "objective.beta=0.5")
+    summary = train(cfg)
+    assert summary["objective"] == "dpo" and summary["optimizer_steps"] == steps
+    assert summary["losses"][0] == pytest.approx(math.log(2), abs=1e-4)  # the policy starts as its reference
+    assert summary["losses"][-1] < math.log(2) - 0.05
+    assert summary["reward_margin_last"] > summary["reward_margin_first"] and summary["reward_accuracy_last"] > 0.5
+
+
+def test_dpo_on_trajectories_is_a_clear_error(finals, write_trajectories, tmp_path):
+    cfg = train_config(tmp_path / "run", write_trajectories(finals[:2]), "objective=dpo")
+    with pytest.raises(ValueError, match="use objective=dpo with data=preference"):
+        train(cfg)
