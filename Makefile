@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip install --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-vllm test test-vllm test-all run small pipeline evaluate ui clean help
+.PHONY: install install-vllm test test-vllm test-all run small sft_vs_rl pipeline evaluate ui clean help
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ run: install  ## the offline quickstart: LoRA fine-tune SmolLM2, prompted vs fin
 
 small: install  ## the headline CPU experiment: SmolLM2 fully fine-tuned on 500 trajectories vs prompted, 200 questions, intervals and McNemar (~2 h)
 	$(PY) -m fireact.pipeline experiment=small $(ARGS)
+
+sft_vs_rl: install  ## SFT (the small recipe), then DPO and RFT on the agent's own samples of training questions, each paired against SFT on 200 questions
+	$(PY) -m fireact.pipeline -m experiment=sft_vs_rl $(ARGS)
 
 pipeline: install  ## build_data → train → evaluate with your overrides, e.g. make pipeline ARGS="n=200 questions=50"
 	$(PY) -m fireact.pipeline $(ARGS)

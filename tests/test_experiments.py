@@ -19,7 +19,8 @@ from tests.conftest import CONF_DIR
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 MAKEFILE = CONF_DIR.parent / "Makefile"
 EXPERIMENTS = sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
-SINGLE_RUNS = {"quickstart", "small"}  # make run, make small: one resumable pipeline run each
+# Not the paper's (no _small variant, no report): make run, make small, make sft_vs_rl.
+SINGLE_RUNS = {"quickstart", "small", "sft_vs_rl"}
 PAPER = [e for e in EXPERIMENTS if e not in SINGLE_RUNS and not e.endswith("_small")]
 REPORTS = sorted(p.stem for p in (EXPERIMENT_DIR / "report").glob("*.yaml"))
 
@@ -99,6 +100,13 @@ def check_job(experiment: str, overrides: list[str], tmp_path: Path) -> None:
             _SEEN_STAGES.add(shape)
             stage_cfg = stage_config(cfg, stage, tmp_path / stage)
             OmegaConf.to_container(stage_cfg, resolve=True)
+        if cfg.get("improve"):  # the improve stages, as run_improve composes them
+            from fireact.pipeline import compose_stage, improve_overrides
+
+            sample = improve_overrides(cfg, "sample", [*cfg.extra.evaluate, "model.path=/sft"])
+            train = improve_overrides(cfg, "train", ["model.path=/sft", "data.path=/samples"])
+            for config_name, overrides in (("generate", sample), ("train", train)):
+                OmegaConf.to_container(compose_stage(cfg, config_name, tmp_path / config_name, overrides), resolve=True)
 
 
 def test_there_are_the_paper_experiments():
@@ -157,7 +165,7 @@ def test_every_paper_experiment_has_a_make_target():
     assert set(REPORTS) == reported
     targets = re.findall(r"^([\w-]+):.*## ", makefile, re.M)
     assert {"table1", "table2", "noise", "bamboogle", "lora_vs_full", "scaling", "fig4", "multimethod",
-            "multitask", "mixgrid", "mixoptuna", "run", "small"} <= set(targets)
+            "multitask", "mixgrid", "mixoptuna", "run", "small", "sft_vs_rl"} <= set(targets)
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_slurm"])

@@ -9,6 +9,7 @@ import sys
 
 import mlflow
 import pytest
+import yaml
 
 from fireact.paths import REPO_ROOT
 
@@ -45,7 +46,7 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert finetuned["prompt_tokens"] < prompted["prompt_tokens"]  # zero-shot vs few-shot prompts
     comparison = (run / "comparison.md").read_text()
     assert comparison.splitlines()[2].startswith("| prompted |") and "McNemar exact p" in comparison
-    assert set(json.loads((run / "paired.json").read_text())) >= {"n_paired", "em_diff", "mcnemar_p"}
+    assert set(json.loads((run / "paired.json").read_text())["fine-tuned - prompted"]) >= {"n_paired", "em_diff", "mcnemar_p"}
 
     mlflow.set_tracking_uri(f"sqlite:///{store}")
     runs = mlflow.search_runs(experiment_names=["pipeline-test"])
@@ -78,7 +79,7 @@ def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
 
     from hydra import compose, initialize_config_dir
 
-    from fireact.pipeline import shared_stage_dir
+    from fireact.pipeline import shared_stage_dir, stage_overrides
 
     conf = tmp_path / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf)
@@ -86,7 +87,7 @@ def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
     def train_folder() -> str:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             cfg = compose(config_name="pipeline", overrides=[*TOY, f"stages_dir={tmp_path / 'stages'}"])
-            return shared_stage_dir(cfg, "train", ["data.path=/data"], tmp_path / "run").name
+            return shared_stage_dir(cfg, "train", stage_overrides(cfg, "train", ["data.path=/data"]), tmp_path / "run").name
 
     first = train_folder()
     assert train_folder() == first  # the same files: the same folder
@@ -95,3 +96,22 @@ def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
     changed = train_folder()
     assert changed != first
     assert (tmp_path / "run" / "train").resolve().name == changed  # the run folder's link follows
+
+
+def test_improve_samples_from_the_merged_sft_model_and_names_the_fix_when_nothing_pairs(tmp_path):
+    """improve=dpo at toy scale: the SFT model (LoRA, merged) samples on training questions in its
+    own stage folder; a toy model finds no question with both a success and a failure, so the DPO
+    stage stops with the message that says what to change (the real runs: experiments/self_improvement.md)."""
+    store = tmp_path / "mlflow.db"
+    toy_train = "extra.train=['trainer.max_steps=2','data.max_length=384','data.batch_size=2','data.val_fraction=0'"
+    unmerged = run_pipeline(tmp_path, store, "unmerged", "improve=dpo", "prompted=false")
+    assert unmerged.returncode != 0 and "add merge=true to the training" in unmerged.stderr
+    improved = run_pipeline(tmp_path, store, "improved", "improve=dpo", "prompted=false", "improve.questions=2",
+                            "improve.samples=2", "improve.temperature=1.0", toy_train + ",'merge=true']")
+    assert improved.returncode != 0 and "no question has both a success and a failure" in improved.stderr
+    samples = tmp_path / "improved" / "sample_1"
+    written = [json.loads(line) for name in ("trajectories.jsonl", "failures.jsonl") if (samples / name).exists()
+               for line in (samples / name).read_text().splitlines()]
+    assert sorted((t["qid"], t["sample"]) for t in written) == [("train-102", 0), ("train-102", 1), ("train-35", 0), ("train-35", 1)]
+    sampled_with = yaml.safe_load((samples / "run_config.yaml").read_text())
+    assert sampled_with["model"]["path"].endswith("merged")  # the SFT model samples, not the base model

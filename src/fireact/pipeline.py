@@ -2,6 +2,12 @@
 config, the prompted base model on the same questions; one parent MLflow run with a child
 run per stage, ending with the comparison table (prompted vs fine-tuned).
 
+With `improve=<conf/improve member>` (dpo, rft) the fine-tuned agent then learns from its own
+experience, in `improve.rounds` rounds: it samples on training questions (a `generate` stage),
+trains again from its model with the improve config's objective (a second `train` stage), and
+each round's agent is evaluated on the same questions and compared, question by question,
+with the fine-tuned one.
+
 Each stage is its own entry point's config (conf/<stage>.yaml) composed with the overrides
 in `stages.<stage>`, exactly as on that stage's command line, plus the shared `seed` and
 `experiment_name`. build_data and train write under `stages_dir`, in a folder named by a hash
@@ -31,6 +37,7 @@ from fireact import tracking
 from fireact.build_data import build_data
 from fireact.evaluate import stats
 from fireact.evaluate.run import evaluate
+from fireact.generate import generate
 from fireact.train.run import train
 
 COMPARED = (
@@ -52,11 +59,21 @@ def stage_overrides(cfg: DictConfig, stage: str, extra: list[str] = ()) -> list[
 
 
 def stage_config(cfg: DictConfig, stage: str, out_dir: Path, extra: list[str] = ()) -> DictConfig:
+    return compose_stage(cfg, stage, out_dir, stage_overrides(cfg, stage, extra))
+
+
+def compose_stage(cfg: DictConfig, config_name: str, out_dir: Path, overrides: list[str]) -> DictConfig:
+    """conf/<config_name>.yaml with `overrides`, writing to `out_dir`, in the pipeline's experiment."""
     shared = [f"experiment_name={cfg.experiment_name}", f"paths.output_dir={quoted(out_dir)}"]
-    stage_cfg = compose(config_name=stage, overrides=shared + stage_overrides(cfg, stage, extra))
+    stage_cfg = compose(config_name=config_name, overrides=shared + list(overrides))
     with open_dict(stage_cfg):
         stage_cfg.pop("hydra", None)
     return stage_cfg
+
+
+def improve_overrides(cfg: DictConfig, step: str, extra: list[str]) -> list[str]:
+    """An improve step's command line: seed, improve.<step>, then `extra`."""
+    return [f"seed={cfg.seed}", *cfg.improve[step], *extra]
 
 
 def trained_model_overrides(summary: dict) -> list[str]:
@@ -67,11 +84,12 @@ def trained_model_overrides(summary: dict) -> list[str]:
     return [f"model.path={quoted(outputs['model'])}"]
 
 
-def shared_stage_dir(cfg: DictConfig, stage: str, extra: list[str], root: Path) -> Path:
-    """stages_dir/<stage>-<hash of the stage's whole config>, linked as root/<stage>. The hash is
-    of the composed config (its output folder and experiment name aside), so a changed default
-    in a config file trains anew instead of reusing a stage made under the old one."""
-    settings = stage_config(cfg, stage, Path("<stage folder>"), extra)
+def shared_stage_dir(cfg: DictConfig, stage: str, overrides: list[str], root: Path, config_name: str | None = None) -> Path:
+    """stages_dir/<stage>-<hash of the stage's whole config>, linked as root/<stage>; the config is
+    conf/<config_name or stage>.yaml with `overrides`. The hash is of the composed config (its
+    output folder and experiment name aside), so a changed default in a config file trains anew
+    instead of reusing a stage made under the old one."""
+    settings = compose_stage(cfg, config_name or stage, Path("<stage folder>"), overrides)
     settings.experiment_name = None
     key = hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()[:12]
     shared = Path(cfg.stages_dir).resolve() / f"{stage}-{key}"
@@ -86,7 +104,7 @@ def shared_stage_dir(cfg: DictConfig, stage: str, extra: list[str], root: Path) 
 
 
 def run_build_data(cfg: DictConfig, root: Path) -> Path:
-    out_dir = shared_stage_dir(cfg, "build_data", [], root)
+    out_dir = shared_stage_dir(cfg, "build_data", stage_overrides(cfg, "build_data"), root)
     with FileLock(out_dir.with_suffix(".lock")):
         if not (out_dir / "manifest.json").exists():  # written last: the data is complete
             build_data(stage_config(cfg, "build_data", out_dir))
@@ -94,14 +112,48 @@ def run_build_data(cfg: DictConfig, root: Path) -> Path:
 
 
 def run_train(cfg: DictConfig, data_dir: Path, root: Path) -> dict:
-    data = [f"data.path={quoted(data_dir)}"]
-    out_dir = shared_stage_dir(cfg, "train", data, root)
+    return train_once(cfg, "train", stage_overrides(cfg, "train", [f"data.path={quoted(data_dir)}"]), root)
+
+
+def train_once(cfg: DictConfig, stage: str, overrides: list[str], root: Path) -> dict:
+    """`train` with these overrides in its shared stage folder: kept once finished, resumed when interrupted."""
+    out_dir = shared_stage_dir(cfg, stage, overrides, root, config_name="train")
     with FileLock(out_dir.with_suffix(".lock")):  # a parallel job with the same settings waits, then reuses
         done = out_dir / "train_summary.json"
         if done.exists():  # a finished training is kept; delete the folder to train again
             return json.loads(done.read_text())
         resume = ["resume=true"] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
-        return train(stage_config(cfg, "train", out_dir, [*data, *resume]))
+        return train(compose_stage(cfg, "train", out_dir, [*overrides, *resume]))
+
+
+def start_model(trained: dict) -> str:
+    """The fine-tuned model as one folder, what an improve step starts from and keeps as its reference."""
+    outputs = trained["outputs"]
+    folder = outputs.get("model") or outputs.get("merged")
+    if folder is None:
+        raise ValueError("improve needs the fine-tuned model as one folder, but train wrote only a LoRA adapter; "
+                         "add merge=true to the training (\"extra.train=[merge=true]\") or use use.finetune=full")
+    return folder
+
+
+def run_improve(cfg: DictConfig, trained: dict, root: Path) -> list[tuple[str, dict]]:
+    """improve.rounds rounds: the agent samples on training questions, then trains from its model on
+    what it found; round 1 starts from the SFT model, each later round from the one before.
+    Returns each round's (name, train summary)."""
+    model, rounds = start_model(trained), []
+    for number in range(1, cfg.improve.rounds + 1):
+        name = cfg.improve.name if cfg.improve.rounds == 1 else f"{cfg.improve.name}-{number}"
+        # The agent samples as it is evaluated (extra.evaluate: rounds, tokens).
+        sample = improve_overrides(cfg, "sample", [*cfg.extra.evaluate, f"model.path={quoted(model)}"])
+        # Named by round, not by method: methods that sample alike share the stage (keyed by its config).
+        samples_dir = shared_stage_dir(cfg, f"sample_{number}", sample, root, config_name="generate")
+        with FileLock(samples_dir.with_suffix(".lock")):
+            generate(compose_stage(cfg, "generate", samples_dir, sample))  # resumes: only missing samples run
+        train_overrides = improve_overrides(cfg, "train", [f"model.path={quoted(model)}", f"data.path={quoted(samples_dir)}"])
+        improved = train_once(cfg, name, train_overrides, root)
+        rounds.append((name, improved))
+        model = start_model(improved)
+    return rounds
 
 
 def pipeline(cfg: DictConfig) -> dict[str, dict]:
@@ -112,22 +164,29 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         finetuned = trained_model_overrides(trained) + [f"method.format={cfg.finetuned_format}"]
         folders["fine-tuned"] = root / "evaluate_finetuned"
         results["fine-tuned"] = evaluate(stage_config(cfg, "evaluate", folders["fine-tuned"], finetuned))
+        comparisons = []  # (agent, baseline, MLflow metric prefix), each on the same questions
         if cfg.prompted:
             folders["prompted"] = root / "evaluate_prompted"
             results["prompted"] = evaluate(stage_config(cfg, "evaluate", folders["prompted"], ["method.format=fewshot"]))
+            comparisons.append(("fine-tuned", "prompted", "paired"))
+        if cfg.get("improve"):  # absent unless improve=<member>
+            for name, improved in run_improve(cfg, trained, root):
+                folders[name] = root / f"evaluate_{name}"
+                overrides = trained_model_overrides(improved) + [f"method.format={cfg.finetuned_format}"]
+                results[name] = evaluate(stage_config(cfg, "evaluate", folders[name], overrides))
+                comparisons.append((name, "fine-tuned", f"paired_{name.replace('-', '')}"))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
-        paired = None
-        if cfg.prompted:  # the same questions: compared question by question
-            scores = {name: per_question_scores(folder) for name, folder in folders.items()}
-            paired = stats.compare(scores["fine-tuned"], scores["prompted"])
-            tracking.log_metrics({f"paired_{key}": value for key, value in paired.items()})
+        paired = {}
+        for agent, baseline, prefix in comparisons:
+            paired[agent, baseline] = stats.compare(per_question_scores(folders[agent]), per_question_scores(folders[baseline]))
+            tracking.log_metrics({f"{prefix}_{key}": value for key, value in paired[agent, baseline].items()})
         tables = write_comparison(results, paired, root)
         for name in ("comparison.md", "comparison.csv", "paired.json"):
             if (root / name).exists():
                 tracking.log_artifact(root / name)
     Console().print(*tables)
-    if paired is not None:
-        print(stats.verdict(paired, "fine-tuned", "prompted"))
+    for (agent, baseline), result in paired.items():
+        print(stats.verdict(result, agent, baseline))
     if cfg.note:
         print(cfg.note)
     print(f"pipeline folder: {root}\nMLflow: `make ui`, then http://127.0.0.1:5000 (experiment {cfg.experiment_name!r})")
@@ -140,14 +199,15 @@ def per_question_scores(folder: Path) -> dict[str, dict[str, float]]:
     return {row.qid: {"em": float(row.em), "f1": float(row.f1)} for row in table.itertuples()}
 
 
-def write_comparison(results: dict[str, dict], paired: dict[str, float] | None, root: Path) -> list[Table]:
-    """comparison.csv and .md (one row per agent), paired.json, and the printed tables: one row
-    per metric (the metric columns do not fit an 80-column terminal), then the paired test."""
-    agents = sorted(results, reverse=True)
+def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dict], root: Path) -> list[Table]:
+    """comparison.csv and .md (one row per agent), paired.json ({"<agent> - <baseline>": test}),
+    and the printed tables: one row per metric (the metric columns do not fit an 80-column
+    terminal), then each paired test."""
+    agents = sorted(results, key=lambda name: (name != "prompted", name != "fine-tuned", name))
     with (root / "comparison.csv").open("w", newline="") as out:
         csv.writer(out).writerows([["agent", *COMPARED], *([name, *(results[name][k] for k in COMPARED)] for name in agents)])
     shown = [key for key in COMPARED if not key.endswith(("_ci_low", "_ci_high"))]
-    table = Table(title="prompted vs fine-tuned, on the same questions (EM, F1: 95% bootstrap intervals)")
+    table = Table(title=f"{' vs '.join(agents)}, on the same questions (EM, F1: 95% bootstrap intervals)")
     table.add_column("metric")
     for name in agents:
         table.add_column(name, justify="right")
@@ -155,25 +215,28 @@ def write_comparison(results: dict[str, dict], paired: dict[str, float] | None, 
         table.add_row(key, *(stats.with_interval(results[name], key) for name in agents))
     lines = ["| agent | " + " | ".join(shown) + " |", "|" + " --- |" * (len(shown) + 1)]
     lines += ["| " + " | ".join([name, *(stats.with_interval(results[name], key) for key in shown)]) + " |" for name in agents]
-    if paired is not None:
-        (root / "paired.json").write_text(json.dumps(paired, indent=2))
+    tables = [table]
+    for (agent, baseline), result in paired.items():
         rows = [
-            ("questions paired", str(paired["n_paired"])),
-            ("EM difference", stats.with_interval(paired, "em_diff")),
-            ("F1 difference", stats.with_interval(paired, "f1_diff")),
-            ("only fine-tuned right (EM)", str(paired["only_a_right"])),
-            ("only prompted right (EM)", str(paired["only_b_right"])),
-            ("McNemar exact p (EM)", f"{paired['mcnemar_p']:.3g}"),
+            ("questions paired", str(result["n_paired"])),
+            ("EM difference", stats.with_interval(result, "em_diff")),
+            ("F1 difference", stats.with_interval(result, "f1_diff")),
+            (f"only {agent} right (EM)", str(result["only_a_right"])),
+            (f"only {baseline} right (EM)", str(result["only_b_right"])),
+            ("McNemar exact p (EM)", f"{result['mcnemar_p']:.3g}"),
         ]
-        pairs = Table(title="fine-tuned - prompted, question by question (95% paired-bootstrap intervals)")
+        pairs = Table(title=f"{agent} - {baseline}, question by question (95% paired-bootstrap intervals)")
         pairs.add_column("")
         pairs.add_column("value", justify="right")
         for name, value in rows:
             pairs.add_row(name, value)
-        lines += ["", "| fine-tuned - prompted | paired |", "| --- | --- |", *(f"| {n} | {v} |" for n, v in rows),
-                  "", stats.verdict(paired, "fine-tuned", "prompted")]
+        tables.append(pairs)
+        lines += ["", f"| {agent} - {baseline} | paired |", "| --- | --- |", *(f"| {n} | {v} |" for n, v in rows),
+                  "", stats.verdict(result, agent, baseline)]
+    if paired:
+        (root / "paired.json").write_text(json.dumps({f"{a} - {b}": result for (a, b), result in paired.items()}, indent=2))
     (root / "comparison.md").write_text("\n".join(lines) + "\n")
-    return [table] if paired is None else [table, pairs]
+    return tables
 
 
 @hydra.main(config_path="../../conf", config_name="pipeline", version_base="1.3")

@@ -14,10 +14,11 @@ class ScriptedLLM(LLM):
     backend, model = "scripted", "script"
 
     def __init__(self, reply):
-        self.reply, self.calls = reply, []
+        self.reply, self.calls, self.seeds = reply, [], []
 
     def generate(self, prompts, stop=(), max_tokens=256, seeds=None):
         self.calls.append(list(prompts))
+        self.seeds.append(list(seeds))
         out = []
         for prompt in prompts:
             text = self.reply(prompt)
@@ -69,6 +70,21 @@ def test_react_search_then_finish_batched():
     assert (two.answer, two.em, two.f1) == ("First for Women", 0.0, 0.0)
     assert [len(batch) for batch in llm.calls] == [2, 1]  # one batch per round
     assert one.prompt_tokens > 0 and one.method == "react" and one.task == "hotpotqa"
+
+
+def test_each_sample_of_a_question_has_its_own_seeds_whatever_the_batch():
+    def reply(prompt):
+        return " Search it.\nAction: search[milhouse]\n" if "Observation" not in prompt else " Done.\nAction: finish[Richard Nixon]\n"
+
+    r, llm = rollout(reply, seed=3)
+    together = r.run([Q1, Q1, Q2], samples=[0, 1, 0])
+    assert [(t.qid, t.sample) for t in together] == [("1", 0), ("1", 1), ("2", 0)]
+    first_round = llm.seeds[0]
+    assert len(set(first_round)) == 3  # the two samples of Q1 differ
+    alone, _ = rollout(reply, seed=3)
+    alone.run([Q1], samples=[1])
+    alone = alone.llm
+    assert alone.seeds[0] == [first_round[1]]  # (question 1, sample 1) asks with the same seed alone
 
 
 def test_reply_without_action_is_continued_then_counted_as_finish():

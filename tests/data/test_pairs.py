@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from fireact.data.pairs import build_pairs, load_pairs, read_pairs, write_pairs
+from fireact.data.pairs import build_pairs, distinct_per_question, load_pairs, read_pairs, write_pairs
 from fireact.trajectory import Step, Trajectory, write_jsonl
 
 
@@ -67,3 +67,13 @@ def test_unusable_inputs_name_the_fix(tmp_path):
     write_jsonl(tmp_path / "trajectories.jsonl", [sampled("1", "Paris")])
     with pytest.raises(ValueError, match="no question has both a success and a failure"):
         load_pairs(tmp_path)
+
+
+def test_successes_are_kept_distinct_and_capped_per_question():
+    first, again, other = sampled("1", "Paris"), replace(sampled("1", "Paris"), sample=1), sampled("1", "Paris", sample=2, thought="Hm.")
+    third = sampled("1", "Paris", sample=3, thought="So.")
+    two = sampled("2", "Oslo", gold="Oslo")
+    kept = distinct_per_question([first, again, two, other, third], per_question=2)
+    assert kept == [first, two, other]  # the duplicate once, then at most 2 per question, in file order
+    with pytest.raises(ValueError, match="data.per_question"):
+        distinct_per_question([first], per_question=0)

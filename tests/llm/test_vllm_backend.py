@@ -10,6 +10,7 @@ would, generates, and writes what came back to JSON; the tests below check it. B
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import subprocess
@@ -46,6 +47,12 @@ def run_backend(adapter: str, out: Path) -> None:
         results["cut"] = llm.generate(TEXT[:1], stop=[stop], max_tokens=24)
         results["mixed"] = llm.generate([TEXT[0], [{"role": "user", "content": QUESTION}], TEXT[1]], max_tokens=24)
         results["too_long"] = llm.generate([TEXT[0], "word " * 3000, TEXT[1]], max_tokens=24)
+        # Sampling with per-request seeds: the same engine asked to sample.
+        sampler = copy.copy(llm)
+        sampler._sampling = {**llm._sampling, "temperature": 1.0}
+        results["seeded_alone"] = sampler.generate(TEXT[:1], max_tokens=24, seeds=[11])
+        results["seeded_batch"] = sampler.generate([TEXT[1], TEXT[0], TEXT[2]], max_tokens=24, seeds=[5, 11, 6])
+        results["seeded_others"] = [sampler.generate(TEXT[:1], max_tokens=24, seeds=[seed])[0] for seed in range(4)]
         for n in (1, 16):
             prompts = [f"Story {i}: once upon a time" for i in range(n)]
             began = time.monotonic()
@@ -94,6 +101,12 @@ def results(lora_adapter, tmp_path_factory) -> dict:
     print(f"\nvLLM engine start {results['engine_start_s']:.1f}s; greedy 64 tokens: 1 prompt "
           f"{one['tokens'] / one['seconds']:.1f} tok/s, 16 prompts {sixteen['tokens'] / sixteen['seconds']:.1f} tok/s")
     return results
+
+
+@pytest.mark.vllm
+def test_a_seeded_prompt_samples_the_same_alone_or_in_a_batch(results):
+    assert results["seeded_batch"][1]["text"] == results["seeded_alone"][0]["text"]
+    assert len({c["text"] for c in results["seeded_others"]}) > 1  # other seeds, other samples
 
 
 @pytest.mark.vllm

@@ -39,6 +39,11 @@ class Episode:
     error: str | None = None
     finished: bool = False
 
+    @property
+    def key(self) -> str:
+        """The episode's name for the noise: the qid, with the sample number after the first sample."""
+        return self.question.qid if self.sample == 0 else f"{self.question.qid}#{self.sample}"
+
     def add_usage(self, completion: Completion) -> None:
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
@@ -80,7 +85,7 @@ class Rollout:
         def finish(episode: Episode) -> None:
             episode.finished = True
             if self.noise is not None:
-                self.noise.end_episode(episode.question.qid)
+                self.noise.end_episode(episode.key)
             trajectory = self._trajectory(episode, started_at, time.perf_counter() - started)
             results[trajectory.key] = trajectory
             on_finish(trajectory)
@@ -165,7 +170,7 @@ class Rollout:
             except ToolError as err:
                 return f"Tool error: {err}"
             if self.noise is not None:
-                observation = self.noise.apply(observation, f"{episode.question.qid}/{round_number}")
+                observation = self.noise.apply(observation, f"{episode.key}/{round_number}")
             return observation
 
         return list(pool.map(observe, episodes, steps))

@@ -1,10 +1,14 @@
-"""Preference pairs from sampled trajectories: a success and a failure on the same question.
+"""What the agent's own samples become: preference pairs (DPO) and capped successes (RFT).
 
 `generate samples=k` (at a temperature) writes k trajectories per training question, the
 successes to trajectories.jsonl and the failures to failures.jsonl. A pair is one success
 (chosen) and one failure (rejected) of the same task, question and method, so both share the
 prompt; identical trajectories are counted once, failures without a single step (a backend
 error) are left out, and at most `per_question` pairs are drawn per question, seeded.
+
+Rejection-sampling fine-tuning trains on the successes, each distinct trajectory once and at
+most `per_question` of them per question (`distinct_per_question`, data.per_question in the
+SFT data config), so easy questions do not crowd out the rest.
 
 pairs.jsonl holds one {"chosen": <trajectory>, "rejected": <trajectory>} per line
 (fireact.trajectory's records), the form `objective=dpo` trains on.
@@ -48,6 +52,17 @@ def build_pairs(trajectories: list[Trajectory], per_question: int = 4, seed: int
         for i in sorted(rng.sample(range(len(combinations)), min(per_question, len(combinations)))):
             pairs.append(Pair(*combinations[i]))
     return pairs
+
+
+def distinct_per_question(trajectories: list[Trajectory], per_question: int) -> list[Trajectory]:
+    """Each question's first `per_question` distinct trajectories, in file order."""
+    if per_question < 1:
+        raise ValueError(f"data.per_question must be at least 1 (or null for all), got {per_question}")
+    groups: dict[tuple[str, str], list[Trajectory]] = {}
+    for t in trajectories:
+        groups.setdefault((t.task, t.qid), []).append(t)
+    kept = {id(t) for group in groups.values() for t in _distinct(group)[:per_question]}
+    return [t for t in trajectories if id(t) in kept]
 
 
 def _distinct(trajectories: list[Trajectory]) -> list[Trajectory]:

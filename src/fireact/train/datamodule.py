@@ -23,6 +23,7 @@ from transformers import DataCollatorForSeq2Seq
 from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 
 from fireact.data.export import TRAJECTORIES
+from fireact.data.pairs import distinct_per_question
 from fireact.paths import data_dir
 from fireact.train.templates import IGNORE_INDEX, Example, build_example
 from fireact.trajectory import Trajectory, read_alpaca, read_chat, read_jsonl
@@ -124,6 +125,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
     train_on_observations: also put the loss on tool observations (default: agent tokens only).
     val_fraction: share of examples held out for validation (seeded by `seed`).
     limit: use only the first `limit` trajectories of the file.
+    per_question: keep at most this many distinct trajectories per question (null: all); for
+        sampled successes (rejection-sampling fine-tuning), fireact.data.pairs.
     group_by_length: batch examples of similar length (less padding) instead of plain shuffling.
     """
 
@@ -139,6 +142,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         train_on_observations: bool = False,
         val_fraction: float = 0.1,
         limit: int | None = None,
+        per_question: int | None = None,
         group_by_length: bool = True,
         seed: int = 0,
         num_workers: int = 0,
@@ -165,6 +169,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.train_on_observations = train_on_observations
         self.val_fraction = val_fraction
         self.limit = limit
+        self.per_question = per_question
         self.batch_size = batch_size
         self.group_by_length = group_by_length
         self.seed = seed
@@ -184,7 +189,10 @@ class TrajectoryDataModule(pl.LightningDataModule):
         """Read, tokenize, mask, split. Idempotent; raises before training on unusable data."""
         if self.train_set is not None:
             return
-        trajectories = load_trajectories(self.path)[: self.limit]
+        trajectories = load_trajectories(self.path)
+        if self.per_question is not None:
+            trajectories = distinct_per_question(trajectories, self.per_question)
+        trajectories = trajectories[: self.limit]
         examples = [self.encode(t) for t in trajectories]
         truncated = [t.qid for t, e in zip(trajectories, examples) if e.truncated]
         if truncated and self.too_long == "error":
