@@ -7,7 +7,7 @@ in left-padded batches; transformers' own stop-string criterion (built once per 
 strings, then a few tensor ops per step) ends each sequence at its first stop string, and the
 text is cut there and at end-of-sequence.
 
-Greedy decoding reuses a shared prefix: agents' prompts all start with the same few-shot
+Decoding (greedy or sampled) reuses a shared prefix: agents' prompts all start with the same few-shot
 examples, so the longest common token prefix of a batch is encoded once and its KV cache kept
 (a few, least recently used first out) for later batches and rounds that start with it. The
 prefix's keys and values stay one row: `shared_prefix_attention` (registered with transformers
@@ -15,7 +15,7 @@ as the model's attention) attends to them and to each row's own tokens, so a dec
 reads the prefix once for the whole batch. Each row's own tokens are laid out
 [left padding][suffix] in a cache preallocated for the whole generation (`BufferLayer`: no copy
 per step), with attention mask 0 on the padding and position ids continuing from the prefix,
-and decoded with the model's forward in a plain greedy loop: the same tokens as `generate` up
+and decoded with the model's forward in a plain loop; greedy, it gives the same tokens as `generate` up
 to float rounding. Sampling runs in the same loop: each row draws from its temperature-scaled,
 top-p-cut distribution with its own generator, seeded by the request's seed, so a prompt and a
 seed give the same completion whatever else shares the batch.
@@ -59,7 +59,7 @@ class HFBackend(LLM):
     temperature: 0 for greedy decoding, above 0 to sample (with `top_p`).
     seed: makes sampling reproducible when the caller gives no per-prompt seeds: prompt i of
         call k samples under a seed made from (seed, k, i).
-    prefix_cache_size: how many shared-prefix KV caches greedy decoding keeps (0 turns the
+    prefix_cache_size: how many shared-prefix KV caches decoding keeps (0 turns the
         prefix cache off; each entry holds the prefix's keys and values, ~46 KB a token for
         SmolLM2-135M in float32).
     """
