@@ -109,7 +109,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     if resume:
         folder.check()  # written under other settings: stop now, naming the keys
     samples = cfg.samples
-    if samples != 1 and not cfg.backend.get("temperature"):
+    if isinstance(samples, int) and samples > 1 and not cfg.backend.get("temperature"):
         raise ValueError(f"samples={samples} with backend.temperature=0 draws the same trajectory {samples} times; "
                          f"set backend.temperature above 0 (e.g. 0.7), or samples=1")
     keys = {(q.qid, sample) for q in questions for sample in range(samples)}
