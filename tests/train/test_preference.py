@@ -36,17 +36,15 @@ def test_batches_hold_chosen_rows_then_rejected_rows_masked_like_sft(sampled_fol
                                 max_length=160, seed=0)
     data.setup("fit")
     assert data.stats["pairs"] == 8 and data.stats["val_pairs"] == 2 and data.stats["val_questions"] == 2
-    batch = next(iter(data.train_dataloader()))
-    assert batch["input_ids"].shape[0] == 4
-    first = data.train_set[0]
-    for row, side in ((0, "chosen"), (2, "rejected")):
-        labels = batch["labels"][row].tolist()
-        length = len(first[side]["labels"])
-        if first in [data.train_set[i] for i in range(len(data.train_set))] and labels[:length] == first[side]["labels"]:
-            assert all(x == IGNORE_INDEX for x in labels[length:])  # padding is never trained
-    # each side's labels are exactly the SFT example's: prompt and observations masked
-    pair = data.train_set[0]
-    assert any(x == IGNORE_INDEX for x in pair["rejected"]["labels"]) and pair["chosen"]["input_ids"] != pair["rejected"]["input_ids"]
+    assert next(iter(data.train_dataloader()))["input_ids"].shape[0] == 4  # 2 pairs: 4 rows
+    pairs = data.train_set[:2]
+    batch = data.collate_pairs(pairs)
+    for row, side in ((0, pairs[0]["chosen"]), (1, pairs[1]["chosen"]), (2, pairs[0]["rejected"]), (3, pairs[1]["rejected"])):
+        length = len(side["labels"])
+        assert batch["input_ids"][row, :length].tolist() == side["input_ids"]
+        assert batch["labels"][row, :length].tolist() == side["labels"]
+        assert (batch["labels"][row, length:] == IGNORE_INDEX).all()  # padding is never trained
+    assert pairs[0]["chosen"]["input_ids"] != pairs[0]["rejected"]["input_ids"]
 
 
 def test_chosen_and_rejected_sides_are_the_sft_examples(sampled_folder, tokenizer, finals):
