@@ -40,7 +40,7 @@ class Episode:
     finished: bool = False
 
     @property
-    def key(self) -> str:
+    def name(self) -> str:
         """The episode's name for the noise: the qid, with the sample number after the first sample."""
         return self.question.qid if self.sample == 0 else f"{self.question.qid}#{self.sample}"
 
@@ -85,7 +85,7 @@ class Rollout:
         def finish(episode: Episode) -> None:
             episode.finished = True
             if self.noise is not None:
-                self.noise.end_episode(episode.key)
+                self.noise.end_episode(episode.name)
             trajectory = self._trajectory(episode, started_at, time.perf_counter() - started)
             results[trajectory.key] = trajectory
             on_finish(trajectory)
@@ -170,7 +170,7 @@ class Rollout:
             except ToolError as err:
                 return f"Tool error: {err}"
             if self.noise is not None:
-                observation = self.noise.apply(observation, f"{episode.key}/{round_number}")
+                observation = self.noise.apply(observation, f"{episode.name}/{round_number}")
             return observation
 
         return list(pool.map(observe, episodes, steps))

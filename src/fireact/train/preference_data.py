@@ -46,19 +46,18 @@ class PreferenceDataModule(TrajectoryDataModule):
         if truncated and self.too_long == "error":
             raise ValueError(f"{truncated} of {len(pairs)} pairs in {self.path} hold a trajectory longer than "
                              f"data.max_length={self.max_length} tokens; raise data.max_length or set data.too_long=truncate")
-        usable = [(c, r) for c, r in encoded if c.trainable_tokens and r.trainable_tokens]
+        usable = [(p, c, r) for p, (c, r) in zip(pairs, encoded) if c.trainable_tokens and r.trainable_tokens]
         if not usable:
             raise ValueError(f"no pair in {self.path} has agent tokens on both sides within data.max_length={self.max_length}")
-        usable_pairs = [p for p, (c, r) in zip(pairs, encoded) if c.trainable_tokens and r.trainable_tokens]
-        records = [{"chosen": {"input_ids": c.input_ids, "labels": c.labels},
-                    "rejected": {"input_ids": r.input_ids, "labels": r.labels}} for c, r in usable]
         # Held out by question, so no validation question has pairs in training.
-        questions = list(dict.fromkeys((p.chosen.task, p.chosen.qid) for p in usable_pairs))
+        questions = list(dict.fromkeys((p.chosen.task, p.chosen.qid) for p, _, _ in usable))
         order = torch.randperm(len(questions), generator=torch.Generator().manual_seed(self.seed)).tolist()
         held_out = {questions[i] for i in order[: round(len(questions) * self.val_fraction) if len(questions) > 1 else 0]}
-        is_val = [(p.chosen.task, p.chosen.qid) in held_out for p in usable_pairs]
-        self.val_set = [r for r, val in zip(records, is_val) if val]
-        self.train_set = [r for r, val in zip(records, is_val) if not val]
+        self.train_set, self.val_set = [], []
+        for p, c, r in usable:
+            record = {"chosen": {"input_ids": c.input_ids, "labels": c.labels},
+                      "rejected": {"input_ids": r.input_ids, "labels": r.labels}}
+            (self.val_set if (p.chosen.task, p.chosen.qid) in held_out else self.train_set).append(record)
         self.stats = {
             "pairs": len(pairs),
             "questions": len(questions),
