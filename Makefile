@@ -54,7 +54,7 @@ run: install  ## the offline quickstart: LoRA fine-tune SmolLM2, prompted vs fin
 small: install  ## the headline CPU experiment: SmolLM2 fully fine-tuned on 500 trajectories vs prompted, 200 questions, intervals and McNemar (~2 h)
 	$(PY) -m fireact.pipeline experiment=small $(ARGS)
 
-sft_vs_rl: install  ## SFT (the small recipe), then DPO and RFT on the agent's own samples of training questions, each paired against SFT on 200 questions
+sft_vs_rl: install  ## SFT (the small recipe), then DPO, RFT and GRPO on the agent's own experience of training questions, each paired against SFT on 200 questions
 	$(PY) -m fireact.pipeline -m experiment=sft_vs_rl $(ARGS)
 
 pipeline: install  ## build_data → train → evaluate with your overrides, e.g. make pipeline ARGS="n=200 questions=50"

@@ -173,3 +173,29 @@ def test_our_own_rollouts_are_mixed_and_exported(tmp_path):
     print_summary(result, console)
     text = console.export_text()
     assert "[1] " + str(tmp_path / "generated.jsonl") in text and "selected" in text
+
+
+def test_sampled_successes_and_failures_become_pairs_and_the_failures_stay_out_of_sft(tmp_path):
+    def sampled(qid, answer, sample):
+        em = float(answer == "Ann")
+        return Trajectory(task="hotpotqa", qid=qid, question=f"Who wrote {qid}?", gold="Ann", method="react", em=em,
+                          sample=sample, answer=answer,
+                          steps=[Step("Search it.", "search", qid, "Ann wrote it."), Step(f"{answer}.", "finish", answer)])
+    successes = [sampled("q1", "Ann", 0), sampled("q2", "Ann", 0)]
+    failures = [sampled("q1", "Bob", 1), sampled("q1", "Cy", 2), sampled("q3", "Bob", 0)]  # q3: no success, no pair
+    write_jsonl(tmp_path / "trajectories.jsonl", successes)
+    write_jsonl(tmp_path / "failures.jsonl", failures)
+    cfg = compose_build_data("data_source=trajectories",
+                             f"data_source.paths=[{tmp_path / 'trajectories.jsonl'},{tmp_path / 'failures.jsonl'}]",
+                             "pairs_per_question=4", f"output_dir={tmp_path / 'out'}")
+    result = build_from_config(cfg)
+    assert sorted(t.qid for t in result.trajectories) == ["q1", "q2"]  # the SFT set: successes only
+    assert [(p.chosen.qid, p.rejected.answer) for p in result.pairs] == [("q1", "Bob"), ("q1", "Cy")]
+    out = tmp_path / "out"
+    assert [json.loads(line)["rejected"]["answer"] for line in (out / "pairs.jsonl").read_text().splitlines()] == ["Bob", "Cy"]
+    preference = [json.loads(line) for line in (out / "preference.jsonl").read_text().splitlines()]
+    assert preference[0]["prompt"] == [{"role": "user", "content": "Who wrote q1?"}]
+    assert preference[0]["chosen"][-1] == {"role": "assistant", "content": "Thought: Ann.\nAction: finish[Ann]"}
+    assert preference[0]["rejected"][-1]["content"].endswith("finish[Bob]")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pairs"] == 2 and {"pairs.jsonl", "preference.jsonl"} <= set(manifest["outputs"])

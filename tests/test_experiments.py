@@ -101,11 +101,14 @@ def check_job(experiment: str, overrides: list[str], tmp_path: Path) -> None:
             stage_cfg = stage_config(cfg, stage, tmp_path / stage)
             OmegaConf.to_container(stage_cfg, resolve=True)
         if cfg.get("improve"):  # the improve stages, as run_improve composes them
-            from fireact.pipeline import compose_stage, improve_overrides
+            from fireact.pipeline import compose_stage, improve_overrides, rollout_method_overrides
 
-            sample = improve_overrides(cfg, "sample", [*cfg.extra.evaluate, "model.path=/sft"])
-            train = improve_overrides(cfg, "train", ["model.path=/sft", "data.path=/samples"])
-            for config_name, overrides in (("generate", sample), ("train", train)):
+            if cfg.improve.sample is None:  # online: no sample stage
+                stages = [("train", improve_overrides(cfg, "train", ["model.path=/sft", *rollout_method_overrides(cfg)]))]
+            else:
+                stages = [("generate", improve_overrides(cfg, "sample", [*cfg.extra.evaluate, "model.path=/sft"])),
+                          ("train", improve_overrides(cfg, "train", ["model.path=/sft", "data.path=/samples"]))]
+            for config_name, overrides in stages:
                 OmegaConf.to_container(compose_stage(cfg, config_name, tmp_path / config_name, overrides), resolve=True)
 
 

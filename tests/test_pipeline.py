@@ -115,3 +115,22 @@ def test_improve_samples_from_the_merged_sft_model_and_names_the_fix_when_nothin
     assert sorted((t["qid"], t["sample"]) for t in written) == [("train-102", 0), ("train-102", 1), ("train-35", 0), ("train-35", 1)]
     sampled_with = yaml.safe_load((samples / "run_config.yaml").read_text())
     assert sampled_with["model"]["path"].endswith("merged")  # the SFT model samples, not the base model
+
+
+def test_improve_grpo_trains_online_from_the_sft_model_and_pairs_it_against_it(tmp_path):
+    """improve=grpo at toy scale: no sample stage; the GRPO stage starts from the merged SFT
+    model, its agent (an adapter on that model) is evaluated and paired against the fine-tuned one."""
+    store = tmp_path / "mlflow.db"
+    toy_train = "extra.train=['trainer.max_steps=2','data.max_length=384','data.batch_size=2','data.val_fraction=0','merge=true']"
+    toy_grpo = ("improve.train=['model=smollm2_135m','finetune=lora','trainer=cpu','objective=grpo','data=rollouts',"
+                "'data.task.n=2','data.batch_size=2','data.group_size=2','trainer.max_steps=1']")
+    result = run_pipeline(tmp_path, store, "grpo", "improve=grpo", "prompted=false", toy_train, toy_grpo)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "grpo"
+    assert not (run / "sample_1").exists()
+    grpo = json.loads((run / "grpo" / "train_summary.json").read_text())
+    assert grpo["objective"] == "grpo" and grpo["model"].endswith("merged") and grpo["step_metrics"][0]["turns"] <= 2
+    evaluated = yaml.safe_load((run / "evaluate_grpo" / "run_config.yaml").read_text())
+    assert evaluated["model"]["path"].endswith("merged") and evaluated["model"]["adapter"].endswith("adapter")
+    assert set(json.loads((run / "paired.json").read_text())) == {"grpo - fine-tuned"}
+    assert (run / "rounds.png").stat().st_size > 0

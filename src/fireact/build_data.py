@@ -3,7 +3,8 @@
 Loads trajectories (`data_source`: the released FireAct sets by default, or our own JSONL),
 mixes them by `task_mix` × `method_mix` (conf/build_data.yaml says how the ratios work),
 writes trajectories.jsonl, alpaca.json, chat.jsonl and manifest.json to the run's folder
-(or `output_dir=...`) and prints the counts per task × method.
+(or `output_dir=...`) and prints the counts per task × method. With `pairs_per_question=k`,
+sampled successes and failures also become DPO pairs: pairs.jsonl and preference.jsonl.
 """
 
 import hydra
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from fireact import tracking
 from fireact.data.build import BuildResult, build_from_config
 from fireact.data.importer import count_cells
+from fireact.data.pairs import PAIRS
 from fireact.data.summary import print_summary
 
 
@@ -21,10 +23,11 @@ def build_data(cfg: DictConfig) -> BuildResult:
     with tracking.start_run(cfg, stage="build_data"):
         result = build_from_config(cfg)
         counts = {f"count_{task}_{method}": k for (task, method), k in count_cells(result.trajectories).items()}
-        tracking.log_metrics({"n_trajectories": len(result.trajectories), **counts})
+        tracking.log_metrics({"n_trajectories": len(result.trajectories), "n_pairs": len(result.pairs), **counts})
         if result.out_dir is not None:
-            for name in ("manifest.json", "trajectories.jsonl"):
-                tracking.log_artifact(result.out_dir / name)
+            for name in ("manifest.json", "trajectories.jsonl", PAIRS):
+                if (result.out_dir / name).exists():
+                    tracking.log_artifact(result.out_dir / name)
         print_summary(result)
         return result
 

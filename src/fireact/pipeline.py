@@ -2,9 +2,10 @@
 config, the prompted base model on the same questions; one parent MLflow run with a child
 run per stage, ending with the comparison table (prompted vs fine-tuned).
 
-With `improve=<conf/improve member>` (dpo, rft) the fine-tuned agent then learns from its own
+With `improve=<conf/improve member>` (dpo, rft, grpo) the fine-tuned agent then learns from its own
 experience, in `improve.rounds` rounds: it samples on training questions (a `generate` stage),
-trains again from its model with the improve config's objective (a second `train` stage), and
+trains again from its model with the improve config's objective (a second `train` stage; for
+grpo, which samples online as it trains, that stage alone), and
 each round's agent is evaluated on the same questions and compared, question by question,
 with the fine-tuned one.
 
@@ -36,6 +37,7 @@ from rich.table import Table
 from fireact import tracking
 from fireact.build_data import build_data
 from fireact.evaluate import stats
+from fireact.evaluate.plots import line_chart
 from fireact.evaluate.run import evaluate
 from fireact.generate import generate
 from fireact.train.run import train
@@ -76,11 +78,18 @@ def improve_overrides(cfg: DictConfig, step: str, extra: list[str]) -> list[str]
     return [f"seed={cfg.seed}", *cfg.improve[step], *extra]
 
 
+def rollout_method_overrides(cfg: DictConfig) -> list[str]:
+    """The evaluation's method settings (extra.evaluate's method.*) for the rollouts of online
+    training (data=rollouts keeps its method under data.method): the agent samples as it is evaluated."""
+    return [f"data.{override}" for override in cfg.extra.evaluate if override.startswith("method.")]
+
+
 def trained_model_overrides(summary: dict) -> list[str]:
-    """How `evaluate` loads what `train` wrote: an adapter on the base model, or a full model."""
+    """How `evaluate` loads what `train` wrote: an adapter on the model it was trained from (the
+    base model, or an improve step's starting model), or a full model."""
     outputs = summary["outputs"]
     if "adapter" in outputs:
-        return [f"model.adapter={quoted(outputs['adapter'])}"]
+        return [f"model.path={quoted(summary['model'])}", f"model.adapter={quoted(outputs['adapter'])}"]
     return [f"model.path={quoted(outputs['model'])}"]
 
 
@@ -143,16 +152,20 @@ def run_improve(cfg: DictConfig, trained: dict, root: Path) -> list[tuple[str, d
     model, rounds = start_model(trained), []
     for number in range(1, cfg.improve.rounds + 1):
         name = cfg.improve.name if cfg.improve.rounds == 1 else f"{cfg.improve.name}-{number}"
-        # The agent samples as it is evaluated (extra.evaluate: rounds, tokens).
-        sample = improve_overrides(cfg, "sample", [*cfg.extra.evaluate, f"model.path={quoted(model)}"])
-        # Named by round, not by method: methods that sample alike share the stage (keyed by its config).
-        samples_dir = shared_stage_dir(cfg, f"sample_{number}", sample, root, config_name="generate")
-        with FileLock(samples_dir.with_suffix(".lock")):
-            generate(compose_stage(cfg, "generate", samples_dir, sample))  # resumes: only missing samples run
-        train_overrides = improve_overrides(cfg, "train", [f"model.path={quoted(model)}", f"data.path={quoted(samples_dir)}"])
-        improved = train_once(cfg, name, train_overrides, root)
+        if cfg.improve.sample is None:  # online (grpo): the policy samples as it trains
+            data = rollout_method_overrides(cfg)
+        else:
+            # The agent samples as it is evaluated (extra.evaluate: rounds, tokens).
+            sample = improve_overrides(cfg, "sample", [*cfg.extra.evaluate, f"model.path={quoted(model)}"])
+            # Named by round, not by method: methods that sample alike share the stage (keyed by its config).
+            samples_dir = shared_stage_dir(cfg, f"sample_{number}", sample, root, config_name="generate")
+            with FileLock(samples_dir.with_suffix(".lock")):
+                generate(compose_stage(cfg, "generate", samples_dir, sample))  # resumes: only missing samples run
+            data = [f"data.path={quoted(samples_dir)}"]
+        improved = train_once(cfg, name, improve_overrides(cfg, "train", [f"model.path={quoted(model)}", *data]), root)
         rounds.append((name, improved))
-        model = start_model(improved)
+        if number < cfg.improve.rounds:  # the next round starts from this one's model
+            model = start_model(improved)
     return rounds
 
 
@@ -169,8 +182,10 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
             folders["prompted"] = root / "evaluate_prompted"
             results["prompted"] = evaluate(stage_config(cfg, "evaluate", folders["prompted"], ["method.format=fewshot"]))
             comparisons.append(("fine-tuned", "prompted", "paired"))
+        rounds = []
         if cfg.get("improve"):  # absent unless improve=<member>
             for name, improved in run_improve(cfg, trained, root):
+                rounds.append(name)
                 folders[name] = root / f"evaluate_{name}"
                 overrides = trained_model_overrides(improved) + [f"method.format={cfg.finetuned_format}"]
                 results[name] = evaluate(stage_config(cfg, "evaluate", folders[name], overrides))
@@ -181,7 +196,9 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
             paired[agent, baseline] = stats.compare(per_question_scores(folders[agent]), per_question_scores(folders[baseline]))
             tracking.log_metrics({f"{prefix}_{key}": value for key, value in paired[agent, baseline].items()})
         tables = write_comparison(results, paired, root)
-        for name in ("comparison.md", "comparison.csv", "paired.json"):
+        if rounds:
+            plot_rounds(results, rounds, root)
+        for name in ("comparison.md", "comparison.csv", "paired.json", "rounds.png"):
             if (root / name).exists():
                 tracking.log_artifact(root / name)
     Console().print(*tables)
@@ -191,6 +208,16 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         print(cfg.note)
     print(f"pipeline folder: {root}\nMLflow: `make ui`, then http://127.0.0.1:5000 (experiment {cfg.experiment_name!r})")
     return results
+
+
+def plot_rounds(results: dict[str, dict], rounds: list[str], root: Path) -> Path:
+    """rounds.png: EM with its 95% interval for the fine-tuned agent (round 0) and each improve round's."""
+    names = ["fine-tuned", *rounds]
+    index = pd.Index(range(len(names)), name="improve round (0: the fine-tuned agent)")
+    em, low, high = ([results[name][key] for name in names] for key in ("em", "em_ci_low", "em_ci_high"))
+    table = pd.DataFrame({"EM": em}, index=index)
+    bounds = (pd.DataFrame({"EM": low}, index=index), pd.DataFrame({"EM": high}, index=index))
+    return line_chart(table, root / "rounds.png", f"EM per round: {', '.join(names)}", "EM", bounds=bounds)
 
 
 def per_question_scores(folder: Path) -> dict[str, dict[str, float]]:

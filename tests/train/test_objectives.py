@@ -1,6 +1,8 @@
 """The training objectives against hand computations, and what they may and may not train:
 DPO's loss and rewards, log 2 when the policy is its reference, no gradient at any masked
-(prompt or observation) position, and a few DPO steps that order a pair as preferred."""
+(prompt or observation) position, and a few DPO steps that order a pair as preferred; GRPO's
+group advantages, clipped loss and KL by hand, KL 0 at the reference, and no change from a
+group whose rewards are equal."""
 
 import math
 
@@ -9,7 +11,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from fireact.train.objectives import DPO, SFT, dpo_loss, sequence_logps
+from fireact.train.objectives import DPO, GRPO, SFT, dpo_loss, group_advantages, grpo_loss, sequence_logps
 
 IGNORE = -100
 
@@ -68,7 +70,7 @@ def test_with_the_policy_equal_to_its_reference_the_loss_is_log_2(adapter):
     model = lora(tiny_model()) if adapter else tiny_model()
     objective = DPO(beta=0.1)
     objective.attach(model)
-    assert (objective.reference is None) == adapter  # LoRA keeps no second copy
+    assert (objective.reference.copy is None) == adapter  # LoRA keeps no second copy
     loss, metrics = objective(model, pair_batch())
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["reward_margin"].item() == pytest.approx(0.0, abs=1e-6)
@@ -89,9 +91,15 @@ def norm_output_gradient(objective, model, batch) -> torch.Tensor:
     return kept["hidden"].grad.abs().sum(-1)  # [rows, positions]
 
 
-@pytest.mark.parametrize("objective", [SFT(), DPO(beta=0.5)], ids=["sft", "dpo"])
+def rollout_batch(rewards=(1.0, 0.0, 0.0, 1.0), groups=(0, 0, 1, 1)) -> dict:
+    """pair_batch's four rows as two groups of two rollouts, with their rewards."""
+    return {**pair_batch(), "rewards": torch.tensor(rewards), "groups": torch.tensor(groups), "rollout": {"reward": 0.5}}
+
+
+@pytest.mark.parametrize("objective", [SFT(), DPO(beta=0.5), GRPO(beta=0.1)], ids=["sft", "dpo", "grpo"])
 def test_no_masked_position_gets_a_gradient(objective):
-    model, batch = lora(tiny_model()), pair_batch()
+    model = lora(tiny_model())
+    batch = rollout_batch() if isinstance(objective, GRPO) else pair_batch()
     objective.attach(model)
     if isinstance(objective, DPO):  # move the policy off its reference, so DPO's gradient is not zero by symmetry
         with torch.no_grad():
@@ -120,3 +128,67 @@ def test_dpo_steps_raise_the_chosen_over_the_rejected():
     final_loss, final = objective(model, batch)
     assert margins[0] == pytest.approx(0.0, abs=1e-6) and final["reward_margin"].item() > 0.5
     assert final["reward_accuracy"].item() == 1.0 and final_loss.item() < math.log(2)
+
+
+def test_group_advantages_equal_a_hand_computation():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 0.5])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    std = math.sqrt(4 * 0.25 / 3)  # group 0: mean 0.5, unbiased std
+    expected = [0.5 / (std + 1e-4), -0.5 / (std + 1e-4), -0.5 / (std + 1e-4), 0.5 / (std + 1e-4)]
+    assert group_advantages(rewards, groups).tolist()[:4] == pytest.approx(expected, abs=1e-6)
+    assert group_advantages(rewards, groups).tolist()[4:] == [0.0] * 4  # equal rewards: exactly no advantage
+    assert group_advantages(rewards, groups, scale=False).tolist() == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_grpo_loss_equals_a_hand_computation():
+    # Row 0 has tokens 0-1 (advantage 1), row 1 token 2 (advantage -1); a third row of the
+    # batch had no advantage and was not run, but counts in the mean.
+    old = torch.log(torch.tensor([0.4, 0.3, 0.25]))
+    ratios = torch.tensor([1.1, 2.0, 0.7])
+    logps = old + ratios.log()
+    rows = torch.tensor([0, 0, 1])
+    loss, clipped, kl = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), rows, rows=3, clip=0.2)
+    # row 0: -(min(1.1, 1.1) + min(2.0, 1.2)) / 2 = -1.15; row 1: -min(-0.7, -0.8) = 0.8
+    assert loss.item() == pytest.approx((-1.15 + 0.8) / 3, abs=1e-6)
+    assert clipped.item() == pytest.approx(2 / 3) and kl is None
+    reference = logps + torch.log(torch.tensor([0.5, 1.0, 2.0]))  # ref / policy probability ratios
+    with_kl, _, kl = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), rows, rows=3, clip=0.2, reference_logps=reference, beta=0.1)
+    k3 = [r - math.log(r) - 1 for r in (0.5, 1.0, 2.0)]  # exp(d) - d - 1 with d = log(ref / policy)
+    assert kl.item() == pytest.approx(sum(k3) / 3, abs=1e-6)
+    assert with_kl.item() == pytest.approx((-1.15 + 0.1 * (k3[0] + k3[1]) / 2 + 0.8 + 0.1 * k3[2]) / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize("adapter", [True, False], ids=["lora", "full"])
+def test_with_the_policy_equal_to_its_reference_the_kl_is_0(adapter):
+    model = lora(tiny_model()) if adapter else tiny_model()
+    objective = GRPO(beta=0.5)
+    objective.attach(model)
+    assert (objective.reference.copy is None) == adapter
+    loss, metrics = objective(model, rollout_batch())
+    without_kl, _ = GRPO(beta=0.0)(model, rollout_batch())
+    assert metrics["kl"].item() == pytest.approx(0.0, abs=1e-6)
+    assert loss.item() == pytest.approx(without_kl.item(), abs=1e-6)
+
+
+def test_a_group_with_equal_rewards_gets_no_gradient_and_all_equal_skips_the_step():
+    model = lora(tiny_model())
+    grad = norm_output_gradient(GRPO(), model, rollout_batch(rewards=(1.0, 0.0, 1.0, 1.0)))
+    assert (grad[2:] == 0).all() and (grad[:2] > 0).any()  # group 1's rows: no gradient at all
+    loss, metrics = GRPO()(model, rollout_batch(rewards=(0.0, 0.0, 1.0, 1.0)))
+    assert loss is None and metrics["groups_without_signal"].item() == 1.0
+
+
+def test_grpo_steps_raise_the_reward_of_the_better_trajectory():
+    """The policy moves toward the trajectory with the higher reward within each group."""
+    model = lora(tiny_model())
+    objective = GRPO()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = rollout_batch()
+    start = sequence_logps(model, batch).detach()
+    for _ in range(10):
+        loss, _ = objective(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    moved = sequence_logps(model, batch).detach() - start
+    assert moved[0] > 0 and moved[3] > 0 and moved[1] < 0 and moved[2] < 0  # rewards 1, 0, 0, 1

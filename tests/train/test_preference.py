@@ -70,5 +70,5 @@ def test_dpo_starts_at_log_2_and_orders_the_pairs(sampled_folder, tmp_path, fine
 
 def test_dpo_on_trajectories_is_a_clear_error(finals, write_trajectories, tmp_path):
     cfg = train_config(tmp_path / "run", write_trajectories(finals[:2]), "objective=dpo")
-    with pytest.raises(ValueError, match="use objective=dpo with data=preference"):
+    with pytest.raises(ValueError, match="objective=dpo with data=preference"):
         train(cfg)

@@ -1,4 +1,8 @@
-"""build_data's work: load → (drop contaminated) → plan the mix → sample → write, with a manifest."""
+"""build_data's work: load → (drop contaminated) → (pair) → plan the mix → sample → write, with a manifest.
+
+With `pairs_per_question`, each question's scored successes are paired with its scored failures
+(fireact.data.pairs: DPO data, written as pairs.jsonl and preference.jsonl) and the failures
+are kept out of the SFT mix."""
 
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fireact.data.contamination import Overlap, drop_overlaps, find_overlaps
-from fireact.data.export import cell_table, write_dataset, write_manifest
+from fireact.data.export import cell_table, sha256, write_dataset, write_manifest
 from fireact.data.importer import Cell, count_cells
 from fireact.data.mix import plan, sample
+from fireact.data.pairs import PAIRS, PREFERENCE, Pair, build_pairs, write_pairs, write_preference
 from fireact.data.sources import Loaded
 from fireact.tasks import Task
 from fireact.trajectory import Trajectory
@@ -33,6 +38,7 @@ class BuildResult:
     overlaps: list[Overlap]
     outputs: dict[str, str]
     out_dir: Path | None
+    pairs: list[Pair]
 
 
 def build_dataset(
@@ -46,6 +52,7 @@ def build_dataset(
     drop_contaminated: bool = False,
     out_dir: str | Path | None = None,
     config: dict[str, Any] | None = None,
+    pairs_per_question: int | None = None,
 ) -> BuildResult:
     """Build the training set from `source` (anything with `.load() -> Loaded`); write it when
     `out_dir` is given."""
@@ -54,6 +61,9 @@ def build_dataset(
     pool_overlaps = find_overlaps(pool, list(eval_tasks))
     if drop_contaminated:
         pool = drop_overlaps(pool, pool_overlaps)
+    pairs = build_pairs(pool, pairs_per_question, seed) if pairs_per_question is not None else []
+    if pairs_per_question is not None:  # the failures are the pairs' rejected side, never SFT data
+        pool = [t for t in pool if t.em is None or t.em == 1.0]
     available = count_cells(pool)
     targets = plan(available, task_mix, method_mix, n, replace)
     chosen = sample(pool, targets, seed)
@@ -61,6 +71,10 @@ def build_dataset(
     outputs = {}
     if out_dir is not None:
         outputs = write_dataset(out_dir, chosen)
+        if pairs_per_question is not None:
+            write_pairs(Path(out_dir) / PAIRS, pairs)
+            write_preference(Path(out_dir) / PREFERENCE, pairs)
+            outputs.update({name: sha256(Path(out_dir) / name) for name in (PAIRS, PREFERENCE)})
         write_manifest(out_dir, {
             "sources": loaded.files,
             "seed": seed,
@@ -69,6 +83,8 @@ def build_dataset(
             "task_mix": dict(task_mix),
             "method_mix": dict(method_mix),
             "total": len(chosen),
+            "pairs_per_question": pairs_per_question,
+            "pairs": len(pairs),
             "counts": cell_table(count_cells(chosen)),
             "available": cell_table(available),
             "contamination": {
@@ -81,7 +97,7 @@ def build_dataset(
             "config": config or {},
         })
     return BuildResult(chosen, loaded, available, targets, pool_overlaps, overlaps, outputs,
-                       Path(out_dir) if out_dir is not None else None)
+                       Path(out_dir) if out_dir is not None else None, pairs)
 
 
 def build_from_config(cfg: DictConfig, source=None) -> BuildResult:
@@ -98,6 +114,7 @@ def build_from_config(cfg: DictConfig, source=None) -> BuildResult:
         drop_contaminated=cfg.contamination.drop,
         out_dir=cfg.output_dir,
         config={key: _resolved(cfg, key) for key in cfg if key not in RUN_ONLY_KEYS},
+        pairs_per_question=cfg.pairs_per_question,
     )
 
 

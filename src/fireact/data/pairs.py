@@ -11,7 +11,10 @@ most `per_question` of them per question (`distinct_per_question`, data.per_ques
 SFT data config), so easy questions do not crowd out the rest.
 
 pairs.jsonl holds one {"chosen": <trajectory>, "rejected": <trajectory>} per line
-(fireact.trajectory's records), the form `objective=dpo` trains on.
+(fireact.trajectory's records), the form `objective=dpo` trains on. preference.jsonl holds the
+same pairs in the conversational preference format of TRL's DPOTrainer and most preference
+tools: {"prompt": [the user's question], "chosen": [the turns after it], "rejected": [...]},
+the turns as in chat.jsonl (assistant Thought/Action, user Observation).
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from fireact.trajectory import ReadReport, Trajectory, read_jsonl
+from fireact.trajectory import ReadReport, Trajectory, read_jsonl, to_chat
 
-PAIRS = "pairs.jsonl"
+PAIRS, PREFERENCE = "pairs.jsonl", "preference.jsonl"
 SAMPLED = ("trajectories.jsonl", "failures.jsonl")  # what generate writes
 
 
@@ -43,7 +46,7 @@ def build_pairs(trajectories: list[Trajectory], per_question: int = 4, seed: int
         group = groups.setdefault((t.task, t.qid, t.method), {"chosen": [], "rejected": []})
         if t.em == 1.0:
             group["chosen"].append(t)
-        elif t.steps:
+        elif t.em is not None and t.steps:  # scored and wrong; an unscored (released) one is no failure
             group["rejected"].append(t)
     rng = random.Random(seed)
     pairs = []
@@ -76,6 +79,14 @@ def write_pairs(path: str | Path, pairs: list[Pair]) -> None:
     with Path(path).open("w", encoding="utf-8") as out:
         for pair in pairs:
             record = {"chosen": pair.chosen.to_dict(), "rejected": pair.rejected.to_dict()}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_preference(path: str | Path, pairs: list[Pair]) -> None:
+    with Path(path).open("w", encoding="utf-8") as out:
+        for pair in pairs:
+            chosen, rejected = to_chat(pair.chosen)["messages"], to_chat(pair.rejected)["messages"]
+            record = {"prompt": chosen[:1], "chosen": chosen[1:], "rejected": rejected[1:]}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

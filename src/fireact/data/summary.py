@@ -43,5 +43,6 @@ def print_summary(result: BuildResult, console: Console | None = None) -> None:
     for note in result.loaded.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if result.out_dir is not None:
-        console.print(f"wrote {len(result.trajectories)} trajectories to {result.out_dir}: "
+        paired = f" and {len(result.pairs)} preference pairs" if "pairs.jsonl" in result.outputs else ""
+        console.print(f"wrote {len(result.trajectories)} trajectories{paired} to {result.out_dir}: "
                       + ", ".join(result.outputs) + ", manifest.json")

@@ -23,6 +23,7 @@ seed give the same completion whatever else shares the batch.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -79,32 +80,16 @@ class HFBackend(LLM):
     ):
         if not isinstance(model, Mapping) or not model.get("path"):
             raise ValueError(f"HFBackend needs the model config with a `path` (conf/model/*.yaml), got {model!r}")
-        if batch_size < 1:
-            raise ValueError(f"backend.batch_size must be at least 1, got {batch_size}")
-        if temperature < 0:
-            raise ValueError(f"backend.temperature must be 0 (greedy) or positive, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"backend.top_p must be in (0, 1], got {top_p}")
-        if prefix_cache_size < 0:
-            raise ValueError(f"backend.prefix_cache_size must be 0 (off) or more, got {prefix_cache_size}")
         self.device = _device(device)
         self.dtype = _dtype(dtype, self.device)
         self.model = model.get("name") or model["path"]
-        self.batch_size = batch_size
-        self.temperature = temperature
-        self.top_p = top_p
-        self.seed = seed
-        self._calls = 0
-        self.prefix_cache_size = prefix_cache_size
-        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
-        self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
-
+        self._configure(batch_size, temperature, top_p, seed, prefix_cache_size)
         path = _model_path(model["path"])
         adapter = _adapter_path(model.get("adapter"))
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
             with transformers_bars_off(path):
-                self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, device_map=str(self.device))
+                lm = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, device_map=str(self.device))
         except OSError as e:
             raise OSError(
                 f"cannot load model.path={path!r}: {e}. Set model.path to a local checkpoint folder "
@@ -114,8 +99,45 @@ class HFBackend(LLM):
             from peft import PeftModel
 
             # Merged once at load: generation then runs at the speed of the plain model.
-            self.lm = PeftModel.from_pretrained(self.lm, str(adapter)).merge_and_unload()
-        self.lm.eval()
+            lm = PeftModel.from_pretrained(lm, str(adapter)).merge_and_unload()
+        lm.eval()
+        self._attach(lm, tokenizer)
+
+    @classmethod
+    def of(cls, lm: torch.nn.Module, tokenizer, name: str, batch_size: int = 32, temperature: float = 0.0,
+           top_p: float = 1.0, seed: int | None = None, prefix_cache_size: int = 4) -> "HFBackend":
+        """A backend over a model already in memory, its weights shared, not copied: the policy
+        being trained generates its own rollouts (objective=grpo). The caller puts the model in
+        eval mode while it generates and calls `weights_changed()` after each update; the
+        tokenizer is copied (the backend sets its own padding side)."""
+        backend = cls.__new__(cls)
+        backend.device = next(lm.parameters()).device
+        backend.dtype = next(lm.parameters()).dtype
+        backend.model = name
+        backend._configure(batch_size, temperature, top_p, seed, prefix_cache_size)
+        backend._attach(lm, copy.deepcopy(tokenizer))
+        return backend
+
+    def _configure(self, batch_size: int, temperature: float, top_p: float, seed: int | None, prefix_cache_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"backend.batch_size must be at least 1, got {batch_size}")
+        if temperature < 0:
+            raise ValueError(f"backend.temperature must be 0 (greedy) or positive, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"backend.top_p must be in (0, 1], got {top_p}")
+        if prefix_cache_size < 0:
+            raise ValueError(f"backend.prefix_cache_size must be 0 (off) or more, got {prefix_cache_size}")
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+        self._calls = 0
+        self.prefix_cache_size = prefix_cache_size
+        self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
+
+    def _attach(self, lm: torch.nn.Module, tokenizer) -> None:
+        self.lm, self.tokenizer = lm, tokenizer
         self.lm.set_attn_implementation("fireact_shared_prefix")  # sdpa, but a shared prefix is kept once
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -124,6 +146,10 @@ class HFBackend(LLM):
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         # After a sequence ends, generate() fills its row with the pad token: both mark the end.
         self._end_ids = {*eos, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+
+    def weights_changed(self) -> None:
+        """Drop the kept prefix caches: they were computed with the old weights."""
+        self._prefixes.clear()
 
     def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
                  seeds: Sequence[int] | None = None) -> list[Completion]:

@@ -73,11 +73,13 @@ def hydra_runtime() -> DictConfig | None:
 
 
 def group_choices(hydra: DictConfig | None) -> dict[str, str]:
-    """Which member of each config group was chosen: {"model": "llama2_7b", "noise": "clean", ...}."""
+    """Which member of each config group was chosen: {"model": "llama2_7b", "noise": "clean", ...}.
+    A group placed elsewhere ("noise@data.noise", the rollout data's) goes by where it is placed
+    ("data/noise"): MLflow names have no "@"."""
     if hydra is None:
         return {}
     return {
-        str(group): str(choice)
+        str(group).split("@")[-1].replace(".", "/"): str(choice)
         for group, choice in hydra.runtime.choices.items()
         if choice is not None and not str(group).startswith("hydra")
     }

@@ -130,6 +130,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
     group_by_length: batch examples of similar length (less padding) instead of plain shuffling.
     """
 
+    gives = "trajectories"  # what an objective's `trains_on` must be (fireact.train.objectives)
+
     def __init__(
         self,
         path: str,

@@ -1,5 +1,6 @@
 """The LightningModule: a transformers causal LM (plain, LoRA or QLoRA) trained on masked labels
-with an objective (fireact.train.objectives: SFT by default, DPO on preference pairs)."""
+with an objective (fireact.train.objectives: SFT by default, DPO on preference pairs, GRPO on
+the policy's own rollouts)."""
 
 from __future__ import annotations
 
@@ -49,16 +50,22 @@ class CausalLMModule(pl.LightningModule):
     def forward(self, **batch):
         return self.model(**batch)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        """The objective's loss; None (the step skipped, the weights and optimizer state untouched)
+        when the objective finds nothing to learn from the batch (GRPO: every group's rewards equal)."""
         loss, metrics = self.objective(self.model, batch)
         size = batch["input_ids"].size(0)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in metrics.items():
             self.log(f"train/{name}", value, batch_size=size)
-        self.losses.append(loss.item())
         self.metrics.append({name: value.item() for name, value in metrics.items()})
         self.examples_seen += batch_examples(batch)
         self.tokens_seen += batch_tokens(batch)
+        if loss is None:
+            if self.trainer.world_size > 1:  # every process must take part in the gradient all-reduce
+                return sum(0.0 * p.sum() for p in self.model.parameters() if p.requires_grad)
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.losses.append(loss.item())
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -10,6 +10,17 @@ tool observations carry IGNORE_INDEX, so only thoughts and actions are scored or
   sum over the trajectory's labeled tokens. The reference is the model as training starts:
   for LoRA and QLoRA the same weights with the adapter switched off (no second copy in
   memory), for full fine-tuning a frozen copy.
+- `GRPO` (Shao et al. 2024, DeepSeekMath; multi-turn with the tool in the loop as in Search-R1):
+  on groups of trajectories the policy itself just sampled for the same question
+  (fireact.train.rollout_data), each trajectory's advantage is its reward minus its group's
+  mean (divided by the group's std with `scale_rewards`), and the loss is PPO's clipped
+  surrogate over its labeled tokens, averaged over each trajectory's tokens, then over the
+  trajectories (TRL's loss_type "grpo"), plus `beta` times the k3 estimate of the KL to the
+  reference. One update per sampled batch: the ratio is 1 at the update and the clip does not
+  bind (TRL's num_iterations=1); `grpo_loss` takes other old log-probabilities for reuse.
+
+Each objective names the data it trains on (`trains_on`), matched against the data module's
+`gives`: "trajectories" (SFT), "pairs" (DPO), "rollouts" (GRPO).
 
 An objective is called with the model and a batch and returns (loss, metrics); a preference
 batch holds the chosen rows first, then the rejected rows in the same order
@@ -27,9 +38,30 @@ from torch import nn
 from fireact.train.templates import IGNORE_INDEX
 
 
+class Reference(nn.Module):
+    """The model as training starts, to score against: for an adapter (LoRA, QLoRA) the same
+    weights with the adapter switched off, for full fine-tuning a frozen copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.copy: nn.Module | None = None
+
+    def attach(self, model: nn.Module) -> None:
+        if not hasattr(model, "disable_adapter"):
+            self.copy = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def forward(self, score, model: nn.Module, batch: dict) -> torch.Tensor:
+        """score(reference model, batch), without gradients."""
+        with torch.no_grad():
+            if self.copy is not None:
+                return score(self.copy, batch)
+            with model.disable_adapter():
+                return score(model, batch)
+
+
 class SFT(nn.Module):
     name = "sft"
-    needs_pairs = False
+    trains_on = "trajectories"
 
     def attach(self, model: nn.Module) -> None:
         """Nothing to keep of the starting model."""
@@ -43,7 +75,7 @@ class DPO(nn.Module):
     label_smoothing: the assumed share of pairs whose preference is wrong (0: plain DPO)."""
 
     name = "dpo"
-    needs_pairs = True
+    trains_on = "pairs"
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0):
         super().__init__()
@@ -52,23 +84,14 @@ class DPO(nn.Module):
         if not 0 <= label_smoothing < 0.5:
             raise ValueError(f"objective.label_smoothing must be in [0, 0.5), got {label_smoothing}")
         self.beta, self.label_smoothing = beta, label_smoothing
-        self.reference: nn.Module | None = None  # a frozen copy (full fine-tuning) or None (an adapter)
+        self.reference = Reference()
 
     def attach(self, model: nn.Module) -> None:
-        """Keep the starting model as the reference: the adapter switched off, or a frozen copy."""
-        if not hasattr(model, "disable_adapter"):
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
-
-    def reference_logps(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        with torch.no_grad():
-            if self.reference is not None:
-                return sequence_logps(self.reference, batch)
-            with model.disable_adapter():
-                return sequence_logps(model, batch)
+        self.reference.attach(model)
 
     def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         policy = sequence_logps(model, batch)
-        reference = self.reference_logps(model, batch)
+        reference = self.reference(sequence_logps, model, batch)
         pairs = policy.shape[0] // 2
         loss, chosen_rewards, rejected_rewards = dpo_loss(
             policy[:pairs], policy[pairs:], reference[:pairs], reference[pairs:], self.beta, self.label_smoothing
@@ -98,6 +121,108 @@ def dpo_loss(
     return losses.mean(), chosen_rewards.detach(), rejected_rewards.detach()
 
 
+class GRPO(nn.Module):
+    """clip: PPO's ε, the ratio's allowed move per update. beta: weight of the KL to the
+    reference (0, TRL's default: no reference kept). scale_rewards: divide advantages by the
+    group's reward std (false: Dr. GRPO's unscaled advantages). temperature: the rollouts'
+    sampling temperature; log-probabilities are taken under it, as the tokens were drawn."""
+
+    name = "grpo"
+    trains_on = "rollouts"
+
+    def __init__(self, clip: float = 0.2, beta: float = 0.0, scale_rewards: bool = True, temperature: float = 1.0):
+        super().__init__()
+        if not 0 < clip < 1:
+            raise ValueError(f"objective.clip must be in (0, 1), got {clip}")
+        if beta < 0:
+            raise ValueError(f"objective.beta must be 0 (no KL term) or positive, got {beta}")
+        if temperature <= 0:
+            raise ValueError(f"objective.temperature must be the rollouts' sampling temperature (> 0), got {temperature}")
+        self.clip, self.beta, self.scale_rewards, self.temperature = clip, beta, scale_rewards, temperature
+        self.reference = Reference()
+
+    def attach(self, model: nn.Module) -> None:
+        if self.beta > 0:  # without a KL term nothing is scored against the reference
+            self.reference.attach(model)
+
+    def token_logps(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each labeled token's log-probability under `model` at the sampling temperature, and its row."""
+        logits, targets, keep = labeled_logits(model, batch)
+        return -F.cross_entropy(logits.float() / self.temperature, targets, reduction="none"), keep.nonzero()[:, 0]
+
+    def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Returns loss None when no trajectory has an advantage and there is no KL term: the
+        step would change nothing, so it is skipped."""
+        advantages = group_advantages(batch["rewards"], batch["groups"], self.scale_rewards)
+        metrics = {name: torch.as_tensor(value, dtype=torch.float32) for name, value in batch["rollout"].items()}
+        metrics["groups_without_signal"] = _groups_without_signal(batch["rewards"], batch["groups"])
+        rows = batch["rewards"].shape[0]
+        # Rows with no advantage add nothing to the loss but its denominator: without a KL term
+        # they need no forward.
+        used = torch.arange(rows, device=advantages.device) if self.beta > 0 else advantages.nonzero()[:, 0]
+        if used.numel() == 0:
+            return None, metrics
+        tensors = {key: batch[key][used] for key in ("input_ids", "attention_mask", "labels")}
+        logps, token_rows = self.token_logps(model, tensors)
+        reference = self.reference(self.token_logps, model, tensors)[0] if self.beta > 0 else None
+        loss, clipped, kl = grpo_loss(logps, logps.detach(), advantages[used], token_rows, rows, self.clip,
+                                      reference, self.beta)
+        metrics["clip_fraction"] = clipped
+        if kl is not None:
+            metrics["kl"] = kl
+        return loss, metrics
+
+
+def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """Each reward minus its group's mean, over its group's std (unbiased, as TRL) + eps when `scale`.
+    A group whose rewards are all equal gets advantages of exactly 0."""
+    rewards = rewards.float()
+    count = torch.zeros_like(rewards).index_add(0, groups, torch.ones_like(rewards))
+    mean = torch.zeros_like(rewards).index_add(0, groups, rewards) / count.clamp(min=1)
+    centered = rewards - mean[groups]
+    if not scale:
+        return centered
+    var = torch.zeros_like(rewards).index_add(0, groups, centered**2) / (count - 1).clamp(min=1)
+    return centered / (var.sqrt()[groups] + eps)
+
+
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    token_rows: torch.Tensor,
+    rows: int,
+    clip: float,
+    reference_logps: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The GRPO loss from per-token log-probabilities (policy, sampling-time, reference) and
+    per-row advantages; token i belongs to row token_rows[i] of the used rows. Each used row's
+    token mean, summed, over `rows` (every trajectory of the batch, used or not). Returns the
+    loss, the share of tokens whose ratio was clipped, and the mean per-token KL (k3) when
+    there is a reference."""
+    ratio = torch.exp(logps - old_logps)
+    advantage = advantages[token_rows]
+    surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
+    per_token = -surrogate
+    kl = None
+    if reference_logps is not None and beta > 0:
+        delta = reference_logps - logps
+        token_kl = torch.exp(delta) - delta - 1
+        per_token = per_token + beta * token_kl
+        kl = token_kl.detach().mean()
+    used = advantages.shape[0]
+    tokens = torch.zeros(used, device=logps.device).index_add(0, token_rows, torch.ones_like(logps))
+    per_row = torch.zeros(used, device=logps.device).index_add(0, token_rows, per_token) / tokens.clamp(min=1)
+    clipped = ((ratio - 1).abs() > clip).float().mean().detach()
+    return per_row.sum() / rows, clipped, kl
+
+
+def _groups_without_signal(rewards: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """The share of groups whose rewards are all equal (no advantage, nothing learned from them)."""
+    names = groups.unique()
+    flat = [bool((rewards[groups == g] == rewards[groups == g][0]).all()) for g in names]
+    return torch.tensor(sum(flat) / len(flat))
 
 
 def labeled_logits(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ class PreferenceDataModule(TrajectoryDataModule):
     folder of sampled successes and failures (pairs built there, `pairs_per_question` at most
     per question, seeded). batch_size and limit count pairs."""
 
-    pairs = True
+    gives = "pairs"
 
     def __init__(self, path: str, template, tokenizer, pairs_per_question: int = 4, **settings):
         super().__init__(path, template, tokenizer, **settings)

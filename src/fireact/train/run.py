@@ -8,6 +8,7 @@
     fireact-train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
     fireact-train resume=outputs/train/<run>         # go on from that run's last checkpoint
     fireact-train objective=dpo data=preference data.path=outputs/generate/<samples run> model.path=<SFT model>
+    fireact-train objective=grpo data=rollouts model.path=<SFT model>   # online, the policy's own rollouts
 
 Writes into the run folder: adapter/ (LoRA, QLoRA) or model/ (full), merged/ (merge=true),
 checkpoints/, logs/ (the logger's curves), train_summary.json.
@@ -57,11 +58,11 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
     context_length = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
     objective = instantiate(cfg.objective)
     data = instantiate(cfg.data, tokenizer=tokenizer, context_length=context_length)
-    if objective.needs_pairs != getattr(data, "pairs", False):
+    if objective.trains_on != data.gives:
         raise ValueError(
-            f"objective={objective.name} trains on {'preference pairs' if objective.needs_pairs else 'trajectories'}, "
-            f"but data={type(data).__name__} gives {'pairs' if getattr(data, 'pairs', False) else 'trajectories'}; "
-            f"use objective=dpo with data=preference, objective=sft with a trajectory data config"
+            f"objective={objective.name} trains on {objective.trains_on}, but data={type(data).__name__} gives "
+            f"{data.gives}; use objective=sft with a trajectory data config, objective=dpo with data=preference, "
+            f"objective=grpo with data=rollouts"
         )
     data.setup("fit")
     ckpt_path = resolve_resume(cfg.resume, output_dir)
@@ -95,6 +96,7 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
         "losses": module.losses,
         "val_loss": _metric(trainer, "val/loss"),
         **objective_summary(module, trainer),
+        "step_metrics": module.metrics,  # the objective's own metrics at each step (GRPO: reward, rollout time)
         "train_seconds": train_seconds,
         "examples_per_s": module.examples_seen * world / train_seconds,
         "tokens_per_s": module.tokens_seen * world / train_seconds,
@@ -106,15 +108,20 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
 
 
 def objective_summary(module: CausalLMModule, trainer: pl.Trainer, window: int = 10) -> dict[str, float | None]:
-    """The objective's own metrics (DPO: reward accuracy, margin): the mean over the first and the
-    last `window` steps (fewer when there are not twice as many), and on the validation data at the end."""
-    names = module.metrics[0].keys() if module.metrics else ()
-    window = max(1, min(window, len(module.metrics) // 2))
+    """The objective's own metrics (DPO: reward accuracy, margin; GRPO: reward, rollout seconds): the
+    mean over all steps, over the first and the last `window` steps (fewer when there are not
+    twice as many), and on the validation data at the end (when there are). A metric some steps
+    lack counts over the steps that have it."""
+    names = dict.fromkeys(name for step in module.metrics for name in step)  # a skipped GRPO step has fewer
     summary: dict[str, float | None] = {}
     for name in names:
-        summary[f"{name}_first"] = sum(m[name] for m in module.metrics[:window]) / len(module.metrics[:window])
-        summary[f"{name}_last"] = sum(m[name] for m in module.metrics[-window:]) / len(module.metrics[-window:])
-        summary[f"val_{name}"] = _metric(trainer, f"val/{name}")
+        values = [step[name] for step in module.metrics if name in step]
+        part = max(1, min(window, len(values) // 2))
+        summary[f"{name}_mean"] = sum(values) / len(values)
+        summary[f"{name}_first"] = sum(values[:part]) / part
+        summary[f"{name}_last"] = sum(values[-part:]) / part
+        if trainer.callback_metrics.get(f"val/{name}") is not None:
+            summary[f"val_{name}"] = _metric(trainer, f"val/{name}")
     return summary
 
 

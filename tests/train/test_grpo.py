@@ -1,0 +1,77 @@
+"""GRPO end to end on the embedded model: each step the policy being trained samples groups of
+trajectories through the rollout engine and the recorded search tool, they are rewarded and
+masked as SFT data, and the adapter moves only when a group's rewards differ; a run resumed from
+its checkpoint draws, records and trains exactly as the uninterrupted one."""
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from safetensors.torch import load_file
+
+from fireact.paths import REPO_ROOT
+from fireact.train.run import train
+from fireact.trajectory import read_jsonl
+
+# Short trajectories: 2 rounds of at most 24 tokens. The rewards (a cost per search and a
+# penalty for no answer) part trajectories that all miss the gold answer, so groups differ.
+SMALL = [
+    "objective=grpo", "data=rollouts", "data.task.n=4", "data.batch_size=2", "data.group_size=2",
+    "data.method.max_rounds=2", "data.method.max_tokens=24", "data.reward.search_cost=0.25",
+    "data.reward.format_penalty=0.5", "finetune=lora", "finetune.lr=1e-3", "trainer.enable_progress_bar=false",
+    "callbacks.checkpoint.every_n_train_steps=1", "logger=csv",
+]
+
+
+def grpo_config(out_dir, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose("train", [*SMALL, *overrides, f"paths.output_dir={out_dir}"])
+
+
+def adapter_moved(run_dir) -> bool:
+    """LoRA's B matrices start at zero: any nonzero one means a step changed the adapter."""
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    return any(bool(w.abs().sum() > 0) for name, w in weights.items() if "lora_B" in name)
+
+
+def test_grpo_samples_groups_with_the_policy_and_moves_only_on_differing_rewards(tmp_path):
+    summary = train(grpo_config(tmp_path / "run", "trainer.max_steps=1"))
+    assert summary["objective"] == "grpo" and summary["optimizer_steps"] == 1
+    assert summary["data"] == {"questions": 4, "group_size": 2}
+    assert summary["rollout_seconds_mean"] > 0 and 1 <= summary["turns_mean"] <= 2
+    # rewards are EM (0 or 1) less 0.25 a search and 0.5 without an answer
+    assert -1.0 <= summary["reward_mean"] <= 1.0
+    assert adapter_moved(tmp_path / "run") == (summary["groups_without_signal_mean"] < 1)
+
+
+def test_a_resumed_grpo_run_samples_and_trains_as_the_uninterrupted_one(tmp_path):
+    whole = train(grpo_config(tmp_path / "whole", "trainer.max_steps=2"))
+    train(grpo_config(tmp_path / "cut", "trainer.max_steps=1"))
+    resumed = train(grpo_config(tmp_path / "cut", "trainer.max_steps=2", "resume=true"))
+    assert resumed["resumed_from"].endswith("last.ckpt") and resumed["optimizer_steps"] == 2
+    for key in ("reward_last", "completion_tokens_last", "turns_last"):
+        assert resumed[key] == whole[key], key
+    drawn = {run: [(t.qid, t.sample, t.answer, t.completion_tokens) for t in read_jsonl(tmp_path / run / "rollouts.jsonl")[0]]
+             for run in ("whole", "cut")}
+    assert len(drawn["whole"]) == 8 and drawn["cut"] == drawn["whole"]  # 2 steps x 2 questions x 2, each once
+    assert sorted({sample for _, sample, _, _ in drawn["whole"]}) == [0, 1, 2, 3]  # step x group size + place
+    whole_weights = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    resumed_weights = load_file(tmp_path / "cut" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.allclose(whole_weights[k], resumed_weights[k], atol=1e-6) for k in whole_weights)
+
+
+def test_grpo_on_trajectory_data_is_a_clear_error(tmp_path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", ["objective=grpo", "logger=csv", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="objective=grpo with data=rollouts"):
+        train(cfg)
+
+
+def test_rollouts_prompted_in_another_format_than_trained_are_refused(tmp_path, tokenizer):
+    cfg = grpo_config(tmp_path, "data.method.format=chat")
+    with pytest.raises(InstantiationException, match="set data.method.format=alpaca"):
+        instantiate(cfg.data, tokenizer=tokenizer)
