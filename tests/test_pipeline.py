@@ -56,6 +56,14 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     children = runs[runs["tags.stage"] != "pipeline"]
     assert (children["tags.mlflow.parentRunId"] == parent["run_id"]).all()
     assert "metrics.finetuned_em" in runs and "metrics.prompted_em" in runs
+    inputs = {stage: [mlflow.MlflowClient().get_run(run_id).inputs.dataset_inputs for run_id in runs[runs["tags.stage"] == stage]["run_id"]]
+              for stage in ("evaluate", "train")}
+    evaluations = [dataset for run_inputs in inputs["evaluate"] for dataset in run_inputs]
+    assert len(evaluations) == 2 and len({d.dataset.digest for d in evaluations}) == 1  # both agents, the same questions
+    assert evaluations[0].dataset.name == "hotpotqa:dev[0:2]"
+    assert {t.key: t.value for t in evaluations[0].tags}["mlflow.data.context"] == "evaluation"
+    (training,) = inputs["train"][0]
+    assert {t.key: t.value for t in training.tags} == {"mlflow.data.context": "training", "hotpotqa/react": "6"}
 
     second = run_pipeline(tmp_path, store)  # every stage's output is reused
     assert second.returncode == 0, second.stderr[-3000:]

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -126,3 +127,16 @@ def test_an_unknown_parent_run_is_named(tracking_uri, compose_cfg):
     with pytest.raises(ValueError, match="parent_run_id=0123456789abcdef0123456789abcdef.*names no run"):
         with tracking.start_run(cfg, stage="evaluate"):
             pass
+
+
+def test_datasets_are_run_inputs_shared_by_content(tracking_uri, compose_cfg):
+    cfg = compose_cfg("rescore", "experiment_name=run-datasets")
+    table = pd.DataFrame({"task": ["hotpotqa"] * 3, "method": ["react", "react", "cot"], "qid": ["1", "2", "3"]})
+    ids = []
+    for rows in (table, table, table.iloc[:2]):
+        with tracking.start_run(cfg, stage="train") as run:
+            tracking.log_dataset(rows, name="mix", source="/data/mix", context="training")
+        ids.append(run.run_id)
+    (first, again, fewer) = [mlflow.get_run(i).inputs.dataset_inputs[0] for i in ids]
+    assert first.dataset.name == "mix" and first.dataset.digest == again.dataset.digest != fewer.dataset.digest
+    assert {t.key: t.value for t in first.tags} == {"mlflow.data.context": "training", "hotpotqa/cot": "1", "hotpotqa/react": "2"}

@@ -10,7 +10,10 @@ the first new trajectory is written, so a run that fails before that loses nothi
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
+
+import pandas as pd
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -39,6 +42,8 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     fresh = not cfg.resume
     if not fresh:
         folder.check()  # written under other settings: stop now, naming the keys
+    tracking.log_dataset(pd.DataFrame([asdict(q) for q in questions]), context="evaluation", source=task.source,
+                         name=f"{task.name}:{task.split}[{task.start}:{task.start + len(questions)}]")
     keys = {(q.qid, 0) for q in questions}  # one trajectory (sample 0) per question
     done = {} if fresh else {key: t for key, t in load_written([path]).items() if key in keys}
 

@@ -87,6 +87,11 @@ class Task(ABC):
             )
         return questions[self.start:end]
 
+    @property
+    def source(self) -> str:
+        """Where the questions come from: the hub dataset's path, or the data folder."""
+        return self.hub.path if self.hub is not None else str(self.data_dir)
+
     def dataset(self) -> datasets.Dataset:
         """The configured selection as a `datasets.Dataset` with columns qid, question, gold."""
         return datasets.Dataset.from_list([asdict(q) for q in self.questions()])

@@ -10,6 +10,7 @@ from fireact.tracking.run import (
     check,
     local_store_uri,
     log_artifact,
+    log_dataset,
     log_metrics,
     log_params,
     set_tags,
@@ -20,6 +21,6 @@ from fireact.tracking.secrets import Redactor, is_secret_name
 
 __all__ = [
     "LOCAL_STORE", "MLflowTracker", "Redactor", "TrackedRun", "TrackingUnavailable", "active_run", "check",
-    "is_secret_name", "local_store_uri", "log_artifact", "log_evaluation", "log_metrics",
+    "is_secret_name", "local_store_uri", "log_artifact", "log_dataset", "log_evaluation", "log_metrics",
     "log_params", "per_question_table", "set_tags", "start_run", "tracker_for", "write_evaluation",
 ]

@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,10 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import mlflow
+import pandas as pd
 from hydra.utils import instantiate
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 from omegaconf import OmegaConf
 
@@ -164,6 +167,20 @@ class TrackedRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         masked = self.redactor.tree({str(k): clip(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()})
         self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in masked.items()])
+
+    def log_dataset(self, table: pd.DataFrame, name: str, source: str | Path, context: str) -> None:
+        """A data set the run used, as an MLflow dataset input (the runs table's Dataset column):
+        its digest is of the table's content, so runs on the same data share it; tagged with
+        `context` (evaluation, training) and, when the table has task and method columns, the
+        rows per task/method."""
+        with warnings.catch_warnings():  # a plain path resolves to a local source, with a warning
+            warnings.simplefilter("ignore")
+            dataset = mlflow.data.from_pandas(table, source=str(source), name=name)
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        if {"task", "method"} <= set(table.columns):
+            counts = table.groupby(["task", "method"]).size()
+            tags += [InputTag(f"{task}/{method}", str(count)) for (task, method), count in counts.items()]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """A file or a folder; a text file that holds a secret is logged as a masked copy."""
@@ -300,4 +317,9 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     if (run := active_run()) is not None:
         run.log_artifact(path, artifact_path)
+
+
+def log_dataset(table: pd.DataFrame, name: str, source: str | Path, context: str) -> None:
+    if (run := active_run()) is not None:
+        run.log_dataset(table, name, source, context)
 

@@ -16,6 +16,7 @@ import json
 import logging
 from pathlib import Path
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
@@ -164,6 +165,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
                 f"set data.max_length to at most {context_length}"
             )
         self.path = path
+        # The training run's MLflow dataset: its name and where it was read from.
+        self.dataset_name, self.dataset_source = Path(str(path)).name, str(path)
         self.template = template
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -181,6 +184,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         tokenizer.padding_side = "right"
         self.collate = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX)
         self.train_set: list[dict] | None = None
+        self.trajectories: list[Trajectory] = []  # what setup read, after per_question and limit
         self.train_loader: ResumableLoader | None = None
         self._loader_state: dict[str, int] | None = None
         self.val_set: list[dict] = []
@@ -195,6 +199,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         if self.per_question is not None:
             trajectories = distinct_per_question(trajectories, self.per_question)
         trajectories = trajectories[: self.limit]
+        self.trajectories = trajectories
         examples = [self.encode(t) for t in trajectories]
         truncated = [t.qid for t, e in zip(trajectories, examples) if e.truncated]
         if truncated and self.too_long == "error":
@@ -228,6 +233,12 @@ class TrajectoryDataModule(pl.LightningDataModule):
         if truncated:
             log.warning("%d trajectories were longer than %d tokens and were truncated", len(truncated), self.max_length)
         log.info("training data: %s", self.stats)
+
+    def table(self) -> pd.DataFrame:
+        """What the model trains on, a row a trajectory read (before masking and the validation
+        split): logged as the training run's MLflow dataset."""
+        return pd.DataFrame([{"task": t.task, "method": t.method, "qid": t.qid, "question": t.question,
+                              "trajectory": t.react_text()} for t in self.trajectories])
 
     def record_length(self, record: dict) -> int:
         """What length-grouped batching sorts by."""

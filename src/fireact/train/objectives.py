@@ -220,9 +220,8 @@ def grpo_loss(
 
 def _groups_without_signal(rewards: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """The share of groups whose rewards are all equal (no advantage, nothing learned from them)."""
-    names = groups.unique()
-    flat = [bool((rewards[groups == g] == rewards[groups == g][0]).all()) for g in names]
-    return torch.tensor(sum(flat) / len(flat))
+    equal = [bool((rewards[groups == g] == rewards[groups == g][0]).all()) for g in groups.unique()]
+    return torch.tensor(sum(equal) / len(equal))
 
 
 def labeled_logits(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

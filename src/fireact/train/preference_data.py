@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import pandas as pd
 import torch
 
 from fireact.data.pairs import load_pairs
@@ -34,6 +35,12 @@ class PreferenceDataModule(TrajectoryDataModule):
     def collate_pairs(self, records: list[dict]) -> dict:
         return self.pad([r["chosen"] for r in records] + [r["rejected"] for r in records])
 
+    def table(self) -> pd.DataFrame:
+        """The pairs, a row each (chosen and rejected as ReAct text)."""
+        return pd.DataFrame([{"task": p.chosen.task, "method": p.chosen.method, "qid": p.chosen.qid,
+                              "question": p.chosen.question, "chosen": p.chosen.react_text(),
+                              "rejected": p.rejected.react_text()} for p in self.pairs])
+
     def record_length(self, record: dict) -> int:
         return max(len(record["chosen"]["input_ids"]), len(record["rejected"]["input_ids"]))
 
@@ -41,6 +48,7 @@ class PreferenceDataModule(TrajectoryDataModule):
         if self.train_set is not None:
             return
         pairs = load_pairs(self.path, self.pairs_per_question, self.seed)[: self.limit]
+        self.pairs = pairs
         encoded = [(self.encode(p.chosen), self.encode(p.rejected)) for p in pairs]
         truncated = sum(c.truncated or r.truncated for c, r in encoded)
         if truncated and self.too_long == "error":

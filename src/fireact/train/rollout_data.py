@@ -24,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from fireact.agents.rollout import Rollout
@@ -77,6 +78,7 @@ class RolloutDataModule(TrajectoryDataModule):
             raise ValueError(f"data.temperature={temperature}: a group of greedy trajectories is one trajectory repeated; "
                              f"set data.temperature above 0 (e.g. 1.0)")
         self.task, self.method, self.tool, self.noise = task, method, tool, noise
+        self.dataset_name, self.dataset_source = f"{task.name}:{task.split}", task.source
         self.group_size, self.temperature, self.top_p = group_size, temperature, top_p
         self.reward = Reward(**(reward or {}))
         self.tool_workers = tool_workers
@@ -95,6 +97,11 @@ class RolloutDataModule(TrajectoryDataModule):
         self.train_set, self.val_set = questions, []
         self.stats = {"questions": len(questions), "group_size": self.group_size}
         log.info("rollout data: %d questions, %d trajectories each per step", len(questions), self.group_size)
+
+    def table(self) -> pd.DataFrame:
+        """The training questions, a row each."""
+        return pd.DataFrame([{"task": self.task.name, "method": self.method.name, "qid": q.qid,
+                              "question": q.question, "gold": q.gold} for q in self.train_set])
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """A step's questions in, the policy's rewarded and tokenized trajectories out."""

@@ -65,6 +65,7 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
             f"objective=grpo with data=rollouts"
         )
     data.setup("fit")
+    tracking.log_dataset(data.table(), name=data.dataset_name, source=data.dataset_source, context="training")
     ckpt_path = resolve_resume(cfg.resume, output_dir)
 
     module = CausalLMModule(method.load_model(model_path), objective=objective, **method.optim)
