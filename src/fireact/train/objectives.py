@@ -146,9 +146,7 @@ class GRPO(nn.Module):
             self.reference.attach(model)
 
     def token_logps(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each labeled token's log-probability under `model` at the sampling temperature, and its row."""
-        logits, targets, keep = labeled_logits(model, batch)
-        return -F.cross_entropy(logits.float() / self.temperature, targets, reduction="none"), keep.nonzero()[:, 0]
+        return token_logps(model, batch, self.temperature)
 
     def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """Returns loss None when no trajectory has an advantage and there is no KL term: the
@@ -266,9 +264,14 @@ def labeled_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
+def token_logps(model: nn.Module, batch: dict, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each labeled token's log-probability under `model` (logits over `temperature`), [labeled],
+    and the row it belongs to."""
+    logits, targets, keep = labeled_logits(model, batch)
+    return -F.cross_entropy(logits.float() / temperature, targets, reduction="none"), keep.nonzero()[:, 0]
+
+
 def sequence_logps(model: nn.Module, batch: dict) -> torch.Tensor:
     """Each row's log-probability of its labeled tokens (their sum), [rows]."""
-    logits, targets, keep = labeled_logits(model, batch)
-    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")
-    rows = keep.nonzero()[:, 0]
-    return token_logps.new_zeros(keep.shape[0]).index_add(0, rows, token_logps)
+    logps, rows = token_logps(model, batch)
+    return logps.new_zeros(batch["labels"].shape[0]).index_add(0, rows, logps)
