@@ -80,6 +80,7 @@ def test_interrupted_run_resumes_where_it_stopped(finals, write_trajectories, tm
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(train_config(crashed, data, *overrides), callbacks=[crash])
     assert (crashed / "checkpoints" / "last.ckpt").exists()
+    assert (crashed / "checkpoints" / "last.ckpt").is_symlink()  # not a second copy of the (GB-sized) state
     step_1 = crashed / "checkpoints" / "step-000001.ckpt"
 
     resumed = train(train_config(tmp_path / "resumed", data, *overrides, f"resume={step_1}"))
