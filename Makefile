@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip install --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-vllm test test-vllm test-all run small sft_vs_rl pipeline evaluate ui clean help
+.PHONY: install install-vllm browser test test-vllm test-all run small sft_vs_rl pipeline evaluate ui clean help
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,10 +39,16 @@ $(VLLM_STAMP): pyproject.toml constraints.txt
 	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@
 
-test: install install-vllm  ## the default test suite (slow and GPU tests excluded; vLLM tests included)
+# The browser test (tests/tracking/test_browser.py) drives Debian's chromium with Playwright (from
+# PyPI, in the test extra); it is skipped where chromium cannot be installed (not root, no apt).
+browser:  ## install Debian's chromium for the browser test, if it is missing (apt-get, as root)
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "could not install chromium: the browser test will be skipped"
+
+test: install install-vllm browser  ## the default test suite (slow and GPU tests excluded; vLLM and browser tests included)
 	$(PY) -m pytest
 
-test-all: install install-vllm  ## every test but GPU ones, slow included
+test-all: install install-vllm browser  ## every test but GPU ones, slow included
 	$(PY) -m pytest -m "not gpu"
 
 test-vllm: install install-vllm  ## only the vLLM tests (~3-5 min): VLLMBackend in .venv-vllm, backend=openai against vLLM's server

@@ -16,6 +16,7 @@ so the baseline and hf run there too; `make bench` runs this file with it.
 --formats F...    fewshot (prompted ReAct) and/or alpaca (fine-tuned format, zero-shot), default both
 --repeats N       baseline/hf pairs (and vllm runs) per format; the order alternates between pairs, default 1
 --backends B...   hf and/or vllm, default both (the baseline always runs: every ratio is against it)
+--no-traces       skip the hf run with MLflow traces (hf+traces below)
 --vllm-kv-cache-gib G   vLLM's KV cache, fixed (kv_cache_memory_bytes), default 1
 --vllm-dtype D    vLLM's weights and activations, default float32 (as the baseline and hf)
 --vllm-compile    let vLLM compile the model (torch.compile; enforce_eager=False): a longer start
@@ -29,7 +30,9 @@ defaults: batches of 32, the few-shot prefix encoded once and its KV cache kept 
 batch). vllm: the same Rollout with fireact.llm.vllm_backend.VLLMBackend (its defaults: the
 whole round in one engine call, prefix caching on, no core kept off the engine's compute),
 its engine started once after the hf runs; the start (and one warm-up request) is timed apart
-and not counted in trials/s. Every run starts with empty prefix caches. All use the same agent
+and not counted in trials/s. hf+traces: the hf run again with every trajectory logged as an
+MLflow trace (fireact.tracking.traces) to a fresh local SQLite store, timed until the last trace
+is stored; its time over hf's is the cost of tracing. Every run starts with empty prefix caches. All use the same agent
 loop (Rollout), so only the inference differs. Peak RSS: this process after the baseline and
 hf runs (one model loaded), and vLLM's engine process (its model and KV cache) apart.
 """
@@ -42,12 +45,14 @@ import json
 import os
 import platform
 import resource
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs every engine step's setup at INFO, to stdout
 
+import mlflow
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -58,6 +63,8 @@ from fireact.evaluate.agreement import same_trajectory
 from fireact.llm.base import LLM, Completion, cut_at_stop
 from fireact.llm.hf import HFBackend
 from fireact.tasks import HotpotQA
+from fireact.tracking.secrets import Redactor
+from fireact.tracking.traces import TraceLogger
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODEL = {"name": "SmolLM2-135M-Instruct", "path": "embedded:smollm2-135m-instruct"}
@@ -88,18 +95,32 @@ class PaperStyleGenerate(LLM):
         return completions
 
 
-def run_once(name, llm, method, task, tool, questions, one_at_a_time):
+def run_once(name, llm, method, task, tool, questions, one_at_a_time, tracer=None):
     reset_prefix_cache(llm)
-    rollout = Rollout(llm, method, task, tool, labels={"backend": llm.backend})
+    rollout = Rollout(llm, method, task, tool, labels={"backend": llm.backend}, tracer=tracer)
     start = time.perf_counter()
     if one_at_a_time:
         trajectories = [t for q in questions for t in rollout.run([q])]
     else:
         trajectories = rollout.run(questions)
+    if tracer is not None:
+        tracer.close()  # the last traces are stored before the clock stops
     seconds = time.perf_counter() - start
     tokens = sum(t.completion_tokens for t in trajectories)
     return {"name": name, "seconds": seconds, "trials_per_s": len(questions) / seconds,
             "generated_tokens_per_s": tokens / seconds, "generated_tokens": tokens, "trajectories": trajectories}
+
+
+def run_traced(name, llm, method, task, tool, questions):
+    """run_once with a TraceLogger writing to a fresh local store (created before the clock starts)."""
+    with tempfile.TemporaryDirectory(prefix="bench-traces-") as store:
+        mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
+        experiment = mlflow.create_experiment("bench-traces", artifact_location=f"{store}/artifacts")
+        with mlflow.start_run(experiment_id=experiment) as run:
+            tracer = TraceLogger(run.info.run_id, experiment, Redactor())
+            result = run_once(name, llm, method, task, tool, questions, False, tracer=tracer)
+        result["traces"] = len(mlflow.search_traces(locations=[experiment], return_type="list", max_results=10_000))
+        return result
 
 
 def reset_prefix_cache(llm) -> None:
@@ -201,6 +222,7 @@ def main() -> None:
     parser.add_argument("--formats", nargs="+", default=["fewshot", "alpaca"], choices=["fewshot", "alpaca"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"], choices=["hf", "vllm"])
+    parser.add_argument("--no-traces", action="store_true")
     parser.add_argument("--vllm-kv-cache-gib", type=float, default=1.0)
     parser.add_argument("--vllm-dtype", default="float32")
     parser.add_argument("--vllm-compile", action="store_true")
@@ -223,11 +245,15 @@ def main() -> None:
                           max_retries=args.max_retries) for fmt in args.formats}
     baseline_runs, results = {}, {}
     for fmt, method in methods.items():
-        runs = {"baseline": [], "hf": []}
+        runs = {"baseline": [], "hf": [], "hf+traces": []}
         for repeat in range(args.repeats):
-            order = [("baseline", baseline, True)] + ([("hf", hf, False)] if "hf" in args.backends else [])
-            for name, llm, alone in order if repeat % 2 == 0 else order[::-1]:
-                run = run_once(name, llm, method, task, tool, questions, alone)
+            order = [("baseline", lambda: run_once("baseline", baseline, method, task, tool, questions, True))]
+            if "hf" in args.backends:
+                order.append(("hf", lambda: run_once("hf", hf, method, task, tool, questions, False)))
+                if not args.no_traces:
+                    order.append(("hf+traces", lambda: run_traced("hf+traces", hf, method, task, tool, questions)))
+            for name, run_it in order if repeat % 2 == 0 else order[::-1]:
+                run = run_it()
                 runs[name].append(run)
                 show(fmt, name, run)
         baseline_runs[fmt] = runs["baseline"]
@@ -242,6 +268,13 @@ def main() -> None:
         if runs["hf"]:
             results[fmt]["backends"]["hf"] = summary = summarise(runs["hf"], base)
             show_summary(fmt, "hf", summary)
+        if runs["hf+traces"]:
+            results[fmt]["backends"]["hf+traces"] = traced = summarise(runs["hf+traces"], base)
+            traced["traces"] = runs["hf+traces"][-1]["traces"]
+            traced["tracing_overhead"] = traced["seconds"] / summary["seconds"] - 1
+            show_summary(fmt, "hf+traces", traced)
+            print(f"{fmt}: tracing costs {traced['tracing_overhead']:+.1%} of the hf run's time "
+                  f"({traced['traces']} traces)", flush=True)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
     print(f"peak RSS of this process (baseline and hf, one model loaded): {peak_gb:.2f} GB", flush=True)
 

@@ -1,7 +1,10 @@
 """Shared fixtures: composing the project's Hydra configs the way the entry points do."""
 
+import json
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -9,6 +12,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def logged_table(run_id: str, artifact_file: str) -> pd.DataFrame:
+    """A table artifact that `TrackedRun.log_table` (MLflow's log_table) wrote for the run."""
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact_file))
+    table = json.loads(local.read_text())
+    return pd.DataFrame(table["data"], columns=table["columns"])
 
 
 def compose_config(config_name: str, overrides: list[str] = (), out_dir: Path | None = None) -> DictConfig:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from fireact.paths import REPO_ROOT
+from tests.conftest import logged_table
 
 TOY = [
     "n=6", "questions=2",
@@ -64,6 +65,13 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert {t.key: t.value for t in evaluations[0].tags}["mlflow.data.context"] == "evaluation"
     (training,) = inputs["train"][0]
     assert {t.key: t.value for t in training.tags} == {"mlflow.data.context": "training", "hotpotqa/react": "6"}
+    for run_id in runs[runs["tags.stage"] == "evaluate"]["run_id"]:  # one trace per question and agent
+        traces = mlflow.search_traces(locations=[parent["experiment_id"]], run_id=run_id, return_type="list")
+        assert len(traces) == 2 and all(t.info.assessments for t in traces)
+    comparison_table = logged_table(parent["run_id"], "tables/comparison.json")
+    assert list(comparison_table["agent"]) == ["prompted", "fine-tuned"] and "em" in comparison_table
+    paired_table = logged_table(parent["run_id"], "tables/paired.json")
+    assert list(paired_table["agent"]) == ["fine-tuned"] and list(paired_table["baseline"]) == ["prompted"]
 
     second = run_pipeline(tmp_path, store)  # every stage's output is reused
     assert second.returncode == 0, second.stderr[-3000:]

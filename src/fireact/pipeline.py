@@ -228,8 +228,9 @@ def per_question_scores(folder: Path) -> dict[str, dict[str, float]]:
 
 def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dict], root: Path) -> list[Table]:
     """comparison.csv and .md (one row per agent), paired.json ({"<agent> - <baseline>": test}),
-    and the printed tables: one row per metric (the metric columns do not fit an 80-column
-    terminal), then each paired test."""
+    the same as table artifacts of the pipeline's run (tables/comparison.json, tables/paired.json:
+    the run's Artifacts tab shows them as tables), and the printed tables: one row per metric
+    (the metric columns do not fit an 80-column terminal), then each paired test."""
     agents = sorted(results, key=lambda name: (name != "prompted", name != "fine-tuned", name))
     with (root / "comparison.csv").open("w", newline="") as out:
         csv.writer(out).writerows([["agent", *COMPARED], *([name, *(results[name][k] for k in COMPARED)] for name in agents)])
@@ -242,7 +243,9 @@ def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dic
         table.add_row(key, *(stats.with_interval(results[name], key) for name in agents))
     lines = ["| agent | " + " | ".join(shown) + " |", "|" + " --- |" * (len(shown) + 1)]
     lines += ["| " + " | ".join([name, *(stats.with_interval(results[name], key) for key in shown)]) + " |" for name in agents]
-    tables = [table]
+    tracking.log_table(pd.DataFrame([{"agent": name, **{key: stats.with_interval(results[name], key) for key in shown}}
+                                     for name in agents]), "tables/comparison.json")
+    tables, paired_rows = [table], []
     for (agent, baseline), result in paired.items():
         rows = [
             ("questions paired", str(result["n_paired"])),
@@ -252,6 +255,9 @@ def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dic
             (f"only {baseline} right (EM)", str(result["only_b_right"])),
             ("McNemar exact p (EM)", f"{result['mcnemar_p']:.3g}"),
         ]
+        generic = ["questions paired", "EM difference", "F1 difference", "only the agent right (EM)",
+                   "only the baseline right (EM)", "McNemar exact p (EM)"]  # the rows' names, agent-free
+        paired_rows.append({"agent": agent, "baseline": baseline, **{name: value for name, (_, value) in zip(generic, rows)}})
         pairs = Table(title=f"{agent} - {baseline}, question by question (95% paired-bootstrap intervals)")
         pairs.add_column("")
         pairs.add_column("value", justify="right")
@@ -261,6 +267,7 @@ def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dic
         lines += ["", f"| {agent} - {baseline} | paired |", "| --- | --- |", *(f"| {n} | {v} |" for n, v in rows),
                   "", stats.verdict(result, agent, baseline)]
     if paired:
+        tracking.log_table(pd.DataFrame(paired_rows), "tables/paired.json")
         (root / "paired.json").write_text(json.dumps({f"{a} - {b}": result for (a, b), result in paired.items()}, indent=2))
     (root / "comparison.md").write_text("\n".join(lines) + "\n")
     return tables

@@ -198,11 +198,14 @@ def with_intervals(table: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, d
 
 
 def write_table(table: pd.DataFrame, name: str, title: str, out_dir: Path, digits: int, shown: pd.DataFrame | None = None) -> str:
-    """tables/<name>.csv and .md (the md shows `shown`, e.g. cells with intervals, if given); returns the markdown."""
+    """tables/<name>.csv and .md (the md shows `shown`, e.g. cells with intervals, if given), and the shown
+    table as the report run's table artifact tables/<name>.json; returns the markdown."""
     folder = out_dir / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / f"{name}.csv")
-    body = (shown if shown is not None else table.round(digits)).to_markdown(missingval="-")
+    shown = shown if shown is not None else table.round(digits)
+    tracking.log_table(shown.reset_index(), f"tables/{name}.json")
+    body = shown.to_markdown(missingval="-")
     markdown = f"## {title}\n\n{body}\n"
     (folder / f"{name}.md").write_text(markdown)
     return markdown

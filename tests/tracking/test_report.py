@@ -15,6 +15,7 @@ from fireact.evaluate.rescore import read_trajectories, rescore
 from fireact.evaluate.summary import summarize
 from fireact.paths import REPO_ROOT, data_dir
 from fireact.report import report
+from tests.conftest import logged_table
 from fireact.tasks import HotpotQA
 from tests.tracking.conftest import RELEASED_7B
 
@@ -79,6 +80,8 @@ def test_report_pivots_runs_into_tables_and_plots(tracking_uri, compose_cfg, rel
     logged = artifact_paths(runs["run_id"].iloc[0])
     assert {"report.md", "tables/em_by_model_finetune.md", "tables/data_scaling.csv",
             "plots/data_scaling.png", "plots/turns.png"} <= set(logged)
+    shown = logged_table(runs["run_id"].iloc[0], "tables/em_by_model_finetune.json")
+    assert "llama2_7b" in set(shown["model"]) and "26.2 [" in str(shown.loc[shown["model"] == "llama2_7b", "lora"].iloc[0])
 
 
 def test_report_names_a_missing_experiment(tracking_uri, compose_cfg):

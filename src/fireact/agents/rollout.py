@@ -8,6 +8,8 @@ replies, re-asks those with no action (up to `method.max_retries` times, then th
 counts as `finish[]` and a format error), runs the tool calls concurrently, and appends the
 observations. A finished question becomes a `Trajectory` at once and is handed to
 `on_finish` (the caller appends it to the output JSONL), so a killed run loses nothing done.
+With a `tracer` (fireact.tracking.traces), each episode also keeps its model and tool calls
+(prompt, reply, tokens, times) and hands them to the tracer with the finished trajectory.
 """
 
 from __future__ import annotations
@@ -19,12 +21,41 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fireact.agents.methods import Method
-from fireact.llm.base import LLM, Completion, request_seed
+from fireact.llm.base import LLM, Completion, Prompt, request_seed
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool, ToolError
 from fireact.trajectory import Step, Trajectory
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelCall:
+    """One request to the model, as the trace shows it."""
+
+    round: int
+    attempt: int  # 0: the round's first ask; 1, 2, ...: re-asks of a reply that held no action
+    prompt: Prompt
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    start_ns: int  # wall-clock (time.time_ns) bounds of the batched request that carried it
+    end_ns: int
+    error: str | None = None
+
+
+@dataclass
+class ToolCall:
+    """One call of the tool, as the trace shows it."""
+
+    round: int
+    action: str
+    argument: str
+    observation: str  # what the agent saw
+    start_ns: int
+    end_ns: int
+    tool_observation: str | None = None  # what the tool returned, when the noise replaced it
+    error: bool = False
 
 
 @dataclass
@@ -38,6 +69,7 @@ class Episode:
     format_errors: int = 0
     error: str | None = None
     finished: bool = False
+    calls: list[ModelCall | ToolCall] | None = None  # kept only for a tracer
 
     @property
     def name(self) -> str:
@@ -66,18 +98,21 @@ class Rollout:
         tool_workers: int = 8,
         seed: int | None = None,
         labels: dict | None = None,
+        tracer=None,
     ):
         self.llm, self.method, self.task, self.tool, self.noise = llm, method, task, tool, noise
         self.cost = cost or (lambda *_: 0.0)
         self.tool_workers, self.seed = tool_workers, seed
         self.labels = labels or {}  # recorded on every trajectory: backend, model, tool, noise names
+        self.tracer = tracer  # .add(trajectory, calls) for each finished episode
         self.examples = method.examples(task)
 
     def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None,
             samples: Sequence[int] | None = None) -> list[Trajectory]:
         """One trajectory per question, in order; `samples[i]` is question i's sample number (default 0)."""
         samples = list(samples) if samples is not None else [0] * len(questions)
-        episodes = [Episode(q, sample, self.tool.new_episode()) for q, sample in zip(questions, samples, strict=True)]
+        episodes = [Episode(q, sample, self.tool.new_episode(), calls=[] if self.tracer else None)
+                    for q, sample in zip(questions, samples, strict=True)]
         # Every question of the batch sends its first request now (the rounds are synchronous).
         started_at, started = time.time(), time.perf_counter()
         results: dict[tuple[str, int], Trajectory] = {}
@@ -89,6 +124,8 @@ class Rollout:
             trajectory = self._trajectory(episode, started_at, time.perf_counter() - started)
             results[trajectory.key] = trajectory
             on_finish(trajectory)
+            if self.tracer is not None:  # after the write: a kill in between loses a trace, never duplicates one
+                self.tracer.add(trajectory, episode.calls)
 
         with ThreadPoolExecutor(self.tool_workers) as pool:
             for round_number in range(1, self.method.max_rounds + 1):
@@ -121,10 +158,16 @@ class Rollout:
         for attempt in range(self.method.max_retries + 1):
             batch = [self._continue(prompts[i], replies[i], attempt) for i in pending]
             seeds = [request_seed(self.seed, episodes[i].question.qid, episodes[i].sample, round_number, attempt) for i in pending]
+            start_ns = time.time_ns()
             completions = self.llm.generate(batch, stop=self.method.stop, max_tokens=self.method.max_tokens, seeds=seeds)
+            end_ns = time.time_ns()
             still_pending = []
-            for i, completion in zip(pending, completions):
+            for i, prompt, completion in zip(pending, batch, completions):
                 episodes[i].add_usage(completion)
+                if episodes[i].calls is not None:
+                    episodes[i].calls.append(ModelCall(
+                        round_number, attempt, prompt, completion.text, completion.prompt_tokens,
+                        completion.completion_tokens, start_ns, end_ns, completion.error))
                 if completion.error is not None:
                     episodes[i].error = f"LLM request failed: {completion.error}"
                     continue
@@ -165,13 +208,19 @@ class Rollout:
             if step.argument is None or step.action.lower() not in self.tool.actions:
                 calls = " and ".join(f"{a}[<argument>]" for a in (*self.tool.actions, "finish"))
                 return f"Invalid action: {step.action_text}. Valid actions are {calls}."
+            start_ns, failed = time.time_ns(), False
             try:
-                observation = episode.tool.run(step.action.lower(), step.argument)
+                observation = seen = episode.tool.run(step.action.lower(), step.argument)
             except ToolError as err:
-                return f"Tool error: {err}"
-            if self.noise is not None:
-                observation = self.noise.apply(observation, f"{episode.name}/{round_number}")
-            return observation
+                observation = seen = f"Tool error: {err}"
+                failed = True
+            else:
+                if self.noise is not None:
+                    seen = self.noise.apply(observation, f"{episode.name}/{round_number}")
+            if episode.calls is not None:
+                episode.calls.append(ToolCall(round_number, step.action.lower(), step.argument, seen, start_ns,
+                                              time.time_ns(), observation if seen != observation else None, failed))
+            return seen
 
         return list(pool.map(observe, episodes, steps))
 

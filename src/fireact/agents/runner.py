@@ -3,7 +3,8 @@
 Shared by `evaluate` (student rollouts on evaluation questions) and `generate` (teacher
 rollouts on training questions): builds the backend, method, tool and noise from their
 config groups, skips (question, sample) pairs already written (resume), and runs the rest in
-chunks with a progress bar.
+chunks with a progress bar. Inside a tracked run, each trajectory is also logged as an MLflow
+trace (fireact.tracking.traces) once written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from fireact import tracking
 from fireact.agents.rollout import Rollout
 from fireact.llm.pricing import cost
 from fireact.tasks.base import Question, Task
@@ -68,11 +70,12 @@ def run_agent(
     method, tool, noise = instantiate(cfg.method), instantiate(cfg.tool), instantiate(cfg.noise)
     llm = instantiate(cfg.backend)
     price = OmegaConf.to_container(cfg.model.price, resolve=True)
+    tracer = tracking.trace_logger({"stage": desc, "adapter": cfg.model.get("adapter"), "run_folder": cfg.output_dir})
     rollout = Rollout(
         llm, method, task, tool, noise,
         cost=lambda prompt_tokens, completion_tokens, seconds: cost(price, prompt_tokens, completion_tokens, seconds),
         seed=cfg.seed, tool_workers=cfg.tool_workers,
-        labels={"backend": llm.backend, "model": llm.model, "tool": tool.name, "noise": noise.name},
+        labels={"backend": llm.backend, "model": llm.model, "tool": tool.name, "noise": noise.name}, tracer=tracer,
     )
     try:
         with tqdm(total=total, initial=total - len(todo), desc=desc, unit="q" if samples == 1 else "traj") as bar:
@@ -86,3 +89,5 @@ def run_agent(
     finally:
         llm.close()
         tool.close()
+        if tracer is not None:
+            tracer.close()

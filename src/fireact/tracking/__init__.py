@@ -13,8 +13,10 @@ from fireact.tracking.run import (
     log_dataset,
     log_metrics,
     log_params,
+    log_table,
     set_tags,
     start_run,
+    trace_logger,
     tracker_for,
 )
 from fireact.tracking.secrets import Redactor, is_secret_name
@@ -22,5 +24,5 @@ from fireact.tracking.secrets import Redactor, is_secret_name
 __all__ = [
     "LOCAL_STORE", "MLflowTracker", "Redactor", "TrackedRun", "TrackingUnavailable", "active_run", "check",
     "is_secret_name", "local_store_uri", "log_artifact", "log_dataset", "log_evaluation", "log_metrics",
-    "log_params", "per_question_table", "set_tags", "start_run", "tracker_for", "write_evaluation",
+    "log_params", "log_table", "per_question_table", "set_tags", "start_run", "trace_logger", "tracker_for", "write_evaluation",
 ]

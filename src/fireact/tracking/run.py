@@ -42,6 +42,7 @@ from omegaconf import OmegaConf
 from fireact.paths import REPO_ROOT
 from fireact.tracking.config import clip, resolved_config, run_params, run_tags
 from fireact.tracking.secrets import Redactor
+from fireact.tracking.traces import TraceLogger
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class MLflowTracker:
     artifact_location: str | None = None
     parent_run_id: str | None = None
     connect_timeout_s: float = 5.0
+    traces: float = 1.0  # the share of questions whose trajectories are logged as traces (fireact.tracking.traces)
 
     @property
     def uri(self) -> str:
@@ -148,6 +150,7 @@ class TrackedRun:
     redactor: Redactor
     scratch: Path
     client: MlflowClient = field(repr=False)
+    traces: float = 1.0
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Numeric entries of `metrics` (others are skipped: summaries mix in counts and labels)."""
@@ -181,6 +184,11 @@ class TrackedRun:
             counts = table.groupby(["task", "method"]).size()
             tags += [InputTag(f"{task}/{method}", str(count)) for (task, method), count in counts.items()]
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+
+    def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
+        """A table artifact (`artifact_file`: a .json path) that the run's Artifacts tab shows as a table."""
+        masked = table.map(lambda value: self.redactor.text(value) if isinstance(value, str) else value)
+        self.client.log_table(self.run_id, masked.rename(columns=str), artifact_file)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """A file or a folder; a text file that holds a secret is logged as a masked copy."""
@@ -281,7 +289,8 @@ def start_run(
         tags=redactor.tree(all_tags),
     ) as active:
         scratch = Path(tempfile.mkdtemp(prefix="fireact-tracking-"))
-        run = TrackedRun(active.info.run_id, experiment_id, uri, redactor, scratch, client)
+        traces = parent.traces if parent else tracker.traces
+        run = TrackedRun(active.info.run_id, experiment_id, uri, redactor, scratch, client, traces)
         try:
             run.log_params({**run_params(cfg, redactor), **(params or {})})
             run.log_text(OmegaConf.to_yaml(redactor.tree(config)), "config.yaml")
@@ -322,4 +331,18 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 def log_dataset(table: pd.DataFrame, name: str, source: str | Path, context: str) -> None:
     if (run := active_run()) is not None:
         run.log_dataset(table, name, source, context)
+
+
+def log_table(table: pd.DataFrame, artifact_file: str) -> None:
+    if (run := active_run()) is not None:
+        run.log_table(table, artifact_file)
+
+
+def trace_logger(tags: Mapping[str, Any] | None = None) -> TraceLogger | None:
+    """A TraceLogger (fireact.tracking.traces) for the innermost run, or None when tracking is off
+    or the run traces nothing (logger.tracker.traces=0)."""
+    run = active_run()
+    if run is None or run.traces == 0:
+        return None
+    return TraceLogger(run.run_id, run.experiment_id, run.redactor, run.traces, dict(tags or {}))
 
