@@ -82,6 +82,9 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     noisy = run_pipeline(tmp_path, store, "noisy", "use.noise=none_obs", "prompted=false")
     assert noisy.returncode == 0, noisy.stderr[-3000:]
     assert (tmp_path / "noisy" / "train").resolve() == (run / "train").resolve()
+    # evaluations are shared stages too, keyed by their config: the noisy one is its own
+    assert (run / "evaluate_finetuned").is_symlink()
+    assert len([p for p in (tmp_path / "stages").glob("evaluate_finetuned-*") if p.is_dir()]) == 2
     assert len([p for p in (tmp_path / "stages").glob("train-*") if p.is_dir()]) == 1
     runs = mlflow.search_runs(experiment_names=["pipeline-test"])
     assert sorted(runs["tags.stage"]).count("train") == 1

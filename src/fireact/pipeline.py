@@ -11,9 +11,10 @@ with the fine-tuned one.
 
 Each stage is its own entry point's config (conf/<stage>.yaml) composed with the overrides
 in `stages.<stage>`, exactly as on that stage's command line, plus the shared `seed` and
-`experiment_name`. build_data and train write under `stages_dir`, in a folder named by a hash
-of their overrides, linked from the run folder: every run or sweep job with the same data and
-training settings shares one trained model (a lock makes parallel jobs wait for it). Rerunning
+`experiment_name`. Every stage writes under `stages_dir`, in a folder named by a hash of its
+whole config, linked from the run folder: every run or sweep job with the same data and
+training settings shares one trained model, and one evaluation of each agent on the same
+questions (a lock makes parallel jobs wait for it). Rerunning
 reuses every stage: build_data is deterministic, a finished training is kept (an interrupted one
 resumes from its checkpoint), and evaluations resume.
 """
@@ -105,11 +106,24 @@ def shared_stage_dir(cfg: DictConfig, stage: str, overrides: list[str], root: Pa
     shared.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     link = root / stage
+    if link.exists() and not link.is_symlink():
+        raise FileExistsError(f"{link} is a folder, where the pipeline links its shared stage folder {shared}: "
+                              f"move it away (an older pipeline wrote it), or run in another folder (hydra.run.dir=...)")
     if link.is_symlink() and link.resolve() != shared:  # made under other settings
         link.unlink()
     if not link.is_symlink():
         link.symlink_to(shared, target_is_directory=True)
     return shared
+
+
+def run_evaluate(cfg: DictConfig, folder: str, extra: list[str], root: Path) -> tuple[Path, dict]:
+    """`evaluate` in a shared stage folder linked as root/<folder>: jobs that evaluate the same agent
+    on the same questions (a sweep's jobs, all starting from one fine-tuned model) share its
+    trajectories, the first writing them; every job still logs its own evaluate run."""
+    overrides = stage_overrides(cfg, "evaluate", extra)
+    out_dir = shared_stage_dir(cfg, folder, overrides, root, config_name="evaluate")
+    with FileLock(out_dir.with_suffix(".lock")):
+        return out_dir, evaluate(compose_stage(cfg, "evaluate", out_dir, overrides))
 
 
 def run_build_data(cfg: DictConfig, root: Path) -> Path:
@@ -175,20 +189,17 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         trained = run_train(cfg, run_build_data(cfg, root), root)
         results, folders = {}, {}
         finetuned = trained_model_overrides(trained) + [f"method.format={cfg.finetuned_format}"]
-        folders["fine-tuned"] = root / "evaluate_finetuned"
-        results["fine-tuned"] = evaluate(stage_config(cfg, "evaluate", folders["fine-tuned"], finetuned))
+        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", finetuned, root)
         comparisons = []  # (agent, baseline, MLflow metric prefix), each on the same questions
         if cfg.prompted:
-            folders["prompted"] = root / "evaluate_prompted"
-            results["prompted"] = evaluate(stage_config(cfg, "evaluate", folders["prompted"], ["method.format=fewshot"]))
+            folders["prompted"], results["prompted"] = run_evaluate(cfg, "evaluate_prompted", ["method.format=fewshot"], root)
             comparisons.append(("fine-tuned", "prompted", "paired"))
         rounds = []
         if cfg.get("improve"):  # absent unless improve=<member>
             for name, improved in run_improve(cfg, trained, root):
                 rounds.append(name)
-                folders[name] = root / f"evaluate_{name}"
                 overrides = trained_model_overrides(improved) + [f"method.format={cfg.finetuned_format}"]
-                results[name] = evaluate(stage_config(cfg, "evaluate", folders[name], overrides))
+                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", overrides, root)
                 comparisons.append((name, "fine-tuned", f"paired_{name.replace('-', '')}"))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
         paired = {}
