@@ -75,6 +75,8 @@ evaluate: install  ## prompted ReAct with the embedded model on 10 HotpotQA ques
 UI_PORT ?= 5000
 ui: install  ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the local store mlruns/ (UI_PORT=... to move it)
 	mkdir -p mlruns/artifacts
+	@echo "GenAI > Traces: one trace per evaluated question (rounds, model and tool spans, exact_match/f1);" \
+		"Model training: the runs table (Dataset column), a run's Artifacts: tables/comparison.json. README: What make ui shows."
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --host 127.0.0.1 --port $(UI_PORT) \
 		--backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
 

@@ -5,6 +5,7 @@ logged to the loopback MLflow server; a resume adds only its new questions' trac
 import mlflow
 import pytest
 
+from fireact import tracking
 from fireact.evaluate.run import evaluate
 from fireact.tasks import HotpotQA
 from fireact.tracking.traces import traced
@@ -90,6 +91,8 @@ def test_traces_turn_off_and_sample_by_question(tracking_uri, compose_cfg):
                                                    "logger.tracker.traces=0")))
     (traces,) = run_traces("no-traces").values()
     assert traces == []
+    with pytest.raises(Exception, match=r"logger.tracker.traces=1.5: the share of questions traced must be in \[0, 1\]"):
+        tracking.check(compose_cfg("evaluate", "logger.tracker.traces=1.5"))  # before any work
     qids = [f"q{i}" for i in range(2000)]
     half = [q for q in qids if traced(q, 0.5)]
     assert 900 < len(half) < 1100 and half == [q for q in qids if traced(q, 0.5)]

@@ -76,6 +76,11 @@ class MLflowTracker:
     connect_timeout_s: float = 5.0
     traces: float = 1.0  # the share of questions whose trajectories are logged as traces (fireact.tracking.traces)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.traces <= 1.0:
+            raise ValueError(f"logger.tracker.traces={self.traces}: the share of questions traced must be in [0, 1] "
+                             f"(1: every question, 0: none)")
+
     @property
     def uri(self) -> str:
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()

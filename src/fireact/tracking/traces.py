@@ -62,9 +62,6 @@ class TraceLogger:
 
     def __init__(self, run_id: str, experiment_id: str, redactor: Redactor, share: float = 1.0,
                  tags: dict[str, Any] | None = None):
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"logger.tracker.traces={share}: the share of questions traced must be in [0, 1] "
-                             f"(1: every question, 0: none)")
         self.run_id, self.experiment_id, self.redactor, self.share = run_id, experiment_id, redactor, share
         self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="fireact-traces")  # one: traces in finishing order
