@@ -294,7 +294,7 @@ def start_run(
         tags=redactor.tree(all_tags),
     ) as active:
         scratch = Path(tempfile.mkdtemp(prefix="fireact-tracking-"))
-        traces = parent.traces if parent else tracker.traces
+        traces = parent.traces if parent else tracker.traces  # like the store: the outermost run's setting
         run = TrackedRun(active.info.run_id, experiment_id, uri, redactor, scratch, client, traces)
         try:
             run.log_params({**run_params(cfg, redactor), **(params or {})})
