@@ -108,7 +108,10 @@ def log_trace(trajectory: Trajectory, calls: list[ModelCall | ToolCall], run_id:
         span = mlflow.start_span_no_context(f"round {number}", span_type=SpanType.CHAIN, parent_span=root,
                                             start_time_ns=min(c.start_ns for c in round_calls))
         for call in round_calls:
-            (_model_span if isinstance(call, ModelCall) else _tool_span)(call, span, t.model, redactor)
+            if isinstance(call, ModelCall):
+                _model_span(call, span, t.model, redactor)
+            else:
+                _tool_span(call, span, redactor)
         outputs = {"thought": step.thought, "action": step.action_text, "observation": step.observation} if step else None
         span.end(outputs=redactor.tree(outputs), end_time_ns=max(c.end_ns for c in round_calls))
     attributes = {"em": t.em, "f1": t.f1, "turns": t.turns, "format_errors": t.format_errors, "error": t.error}
@@ -136,7 +139,7 @@ def _model_span(call: ModelCall, parent, model: str, redactor: Redactor) -> None
              attributes={"error": call.error} if call.error else None, end_time_ns=call.end_ns)
 
 
-def _tool_span(call: ToolCall, parent, model: str, redactor: Redactor) -> None:
+def _tool_span(call: ToolCall, parent, redactor: Redactor) -> None:
     span = mlflow.start_span_no_context(call.action, span_type=SpanType.TOOL, parent_span=parent,
                                         start_time_ns=call.start_ns, inputs=redactor.tree({"argument": call.argument}))
     noisy = call.tool_observation is not None
