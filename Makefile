@@ -146,7 +146,7 @@ RESCORE_N ?= $(if $(SIZE),10,500)
 multimethod: install  ## Table 4: GPT-3.5 fine-tuned per method mix: EM, turns, oracle/random choice (rescore)
 	$(PY) -m fireact.pipeline -m experiment=table4_multimethod$(SIZE) $(LAUNCH) $(ARGS)
 	sweep=$$(ls -d multirun/table4_multimethod$(SIZE)/*/ | sort | tail -n 1) && \
-	$(PY) -m fireact.evaluate.rescore experiment_name=table4_multimethod$(SIZE) task.n=$(RESCORE_N) \
+	$(PY) -m fireact.rescore experiment_name=table4_multimethod$(SIZE) task.n=$(RESCORE_N) \
 		"files=['$${sweep}*/evaluate_finetuned/trajectories.jsonl']"
 	$(PY) -m fireact.report +experiment/report=table4_multimethod 'experiments=[table4_multimethod$(SIZE)]'
 

@@ -6,7 +6,7 @@ run three ways, each with `python -m fireact.evaluate`:
   vllm    vLLM's offline engine in .venv-vllm (backend=vllm)
   openai  the openai client against vLLM's OpenAI-compatible server on loopback (backend=openai,
           completions API), the server started here from .venv-vllm
-then `python -m fireact.evaluate.rescore` over the three files, which prints how often the vllm
+then `python -m fireact.rescore` over the three files, which prints how often the vllm
 and openai trajectories are the same as the hf ones (whole trajectory, answer, first step).
 Kernels differ between the backends, so a near-tie between two tokens can flip and a trajectory
 part from there; exact equality is not expected everywhere.
@@ -108,7 +108,7 @@ def main() -> None:
         server.wait()
 
     files = ",".join(str(out / backend / "trajectories.jsonl") for backend in ("hf", "vllm", "openai"))
-    subprocess.run([str(MAIN_PY), "-m", "fireact.evaluate.rescore", f"files=[{files}]", f"task.n={args.questions}",
+    subprocess.run([str(MAIN_PY), "-m", "fireact.rescore", f"files=[{files}]", f"task.n={args.questions}",
                     f"output_dir={out / 'rescore'}", "experiment_name=agreement"], check=True, cwd=ROOT)
 
 

@@ -62,11 +62,11 @@ from fireact.agents.rollout import Rollout
 from fireact.evaluate.agreement import same_trajectory
 from fireact.llm.base import LLM, Completion, cut_at_stop
 from fireact.llm.hf import HFBackend
+from fireact.paths import CONF_DIR
 from fireact.tasks import HotpotQA
 from fireact.tracking.secrets import Redactor
 from fireact.tracking.traces import TraceLogger
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 MODEL = {"name": "SmolLM2-135M-Instruct", "path": "embedded:smollm2-135m-instruct"}
 GiB = 1 << 30
 
@@ -234,7 +234,7 @@ def main() -> None:
 
     task = HotpotQA(n=args.questions, shuffle_seed=233)
     questions = task.questions()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         tool = instantiate(compose(config_name="tool/recorded_search").tool)
     hf = HFBackend(MODEL, device="cpu", dtype="float32")  # the default batch size
     baseline = PaperStyleGenerate(hf)

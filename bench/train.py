@@ -37,7 +37,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from fireact.paths import CONF_DIR
 
 
 def config(examples: int, cutoff: int, output_dir: str, checkpointing: str | None = None):
@@ -48,7 +48,7 @@ def config(examples: int, cutoff: int, output_dir: str, checkpointing: str | Non
     ]
     if checkpointing:
         overrides.append(f"finetune.gradient_checkpointing={checkpointing == 'on'}")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
 
 

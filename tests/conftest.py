@@ -11,7 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from fireact.paths import CONF_DIR
 
 
 def logged_table(run_id: str, artifact_file: str) -> pd.DataFrame:

@@ -13,8 +13,9 @@ from hydra.utils import instantiate
 from rich.console import Console
 
 from fireact.data.build import build_from_config
-from fireact.data.importer import count_cells
+from fireact.data.mix import count_cells
 from fireact.data.summary import print_summary
+from fireact.paths import CONF_DIR
 from fireact.trajectory import Step, Trajectory, read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ OUTPUT_FILES = ("trajectories.jsonl", "alpaca.json", "chat.jsonl", "manifest.jso
 
 
 def compose_build_data(*overrides):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("build_data", overrides=list(overrides))
 
 

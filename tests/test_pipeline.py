@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import mlflow
-import pytest
 import yaml
 
 from fireact.paths import REPO_ROOT

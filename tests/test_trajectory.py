@@ -124,3 +124,33 @@ def test_unknown_fields_are_rejected(tmp_path):
     path.write_text(json.dumps({"task": "t", "qid": "1", "question": "q", "gold": "g", "colour": "red"}) + "\n")
     trajectories, report = T.read_jsonl(path)
     assert trajectories == [] and "colour" in report.failures[0][1]
+
+
+def test_each_file_is_read_by_the_reader_its_content_needs(tmp_path):
+    """file_format is the one place that tells a file's format; read_trajectory_file follows it."""
+    alpaca = FINETUNE / "alpaca_format" / "hotpotqa.json"
+    chat = FINETUNE / "gpt_format" / "hotpotqa.jsonl"
+    released_eval = next((data_dir() / "trajs").glob("*llama-2-7b*.json"))
+    ours = tmp_path / "ours.jsonl"
+    T.write_jsonl(ours, T.read_alpaca(alpaca)[0][:2])
+    formats = {path: T.file_format(path) for path in (alpaca, chat, released_eval, ours)}
+    assert list(formats.values()) == ["alpaca", "chat", "released_eval", "trajectories"]
+    assert T.read_trajectory_file(alpaca)[0] == T.read_alpaca(alpaca)[0]
+    assert T.read_trajectory_file(chat)[0] == T.read_chat(chat)[0]
+    assert T.read_trajectory_file(released_eval, task="hotpotqa")[0] == T.read_released_eval(released_eval)[0]
+    assert T.read_trajectory_file(ours)[0] == T.read_jsonl(ours)[0]
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(ValueError, match=r"notes.txt: expected a .jsonl"):
+        T.file_format(other)
+    scalar = tmp_path / "n.json"
+    scalar.write_text("3")
+    with pytest.raises(ValueError, match="n.json is not a JSON list"):
+        T.file_format(scalar)
+
+
+def test_a_reflection_round_is_recognised_by_its_cue():
+    from fireact.agents.methods import REFLECTIONS
+
+    assert all(T.Step(thought=cue.strip() + " So I search again.").is_reflection for cue in REFLECTIONS.values())
+    assert not T.Step(thought="I should search again.").is_reflection

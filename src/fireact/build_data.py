@@ -7,14 +7,14 @@ writes trajectories.jsonl, alpaca.json, chat.jsonl and manifest.json to the run'
 sampled successes and failures also become DPO pairs: pairs.jsonl and preference.jsonl.
 """
 
-import hydra
 from omegaconf import DictConfig
 
 from fireact import tracking
 from fireact.data.build import BuildResult, build_from_config
-from fireact.data.importer import count_cells
+from fireact.data.mix import count_cells
 from fireact.data.pairs import PAIRS
 from fireact.data.summary import print_summary
+from fireact.entry import stage_main
 
 
 def build_data(cfg: DictConfig) -> BuildResult:
@@ -32,7 +32,7 @@ def build_data(cfg: DictConfig) -> BuildResult:
         return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="build_data")
+@stage_main("build_data")
 def main(cfg: DictConfig) -> None:
     build_data(cfg)
 

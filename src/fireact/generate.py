@@ -19,12 +19,12 @@ import json
 import statistics
 from pathlib import Path
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fireact import tracking
 from fireact.agents.runner import load_written, run_agent
+from fireact.entry import stage_main
 from fireact.evaluate.summary import print_summary
 from fireact.llm.pricing import cost
 from fireact.paths import data_dir
@@ -136,7 +136,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     return result
 
 
-@hydra.main(config_path="../../conf", config_name="generate", version_base="1.3")
+@stage_main("generate")
 def main(cfg: DictConfig) -> None:
     generate(cfg)
 

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"  # the Hydra configs of every stage (fireact.entry)
 
 
 def data_dir() -> Path:

@@ -29,7 +29,6 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-import hydra
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
@@ -37,6 +36,7 @@ from rich.table import Table
 
 from fireact import tracking
 from fireact.build_data import build_data
+from fireact.entry import stage_main
 from fireact.evaluate import stats
 from fireact.evaluate.plots import line_chart
 from fireact.evaluate.run import evaluate
@@ -284,7 +284,7 @@ def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dic
     return tables
 
 
-@hydra.main(config_path="../../conf", config_name="pipeline", version_base="1.3")
+@stage_main("pipeline")
 def main(cfg: DictConfig) -> float:
     """The fine-tuned agent's EM: the objective a sweeper (Optuna) maximises."""
     return pipeline(cfg)["fine-tuned"]["em"]

@@ -17,13 +17,13 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import hydra
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from fireact import tracking
+from fireact.entry import stage_main
 from fireact.evaluate.plots import bar_chart, line_chart, turns_boxplot
 from fireact.tracking.run import display_uri
 
@@ -271,7 +271,7 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
     return tables, sections
 
 
-@hydra.main(config_path="../../conf", config_name="report", version_base="1.3")
+@stage_main("report")
 def main(cfg: DictConfig) -> None:
     report(cfg)
 

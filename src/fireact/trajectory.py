@@ -32,6 +32,9 @@ ALPACA_HEADER = (
     "### Instruction:\n{question}\n\n### Response:\n"
 )
 FIELDS = ("Thought", "Action", "Observation")
+# How every Reflexion reflection begins, in the released trajectories and in the cues the
+# reflexion method prefills (fireact.agents.methods.REFLECTIONS): what marks a reflection round.
+REFLECTION_MARKER = "Now that I haven't solved the task within"
 _FIELD_LINE = re.compile(r"^(Thought|Action|Observation):(?: |$)")
 _ACTION_CALL = re.compile(r"^\s*(\w+)\[(.*)\]\s*$", re.DOTALL)
 
@@ -61,6 +64,11 @@ class Step:
     @property
     def is_tool_call(self) -> bool:
         return self.argument is not None and self.action.lower() != "finish"
+
+    @property
+    def is_reflection(self) -> bool:
+        """A Reflexion round: its thought holds the reflection cue (REFLECTION_MARKER)."""
+        return REFLECTION_MARKER in self.thought
 
 
 def parse_action(text: str) -> tuple[str, str | None]:
@@ -406,6 +414,42 @@ def read_released_eval(path: str | Path, task: str = "hotpotqa") -> tuple[list[T
         except (KeyError, TypeError, ValueError) as err:
             report.failures.append((f"key {key}", f"{type(err).__name__}: {err}"))
     return trajectories, report
+
+
+FILE_FORMATS = ("trajectories", "chat", "alpaca", "released_eval")
+
+
+def file_format(path: str | Path) -> str:
+    """Which of FILE_FORMATS a file holds, read off its first record: a .jsonl is ours
+    ("trajectories") or chat records ("messages"); a .json is a list of Alpaca records or a
+    released evaluation file (an object keyed by question index). The one place that decides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trajectory file {path} does not exist")
+    with path.open(encoding="utf-8") as text:
+        if path.suffix == ".jsonl":
+            first = next((line for line in text if line.strip()), "")
+            try:
+                return "chat" if "messages" in json.loads(first) else "trajectories"
+            except (json.JSONDecodeError, TypeError):
+                return "trajectories"  # read_jsonl reports the bad line
+        if path.suffix == ".json":
+            start = text.read(4096).lstrip()[:1]
+            if start in ("[", "{"):
+                return "alpaca" if start == "[" else "released_eval"
+            raise ValueError(f"{path} is not a JSON list (Alpaca records) or object (a released evaluation file)")
+    raise ValueError(f"{path}: expected a .jsonl (fireact trajectories or chat records) or a .json "
+                     f"(Alpaca records or a released evaluation file)")
+
+
+def read_trajectory_file(path: str | Path, task: str = "") -> tuple[list[Trajectory], ReadReport]:
+    """Any file of FILE_FORMATS, by `file_format`; `task` labels the formats that do not record it."""
+    fmt = file_format(path)
+    if fmt == "trajectories":
+        return read_jsonl(path)
+    if fmt == "released_eval":
+        return read_released_eval(path, task=task or "hotpotqa")
+    return (read_chat if fmt == "chat" else read_alpaca)(path, task=task)
 
 
 # --- writers -------------------------------------------------------------------------

@@ -4,6 +4,7 @@ reflection cues, invalid actions, backend failures, tool errors."""
 
 from fireact.agents.methods import CoT, IO, ReAct, Reflexion
 from fireact.agents.rollout import Rollout
+from fireact.evaluate.summary import method_used
 from fireact.llm.base import LLM, Completion, cut_at_stop
 from fireact.tasks import HotpotQA
 from fireact.tasks.base import Question
@@ -128,6 +129,9 @@ def test_reflexion_cue_starts_rounds_6_and_10():
     assert seen[9].endswith("I need to wrap up and finish this task in the next step.")
     assert t.steps[5].thought.startswith("Now that I haven't solved the task within 5 steps") and t.steps[5].thought.endswith("Thought: keep going")
     assert t.steps[4].thought == "Thought: keep going"
+    # The one rule that recognises a reflection round knows the rounds this method wrote.
+    assert [i for i, step in enumerate(t.steps) if step.is_reflection] == [5, 9]
+    assert method_used(t) == "reflexion"
 
 
 def test_backend_failure_marks_question_failed_and_run_goes_on():

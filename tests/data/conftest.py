@@ -1,19 +1,16 @@
 """Shared fixtures: the build_data config composed with Hydra, and the released sets imported once."""
 
-from pathlib import Path
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from fireact.data.importer import import_released
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from fireact.paths import CONF_DIR
 
 
 def compose_build_data(*overrides: str):
     """conf/build_data.yaml with overrides, as `python -m fireact.build_data` would compose it."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("build_data", overrides=list(overrides))
 
 

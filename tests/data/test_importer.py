@@ -4,15 +4,11 @@ import json
 from collections import Counter
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from fireact.data.convert import REFLECTION_MARKER
 from fireact.data.importer import (
     ReleasedSet,
     import_released,
     is_mmlu_shaped,
-    normalize_question,
     question_hash,
     record_key,
 )
@@ -73,22 +69,22 @@ def test_task_rules_hold_on_the_data(imported):
     assert all(is_mmlu_shaped(t.question) == (t.task == "mmlu") for t in pool)
     # Every HotpotQA question of the multi-task sets is in a HotpotQA-only set (task rule 4),
     # which is what lets the rest fall back to StrategyQA.
-    hotpot_only = {normalize_question(t.question) for name in ("hotpotqa", "hotpotqa_multimethod") for t in imported.sets[name]}
+    hotpot_only = {normalize_answer(t.question) for name in ("hotpotqa", "hotpotqa_multimethod") for t in imported.sets[name]}
     multitask_hotpot = [t for t in imported.sets["multitask_multimethod"] if t.task == "hotpotqa"]
-    assert len(multitask_hotpot) == 733 and all(normalize_question(t.question) in hotpot_only for t in multitask_hotpot)
+    assert len(multitask_hotpot) == 733 and all(normalize_answer(t.question) in hotpot_only for t in multitask_hotpot)
     # StrategyQA answers are yes/no but for four long-winded teacher answers.
     strategy = [t for t in pool if t.task == "strategyqa"]
     not_yes_no = [t.answer for t in strategy if normalize_answer(t.answer) not in ("yes", "no")]
     assert len(not_yes_no) == 4 and sum(a.lower().startswith(("yes", "no")) for a in not_yes_no) == 1
     # The offline StrategyQA files hold 56 of the released StrategyQA questions: all labelled so.
-    reference = {normalize_question(q.question) for split in ("dev", "train_filtered") for q in StrategyQA(split=split).all_questions()}
-    matched = [t for t in pool if normalize_question(t.question) in reference]
+    reference = {normalize_answer(q.question) for split in ("dev", "train_filtered") for q in StrategyQA(split=split).all_questions()}
+    matched = [t for t in pool if normalize_answer(t.question) in reference]
     assert len({t.qid for t in matched}) == 56 and {t.task for t in matched} == {"strategyqa"}
 
 
 def test_method_rules_hold_on_the_data(imported):
     for t in imported.pool:
-        reflective = any(REFLECTION_MARKER in step.thought for step in t.steps)
+        reflective = any(step.is_reflection for step in t.steps)
         assert reflective == (t.method == "reflexion")
         if t.method == "cot":
             assert len(t.steps) == 1 and t.steps[0].is_finish
@@ -103,7 +99,7 @@ def test_gold_and_qid_come_from_the_reference_data_when_the_question_is_there(im
     dev = {q.qid: q for q in StrategyQA(split="dev").all_questions()}
     for t in with_gold:
         if t.meta["gold_source"] == "strategyqa:dev":
-            assert dev[t.qid].gold == t.gold and normalize_question(dev[t.qid].question) == normalize_question(t.question)
+            assert dev[t.qid].gold == t.gold and normalize_answer(dev[t.qid].question) == normalize_answer(t.question)
         assert StrategyQA().score(t.answer, t.gold)["em"] == t.em == 1.0
     without = [t for t in imported.pool if not t.gold]
     assert all(t.qid == question_hash(t.question) and t.meta["gold_source"] is None for t in without)
@@ -163,8 +159,3 @@ def test_mmlu_shape():
     assert is_mmlu_shaped("Question: Which?\nA. x\nB. y\nC. z\nD. w")
     assert not is_mmlu_shaped("Question: Which?\nA. x\nB. y")
     assert not is_mmlu_shaped("Which?\nA. x\nB. y\nC. z\nD. w")
-
-
-@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60))
-def test_question_normalisation_equals_the_answer_normalisation(text):
-    assert normalize_question(text) == normalize_answer(text)

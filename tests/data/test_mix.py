@@ -7,8 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fireact.data.importer import count_cells
-from fireact.data.mix import plan, sample
+from fireact.data.mix import count_cells, plan, sample
 from fireact.trajectory import Trajectory
 
 AVAILABLE = {("hotpotqa", "react"): 500, ("hotpotqa", "cot"): 187, ("hotpotqa", "reflexion"): 47,

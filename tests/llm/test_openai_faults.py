@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 import pytest
 from hydra.errors import InstantiationException
@@ -12,10 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fireact.llm.openai_backend import OpenAIBackend
+from fireact.paths import CONF_DIR
 
 from .servers import FaultServer, Reply, prompt_key
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 MODEL = {"name": "test-model", "path": "served-test-model", "adapter": None, "price": {}}
 SECRET = "sk-test-SECRET-0123456789"
 FAST_RETRIES = dict(timeout_s=0.5, max_retries=3, retry_budget_s=20.0, backoff_initial_s=0.01, backoff_max_s=0.05)
@@ -173,8 +172,8 @@ def test_concurrency_limit(api_key):
 
 
 def test_built_from_the_hydra_config(api_key):
-    cfg = OmegaConf.create({"model": OmegaConf.load(CONF / "model/gpt35.yaml"),
-                            "backend": OmegaConf.load(CONF / "backend/openai.yaml")})
+    cfg = OmegaConf.create({"model": OmegaConf.load(CONF_DIR / "model/gpt35.yaml"),
+                            "backend": OmegaConf.load(CONF_DIR / "backend/openai.yaml")})
     with FaultServer(lambda *_: Reply(text="from config")) as server:
         cfg.backend.base_url = server.base_url
         with instantiate(cfg.backend) as llm:

@@ -3,6 +3,7 @@ punctuation, articles, white space): never raises, normalising is idempotent, EM
 F1 lies in [0, 1], and the scores agree with each other."""
 
 import os
+import re
 import string
 
 from hypothesis import example, given, settings
@@ -27,6 +28,17 @@ FUZZ = settings(max_examples=int(os.environ.get("FIREACT_FUZZ_EXAMPLES", "300"))
 @example("İ")  # lower() turns one character into two
 @example("ΑΣ.Α")  # the final-sigma rule depends on what follows
 @example("a.n")  # punctuation removed first, then the article
+def test_normalize_equals_the_official_scripts(text):
+    """The SQuAD / HotpotQA evaluation scripts' normalize_answer, written as they write it."""
+    lowered = text.lower()
+    no_punctuation = "".join(ch for ch in lowered if ch not in set(string.punctuation))
+    assert normalize_answer(text) == " ".join(re.sub(r"\b(a|an|the)\b", " ", no_punctuation).split())
+
+
+@FUZZ
+@given(answers)
+@example("")
+@example("İ")
 def test_normalize_is_idempotent_and_canonical(text):
     once = normalize_answer(text)
     assert normalize_answer(once) == once

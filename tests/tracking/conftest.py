@@ -18,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from fireact.paths import CONF_DIR
+
 MLFLOW = Path(sys.executable).parent / "mlflow"
 # Readiness wait, not a speed check: the server takes ~10 s alone and far longer on a busy machine.
 SERVER_START_LIMIT_S = 300

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 
 from fireact import tracking
-from fireact.evaluate.rescore import read_trajectories, rescore
+from fireact.evaluate.rescore import rescore
 from fireact.evaluate.summary import summarize
 from fireact.paths import REPO_ROOT, data_dir
 from fireact.report import report
 from tests.conftest import logged_table
 from fireact.tasks import HotpotQA
+from fireact.trajectory import read_trajectory_file
 from tests.tracking.conftest import RELEASED_7B
 
 # (model choice, finetune param or None for a prompted run, training set size, EM)
@@ -94,7 +95,7 @@ def test_report_over_a_hydra_multirun(tracking_uri, compose_cfg, tmp_path):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     done = subprocess.run(
-        [sys.executable, "-m", "fireact.evaluate.rescore", "-m", "task.n=50,100", f"files=[{RELEASED_7B}]",
+        [sys.executable, "-m", "fireact.rescore", "-m", "task.n=50,100", f"files=[{RELEASED_7B}]",
          "experiment_name=multirun-report", f"hydra.sweep.dir={sweep}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -104,7 +105,7 @@ def test_report_over_a_hydra_multirun(tracking_uri, compose_cfg, tmp_path):
     cfg = compose_cfg("report", "experiments=[multirun-report]", "stage=rescore", "+tables.by_n={rows: task.n, metric: em}")
     table = report(cfg)["by_n"]
 
-    trajectories = read_trajectories(data_dir() / RELEASED_7B, "hotpotqa")
+    trajectories = read_trajectory_file(data_dir() / RELEASED_7B, task="hotpotqa")[0]
     expected = {n: rescore(trajectories, task, task.questions()).summary["em"]
                 for n, task in ((n, HotpotQA(split="dev", n=n, shuffle_seed=233)) for n in (50, 100))}
     assert list(table.index) == [50, 100]

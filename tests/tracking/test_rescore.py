@@ -9,11 +9,11 @@ import pytest
 
 from fireact.evaluate import rescore as rescore_module
 from fireact.evaluate.oracle import em_by_qid, method_choice
-from fireact.evaluate.rescore import find_files, read_trajectories, rescore
+from fireact.evaluate.rescore import find_files, rescore
 from fireact.paths import data_dir
 from fireact.tasks import HotpotQA
 from fireact.tracking import TrackingUnavailable
-from fireact.trajectory import write_jsonl
+from fireact.trajectory import read_trajectory_file, write_jsonl
 from tests.tracking.conftest import RELEASED_7B, free_port
 
 RELEASED = {  # file: (EM over the 500 questions, missing counted as failures; questions missing)
@@ -33,7 +33,7 @@ def hotpotqa():
 def test_released_files_rescore_to_the_papers_em(path, hotpotqa):
     task, questions = hotpotqa
     expected_em, missing = RELEASED[path]
-    result = rescore(read_trajectories(data_dir() / path, "hotpotqa"), task, questions)
+    result = rescore(read_trajectory_file(data_dir() / path, task="hotpotqa")[0], task, questions)
     assert result.summary["n"] == 500
     assert result.summary["missing"] == missing
     assert result.summary["em"] == pytest.approx(expected_em)
@@ -63,7 +63,7 @@ def test_our_jsonl_with_missing_and_foreign_questions(released_7b, hotpotqa, tmp
     foreign = dataclasses.replace(released_7b[0], qid="999999")
     path = tmp_path / "run" / "trajectories.jsonl"
     write_jsonl(path, [*released_7b[:10], foreign])
-    result = rescore(read_trajectories(path, "hotpotqa"), task, questions)
+    result = rescore(read_trajectory_file(path, task="hotpotqa")[0], task, questions)
     assert result.summary["completed"] == 10 and result.summary["missing"] == 490
     assert result.summary["extra"] == 1
     assert result.summary["em"] == pytest.approx(sum(t.em for t in released_7b[:10]) / 500)
@@ -75,7 +75,7 @@ def test_bad_files_are_named(tmp_path):
     odd = tmp_path / "trajectories.txt"
     odd.write_text("{}")
     with pytest.raises(ValueError, match="trajectories.txt.*jsonl"):
-        read_trajectories(odd, "hotpotqa")
+        read_trajectory_file(odd, task="hotpotqa")[0]
 
 
 def test_entry_point_rescores_compares_and_logs(tracking_uri, compose_cfg, hotpotqa, tmp_path, capsys):
@@ -87,7 +87,7 @@ def test_entry_point_rescores_compares_and_logs(tracking_uri, compose_cfg, hotpo
 
     questions = HotpotQA(split="dev", n=100, shuffle_seed=233).questions()
     direct = {
-        path: rescore(read_trajectories(data_dir() / path, "hotpotqa"), task, questions) for path in files
+        path: rescore(read_trajectory_file(data_dir() / path, task="hotpotqa")[0], task, questions) for path in files
     }
     labels = [p.rsplit("/", 1)[1].removesuffix(".json") for p in files]
     for label, path in zip(labels, files):

@@ -109,7 +109,7 @@ def test_a_stage_in_another_process_nests_under_the_pipeline_run(tracking_uri, c
         # what a pipeline hands to a stage it launches as a subprocess
         env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "FIREACT_PARENT_RUN_ID": parent.run_id}
         done = subprocess.run(
-            [sys.executable, "-m", "fireact.evaluate.rescore", "task.n=5", f"files=[{RELEASED_7B}]",
+            [sys.executable, "-m", "fireact.rescore", "task.n=5", f"files=[{RELEASED_7B}]",
              "experiment_name=elsewhere", f"hydra.run.dir={tmp_path / 'stage'}"],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
         )

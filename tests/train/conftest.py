@@ -16,7 +16,7 @@ from fireact.trajectory import Trajectory, write_jsonl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from fireact.paths import REPO_ROOT
+from fireact.paths import CONF_DIR
 
 RELEASED = "finetune/alpaca_format/hotpotqa.json"
 
@@ -77,5 +77,5 @@ def train_config(out_dir: Path, data_path: Path, *overrides: str) -> DictConfig:
         "logger=csv",  # the loss curve is read back from its metrics.csv
     ]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", [*small, *overrides, f"paths.output_dir={out_dir}"])

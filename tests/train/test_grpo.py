@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
-from fireact.paths import REPO_ROOT
+from fireact.paths import CONF_DIR
 from fireact.train.run import train
 from fireact.trajectory import read_jsonl
 
@@ -27,7 +27,7 @@ SMALL = [
 
 def grpo_config(out_dir, *overrides):
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", [*SMALL, *overrides, f"paths.output_dir={out_dir}"])
 
 
@@ -65,7 +65,7 @@ def test_a_resumed_grpo_run_samples_and_trains_as_the_uninterrupted_one(tmp_path
 
 def test_grpo_on_trajectory_data_is_a_clear_error(tmp_path):
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", ["objective=grpo", "logger=csv", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="objective=grpo with data=rollouts"):
         train(cfg)

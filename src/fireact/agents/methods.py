@@ -16,11 +16,13 @@ from typing import ClassVar
 from fireact.agents.formats import FORMATS, render_prompt
 from fireact.agents.parsing import parse_answer, parse_reply
 from fireact.llm.base import Prompt
-from fireact.trajectory import Step
+from fireact.trajectory import REFLECTION_MARKER, Step
 
+# The released Reflexion trajectories' words; each starts with REFLECTION_MARKER, which is how
+# a reflection round is recognised everywhere (Step.is_reflection).
 REFLECTIONS = {
-    6: " Now that I haven't solved the task within 5 steps, let me do a reflection and think about how to improve my strategy.",
-    10: " Now that I haven't solved the task within 9 steps, I need to wrap up and finish this task in the next step.",
+    6: f" {REFLECTION_MARKER} 5 steps, let me do a reflection and think about how to improve my strategy.",
+    10: f" {REFLECTION_MARKER} 9 steps, I need to wrap up and finish this task in the next step.",
 }
 
 

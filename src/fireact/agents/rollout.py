@@ -24,7 +24,7 @@ from fireact.agents.methods import Method
 from fireact.llm.base import LLM, Completion, Prompt, request_seed
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool, ToolError
-from fireact.trajectory import Step, Trajectory
+from fireact.trajectory import Step, Trajectory, final_answer
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ class Rollout:
     # --- the record ------------------------------------------------------------------
     def _trajectory(self, episode: Episode, started_at: float, wall_time: float) -> Trajectory:
         q = episode.question
-        finish = next((s for s in reversed(episode.steps) if s.is_finish), None)
-        answer = finish.argument if finish is not None else None
+        answer = final_answer(episode.steps)
         scores = self.task.score(answer, q.gold) if answer is not None else {"em": 0.0, "f1": 0.0}
         return Trajectory(
             task=self.task.name, qid=q.qid, question=q.question, gold=q.gold, method=self.method.name,

@@ -7,14 +7,13 @@
 
 from fireact.data.build import BuildResult, build_dataset, build_from_config
 from fireact.data.contamination import Overlap, find_overlaps
-from fireact.data.convert import REFLECTION_MARKER, to_react
+from fireact.data.convert import to_react
 from fireact.data.export import write_dataset
-from fireact.data.importer import ReleasedSet, count_cells, import_released
-from fireact.data.mix import plan, sample
+from fireact.data.importer import ReleasedSet, import_released
+from fireact.data.mix import count_cells, plan, sample
 from fireact.data.sources import Loaded, ReleasedSource, TrajectoryFiles
 
 __all__ = [
-    "REFLECTION_MARKER",
     "BuildResult",
     "Loaded",
     "Overlap",

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fireact.data.contamination import Overlap, drop_overlaps, find_overlaps
 from fireact.data.export import cell_table, sha256, write_dataset, write_manifest
-from fireact.data.importer import Cell, count_cells
+from fireact.data.mix import Cell, count_cells
 from fireact.data.mix import plan, sample
 from fireact.data.pairs import PAIRS, PREFERENCE, Pair, build_pairs, write_pairs, write_preference
 from fireact.data.sources import Loaded

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fireact.data.importer import normalize_question
 from fireact.tasks import Task
+from fireact.tasks.metrics import normalize_answer
 from fireact.trajectory import Trajectory
 
 
@@ -39,12 +39,12 @@ def find_overlaps(trajectories: list[Trajectory], eval_tasks: list[Task]) -> lis
     """One Overlap per evaluation set (the configured selection of each task), empty ones too."""
     by_question: dict[str, list[int]] = {}
     for position, trajectory in enumerate(trajectories):
-        by_question.setdefault(normalize_question(trajectory.question), []).append(position)
+        by_question.setdefault(normalize_answer(trajectory.question), []).append(position)
     overlaps = []
     for task in eval_tasks:
         overlap = Overlap(eval_set_name(task))
         for question in task.questions():
-            positions = by_question.get(normalize_question(question.question), [])
+            positions = by_question.get(normalize_answer(question.question), [])
             if positions and question.qid not in overlap.questions:
                 overlap.questions.append(question.qid)
                 overlap.trajectories += positions

@@ -21,13 +21,7 @@ from typing import Callable
 
 from fireact.trajectory import Step, Trajectory, final_answer
 
-REFLECTION_MARKER = "Now that I haven't solved the task within"
 _ANSWER_LINE = re.compile(r"^\s*Answer:[ \t]*(.*?)\s*$", re.MULTILINE)
-
-
-def is_reflection(step: Step) -> bool:
-    """A Reflexion round: the thought the loop prefills at round 6 and round 10."""
-    return REFLECTION_MARKER in step.thought
 
 
 def is_single_finish(steps: list[Step]) -> bool:

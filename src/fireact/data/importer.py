@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import hashlib
 import re
-import string
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from fireact.data.convert import is_reflection, is_single_finish
+from fireact.data.convert import is_single_finish
+from fireact.data.mix import Cell, count_cells
 from fireact.tasks import Question, Task
 from fireact.tasks.base import METHODS
+from fireact.tasks.metrics import normalize_answer
 from fireact.trajectory import ReadReport, Trajectory, read_alpaca
 
-Cell = tuple[str, str]  # (task, method)
 
 _MMLU_SHAPE = re.compile(r"^Question:.*\nA\. .*\nB\. .*\nC\. .*\nD\. ", re.DOTALL)
 _REWARD = re.compile(r"Episode finished, reward = (\w+)")
@@ -82,18 +82,8 @@ class ReferenceMatch:
     question: Question
 
 
-_DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_question(text: str) -> str:
-    """The answer normalisation of fireact.tasks.metrics (lower-case, no punctuation, no
-    a/an/the, folded white space), written with str.translate: ~20,000 questions per build."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_DROP_PUNCTUATION)).split())
-
-
 def question_hash(text: str) -> str:
-    return hashlib.sha1(normalize_question(text).encode()).hexdigest()[:12]
+    return hashlib.sha1(normalize_answer(text).encode()).hexdigest()[:12]
 
 
 def reference_index(tasks: list[Task]) -> dict[str, ReferenceMatch]:
@@ -102,7 +92,7 @@ def reference_index(tasks: list[Task]) -> dict[str, ReferenceMatch]:
     for task in tasks:
         split = "hub" if task.hub is not None else task.split
         for question in task.all_questions():
-            index.setdefault(normalize_question(question.question), ReferenceMatch(task.name, split, question))
+            index.setdefault(normalize_answer(question.question), ReferenceMatch(task.name, split, question))
     return index
 
 
@@ -135,10 +125,6 @@ class Imported:
         return count_cells(self.pool if name is None else self.sets[name])
 
 
-def count_cells(trajectories: list[Trajectory]) -> Counter[Cell]:
-    return Counter((t.task, t.method) for t in trajectories)
-
-
 def import_released(
     sets: list[ReleasedSet], data_dir: Path, reference: list[Task], use: list[str] | None = None
 ) -> Imported:
@@ -156,7 +142,7 @@ def import_released(
         reports.append(report)
 
     single_task = {
-        normalize_question(t.question): released.tasks[0]
+        normalize_answer(t.question): released.tasks[0]
         for released in sets if len(released.tasks) == 1 for t in raw[released.name]
     }
     single_method = {
@@ -183,7 +169,7 @@ def _label(  # fills in the labels of a record just read (it is not shared yet)
     single_task: dict[str, str],
     single_method: dict[tuple[str, str], str],
 ) -> Trajectory:
-    normalised = normalize_question(trajectory.question)
+    normalised = normalize_answer(trajectory.question)
     match = index.get(normalised)
     task = _task_of(trajectory.question, normalised, released, match, single_task)
     method = _method_of(trajectory, released, single_method)
@@ -216,7 +202,7 @@ def _task_of(question, normalised, released, match, single_task) -> str:
 def _method_of(trajectory, released, single_method) -> str:
     if len(released.methods) == 1:
         return released.methods[0]
-    if "reflexion" in released.methods and any(is_reflection(step) for step in trajectory.steps):
+    if "reflexion" in released.methods and any(step.is_reflection for step in trajectory.steps):
         return "reflexion"
     if single_method.get(record_key(trajectory)) in released.methods:
         return single_method[record_key(trajectory)]

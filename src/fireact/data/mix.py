@@ -23,14 +23,19 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Mapping
 
-from fireact.data.importer import Cell
 from fireact.tasks.base import METHODS
 from fireact.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
+
+Cell = tuple[str, str]  # (task, method): what the mix's weights select
+
+
+def count_cells(trajectories: list[Trajectory]) -> Counter[Cell]:
+    return Counter((t.task, t.method) for t in trajectories)
 
 
 def check_weights(name: str, weights: Mapping[str, float], known: tuple[str, ...] | None = None) -> dict[str, float]:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fireact.data.convert import to_react
-from fireact.data.importer import Cell, ReleasedSet, count_cells, import_released
+from fireact.data.importer import ReleasedSet, import_released
+from fireact.data.mix import Cell, count_cells
 from fireact.paths import data_dir as default_data_dir
 from fireact.tasks import Task
 from fireact.tasks.base import METHODS

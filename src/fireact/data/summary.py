@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fireact.data.build import BuildResult
-from fireact.data.importer import count_cells
+from fireact.data.mix import count_cells
 
 
 def print_summary(result: BuildResult, console: Console | None = None) -> None:

@@ -1,13 +1,15 @@
-"""`python -m fireact.evaluate [overrides]`: the Hydra entry point (conf/evaluate.yaml)."""
+"""`python -m fireact.evaluate [overrides]`: one agent over one task (conf/evaluate.yaml; the
+work is fireact.evaluate.run.evaluate)."""
 
-import hydra
 from omegaconf import DictConfig
 
+from fireact.entry import stage_main
 from fireact.evaluate.run import evaluate
 
 
-@hydra.main(config_path="../../../conf", config_name="evaluate", version_base="1.3")
+@stage_main("evaluate")
 def main(cfg: DictConfig) -> float:
+    """The agent's EM: the objective a sweeper maximises."""
     return evaluate(cfg)["em"]
 
 

@@ -1,6 +1,6 @@
-"""Re-score trajectory files over a stated question set (`python -m fireact.evaluate.rescore`).
+"""Re-score trajectory files over a stated question set (`python -m fireact.rescore`).
 
-Each file (ours: *.jsonl; the released evaluation files: *.json) is scored over the task's
+Each file (ours: *.jsonl; the released evaluation files: *.json; fireact.trajectory.file_format) is scored over the task's
 questions (default: the 500 HotpotQA evaluation questions): every answer is scored again with
 the task's own scoring against the task's gold answer, questions missing from the file count as
 failures, and the agreement with the EM stored in the file is reported. With two or more files,
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
@@ -34,7 +33,7 @@ from fireact.evaluate.oracle import em_by_qid, method_choice
 from fireact.evaluate.summary import summarize
 from fireact.paths import data_dir
 from fireact.tasks import Question, Task
-from fireact.trajectory import Trajectory, read_jsonl, read_released_eval
+from fireact.trajectory import Trajectory, read_trajectory_file
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +52,6 @@ def find_files(patterns: Sequence[str]) -> list[Path]:
             )
         found += [Path(m) for m in matches if Path(m) not in found]
     return found
-
-
-def read_trajectories(path: Path, task: str) -> list[Trajectory]:
-    """Our JSONL (*.jsonl) or a released evaluation file (*.json); unreadable records are warned about."""
-    if path.suffix == ".jsonl":
-        trajectories, report = read_jsonl(path)
-    elif path.suffix == ".json":
-        trajectories, report = read_released_eval(path, task=task)
-    else:
-        raise ValueError(f"{path}: cannot tell the format; use *.jsonl (fireact trajectories) or *.json (released evaluation files)")
-    report.warn()
-    return trajectories
 
 
 def file_labels(paths: Sequence[Path]) -> list[str]:
@@ -173,7 +160,9 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
         results: dict[str, Rescored] = {}
         paths = find_files(list(cfg.files))
         for path, name in zip(paths, file_labels(paths)):
-            results[name] = rescore(read_trajectories(path, task.name), task, questions)
+            trajectories, report = read_trajectory_file(path, task=task.name)
+            report.warn()
+            results[name] = rescore(trajectories, task, questions)
             for qid, stored, new in results[name].disagreements[:5]:
                 log.warning("%s: question %s stored em %s, re-scored %s", name, qid, stored, new)
             with tracking.start_run(cfg, stage="rescore", run_name=name, params={"file": str(path), "file_label": name}):
@@ -208,13 +197,3 @@ def write_results(out_dir: Path, summaries: dict[str, dict[str, float]], choice:
             writer.writerow({"file": name, **summary})
     if choice:
         (out_dir / "method_choice.json").write_text(json.dumps(choice, indent=2))
-
-
-@hydra.main(config_path="../../../conf", config_name="rescore", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    summaries = run(cfg)
-    return next(iter(summaries.values()))["em"]
-
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ from fireact.trajectory import Trajectory
 def method_used(trajectory: Trajectory) -> str:
     """What the agent did, read off the steps (FireAct's labels): reflexion if a reflection
     thought is present, cot if it finished in one round with no tool call, else react."""
-    if any("let me do a reflection" in s.thought or "I need to wrap up" in s.thought for s in trajectory.steps):
+    if any(step.is_reflection for step in trajectory.steps):
         return "reflexion"
     if trajectory.turns == 1 and trajectory.tool_calls == 0:
         return "cot"

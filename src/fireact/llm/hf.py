@@ -37,13 +37,13 @@ from transformers.cache_utils import Cache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from fireact.dtypes import torch_dtype
 from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop, request_seed
 from fireact.llm.embedded import resolve_model_path
 from fireact.logs import route_transformers, transformers_bars_off
 
 route_transformers()
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # A common prefix shorter than this is not worth a cache entry (the suffixes are encoded anyway).
 MIN_SHARED_PREFIX = 32
 
@@ -386,9 +386,7 @@ def _dtype(dtype: str, device: torch.device) -> torch.dtype:
         if device.type == "cpu":
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in DTYPES:
-        raise ValueError(f"backend.dtype must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
+    return torch_dtype(dtype, "backend.dtype", also=("auto",))
 
 
 def _model_path(path: str) -> str:

@@ -12,7 +12,6 @@ A relative path is looked up in the current folder, then in the data folder
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from fireact.data.export import TRAJECTORIES
 from fireact.data.pairs import distinct_per_question
 from fireact.paths import data_dir
 from fireact.train.templates import IGNORE_INDEX, Example, build_example
-from fireact.trajectory import Trajectory, read_alpaca, read_chat, read_jsonl
+from fireact.trajectory import Trajectory, read_trajectory_file
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +42,6 @@ def find_trajectory_file(folder: Path) -> Path:
     return path
 
 
-def _is_chat_jsonl(path: Path) -> bool:
-    with path.open() as lines:
-        for line in lines:
-            if line.strip():
-                try:
-                    return "messages" in json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-    return False
-
-
 def load_trajectories(path: str | Path) -> list[Trajectory]:
     """Read any supported training input (see the module doc); warns about unreadable records."""
     path = Path(path).expanduser()
@@ -66,12 +54,10 @@ def load_trajectories(path: str | Path) -> list[Trajectory]:
             f"data.path={str(path)!r} does not exist; point it at a trajectory JSONL, a build_data output "
             f"folder, or a released file such as data/finetune/alpaca_format/hotpotqa.json"
         )
-    if path.suffix == ".json":
-        trajectories, report = read_alpaca(path)
-    elif path.suffix == ".jsonl":
-        trajectories, report = (read_chat if _is_chat_jsonl(path) else read_jsonl)(path)
-    else:
-        raise ValueError(f"data.path={str(path)!r}: expected a .json (Alpaca) or .jsonl (trajectories or chat) file")
+    try:
+        trajectories, report = read_trajectory_file(path)
+    except ValueError as err:
+        raise ValueError(f"data.path={str(path)!r}: {err}") from err
     report.warn()
     if not trajectories:
         raise ValueError(f"data.path={str(path)!r} holds no readable trajectory ({len(report.failures)} unreadable records)")

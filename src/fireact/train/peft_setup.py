@@ -13,19 +13,11 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM
 
+from fireact.dtypes import torch_dtype
 from fireact.logs import transformers_bars_off
 from fireact.train import export
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"finetune.dtype must be one of {sorted(DTYPES)}, got {name!r}")
-    return DTYPES[name]
-
 
 class FullFinetune:
     """Every weight trained; exports the whole model to `<output>/model`.
@@ -48,7 +40,7 @@ class FullFinetune:
         gradient_checkpointing: bool = False,
     ):
         self.optim = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "scheduler": scheduler}
-        self.dtype = _dtype(dtype)
+        self.dtype = torch_dtype(dtype, "finetune.dtype")
         self.gradient_checkpointing = gradient_checkpointing
 
     def load_base(self, path: str) -> torch.nn.Module:
@@ -133,7 +125,7 @@ class QLoraFinetune(LoraFinetune):
     def __init__(self, quant_type: str = "nf4", double_quant: bool = True, compute_dtype: str = "float32", **lora):
         super().__init__(**lora)
         self.quant_type, self.double_quant = quant_type, double_quant
-        self.compute_dtype = _dtype(compute_dtype)
+        self.compute_dtype = torch_dtype(compute_dtype, "finetune.compute_dtype")
 
     def load_base(self, path: str) -> torch.nn.Module:
         from peft import prepare_model_for_kbit_training

@@ -1,14 +1,14 @@
-"""The `train` entry point: `python -m fireact.train` or `fireact-train` (Hydra, conf/train.yaml).
+"""The `train` stage, `train(cfg)`; started by `python -m fireact.train` (fireact/train/__main__.py, conf/train.yaml).
 
-    fireact-train                                    # LoRA, embedded model, 100 released HotpotQA trajectories
-    fireact-train data.path=outputs/build_data/<run> data.limit=null   # a build_data output
-    fireact-train finetune=full data/template=chat   # every weight; the model's chat template
-    fireact-train finetune=qlora trainer=gpu model=llama2_7b merge=true
-    fireact-train trainer=ddp trainer.devices=2      # 2 processes (CPU: gloo; GPU: nccl)
-    fireact-train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
-    fireact-train resume=outputs/train/<run>         # go on from that run's last checkpoint
-    fireact-train objective=dpo data=preference data.path=outputs/generate/<samples run> model.path=<SFT model>
-    fireact-train objective=grpo data=rollouts model.path=<SFT model>   # online, the policy's own rollouts
+    python -m fireact.train                                    # LoRA, embedded model, 100 released HotpotQA trajectories
+    python -m fireact.train data.path=outputs/build_data/<run> data.limit=null   # a build_data output
+    python -m fireact.train finetune=full data/template=chat   # every weight; the model's chat template
+    python -m fireact.train finetune=qlora trainer=gpu model=llama2_7b merge=true
+    python -m fireact.train trainer=ddp trainer.devices=2      # 2 processes (CPU: gloo; GPU: nccl)
+    python -m fireact.train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
+    python -m fireact.train resume=outputs/train/<run>         # go on from that run's last checkpoint
+    python -m fireact.train objective=dpo data=preference data.path=outputs/generate/<samples run> model.path=<SFT model>
+    python -m fireact.train objective=grpo data=rollouts model.path=<SFT model>   # online, the policy's own rollouts
 
 Writes into the run folder: adapter/ (LoRA, QLoRA) or model/ (full), merged/ (merge=true),
 checkpoints/, logs/ (the logger's curves), train_summary.json.
@@ -22,17 +22,15 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import hydra
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from transformers import AutoConfig, AutoTokenizer
 
 from fireact import tracking
 from fireact.llm.embedded import resolve_model_path
-from fireact.paths import REPO_ROOT
 from fireact.train.module import CausalLMModule
 
 log = logging.getLogger(__name__)
@@ -162,9 +160,3 @@ def _write_summary(output_dir: Path, summary: dict) -> None:
     for key, value in {**summary["data"], **summary["outputs"]}.items():
         table.add_row(key, str(value))
     Console().print(table)
-
-
-@hydra.main(config_path=str(REPO_ROOT / "conf"), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    log.info("config:\n%s", OmegaConf.to_yaml(cfg))
-    train(cfg)
