@@ -55,8 +55,10 @@ def config(examples: int, cutoff: int, output_dir: str, checkpointing: str | Non
 def run_ours(cfg) -> dict:
     import pytorch_lightning as pl
 
+    from fireact.train.run import fit_local
+
     pl.seed_everything(cfg.seed, workers=True)  # as fireact.train.train does (the Trainer seeds itself)
-    summary = instantiate(cfg.finetune).fit(cfg)
+    summary = fit_local(cfg, instantiate(cfg.finetune))
     return {"seconds": summary["train_seconds"], "examples": summary["data"]["train_examples"],
             "tokens": summary["data"]["train_tokens"], "losses": summary["losses"]}
 
@@ -71,11 +73,11 @@ def run_baseline(cfg) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data = instantiate(cfg.data, tokenizer=tokenizer)
     data.setup("fit")
-    method = instantiate(cfg.finetune)
-    model = method.load_model(model_path)
+    strategy = instantiate(cfg.finetune)
+    model = strategy.load_model(model_path)
     args = TrainingArguments(
         output_dir=cfg.output_dir, per_device_train_batch_size=cfg.data.batch_size, num_train_epochs=1,
-        learning_rate=method.optim["lr"],
+        learning_rate=strategy.optim["lr"],
         weight_decay=cfg.finetune.weight_decay,
         warmup_steps=int(cfg.finetune.warmup_ratio * math.ceil(len(data.train_set) / cfg.data.batch_size)),
         lr_scheduler_type=cfg.finetune.scheduler, max_grad_norm=cfg.trainer.gradient_clip_val,

@@ -65,9 +65,8 @@ class OpenAIFinetune:
             )
         return openai.OpenAI(api_key=key, base_url=self.base_url, max_retries=self.max_retries)
 
-    def fit(self, cfg, callbacks=()) -> dict:
-        if callbacks:
-            raise ValueError("Lightning callbacks do not apply to finetune=openai (the job runs on the API)")
+    def run_job(self, cfg) -> dict:
+        """Upload, start (or, with resume=true, find again) the job, wait for its end; the summary."""
         output_dir = Path(cfg.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         record_path = output_dir / "openai_job.json"

@@ -1,7 +1,8 @@
-"""The local fine-tuning methods (the `finetune=` group): full, LoRA, QLoRA.
+"""The local fine-tuning strategies (the `finetune=` group): full, LoRA, QLoRA.
 
-Each method loads the model ready to train (`load_model`), saves what it trained
-(`export`), and runs the whole training (`fit`, shared in fireact.train.run).
+A strategy only loads the model ready to train (`load_model`, with its optimiser settings in
+`optim`) and saves what was trained (`export`); the training itself is one path for all of
+them, fireact.train.run.fit_local (the hosted finetune=openai: fireact.train.openai_finetune).
 """
 
 from __future__ import annotations
@@ -60,11 +61,6 @@ class FullFinetune:
 
     def export(self, model, tokenizer, output_dir: Path, base_path: str, merge: bool) -> dict[str, str]:
         return {"model": str(export.save(model, tokenizer, output_dir / "model"))}
-
-    def fit(self, cfg, callbacks=()) -> dict:
-        from fireact.train.run import fit_local
-
-        return fit_local(cfg, self, callbacks)
 
 
 class LoraFinetune(FullFinetune):

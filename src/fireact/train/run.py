@@ -32,23 +32,33 @@ from transformers import AutoConfig, AutoTokenizer
 from fireact import tracking
 from fireact.llm.embedded import resolve_model_path
 from fireact.train.module import CausalLMModule
+from fireact.train.openai_finetune import OpenAIFinetune
+from fireact.train.peft_setup import FullFinetune
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
     """Run the configured fine-tuning as one MLflow run (stage "train"; with logger=mlflow the
-    Lightning curves go into it); returns the summary (also in train_summary.json)."""
+    Lightning curves go into it); returns the summary (also in train_summary.json). Two paths:
+    a hosted job (finetune=openai: the API trains) or Lightning here (lora, qlora, full: the
+    strategy loads the model and exports what was trained)."""
+    strategy = instantiate(cfg.finetune)
+    if isinstance(strategy, OpenAIFinetune) and callbacks:
+        raise ValueError("Lightning callbacks do not apply to finetune=openai (the job runs on the API)")
     with tracking.start_run(cfg, stage="train"):
         pl.seed_everything(cfg.seed, workers=True)
-        summary = instantiate(cfg.finetune).fit(cfg, callbacks=callbacks)
+        if isinstance(strategy, OpenAIFinetune):
+            summary = strategy.run_job(cfg)
+        else:
+            summary = fit_local(cfg, strategy, callbacks)
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         if (Path(cfg.output_dir) / "train_summary.json").exists():
             tracking.log_artifact(Path(cfg.output_dir) / "train_summary.json")
         return summary
 
 
-def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) -> dict:
+def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Callback] = ()) -> dict:
     """Train a local model with Lightning: data first (bad data fails before the model loads)."""
     output_dir = Path(cfg.output_dir)
     model_path = resolve_model_path(cfg.model.path)
@@ -66,7 +76,7 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
     tracking.log_dataset(data.table(), name=data.dataset_name, source=data.dataset_source, context="training")
     ckpt_path = resolve_resume(cfg.resume, output_dir)
 
-    module = CausalLMModule(method.load_model(model_path), objective=objective, **method.optim)
+    module = CausalLMModule(strategy.load_model(model_path), objective=objective, **strategy.optim)
     no_validation = {} if data.val_set else {"limit_val_batches": 0}  # data.val_fraction=0 or too few examples
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -80,10 +90,10 @@ def fit_local(cfg: DictConfig, method, callbacks: Sequence[pl.Callback] = ()) ->
     if not trainer.is_global_zero:
         return {}
 
-    exported = method.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge)
+    exported = strategy.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge)
     world = trainer.world_size
     summary = {
-        "finetune": method.kind,
+        "finetune": strategy.kind,
         "objective": objective.name,
         "model": cfg.model.path,
         "template": data.template.name,
