@@ -45,7 +45,7 @@ WHY = {
     "finetune.gradient_checkpointing=true and a batch no longer than the one measured here.",
     "tracing": "each trace is written span by span (a few SQL statements each) and its assessments after it, on a "
     "thread beside the rollout: on 2 cores that thread's Python and SQLite time is taken from torch's compute. "
-    "logger.tracker.traces below 1 traces a share of the questions.",
+    "tracker.traces below 1 traces a share of the questions.",
     "rollout_memory": "the figure is the peak of the process that ran the baseline too. Of the hf side: the "
     "float32 model with the libraries (0.7 GB) and each row's own KV cache in float32 (~46 KB a token: 32 rows of up "
     "to ~600 own tokens is ~0.9 GB; the few-shot prefix is kept once). backend.batch_size=16 measured 1.44 GB at "

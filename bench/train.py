@@ -42,7 +42,7 @@ from fireact.paths import CONF_DIR
 
 def config(examples: int, cutoff: int, output_dir: str, checkpointing: str | None = None):
     overrides = [
-        f"data.limit={examples}", "data.val_fraction=0", f"data.max_length={cutoff}", "logger=csv",
+        f"data.limit={examples}", "data.val_fraction=0", f"data.max_length={cutoff}", "~tracker", "logger=csv",
         "trainer.enable_checkpointing=false", "trainer.enable_progress_bar=false", "~callbacks.checkpoint",
         f"output_dir={output_dir}",
     ]

@@ -68,7 +68,7 @@ class Teacher:
 def overrides(base_url: str, model: str) -> list[str]:
     return [
         f"task.n={N}", "chunk_size=1", "method.max_rounds=3", "method.max_retries=0", "model=gpt35",
-        f"model.path={model}", "backend=openai", "backend.api=completions", f"backend.base_url={base_url}", "~logger",
+        f"model.path={model}", "backend=openai", "backend.api=completions", f"backend.base_url={base_url}", "~tracker",
     ]
 
 
@@ -163,7 +163,7 @@ def test_sigkill_of_an_embedded_model_evaluation_then_rerun_matches_an_uninterru
     """A few minutes on 2 cores (7 min on a busy machine): three runs that each load the embedded model
     and prompt it few-shot (greedy decoding, deterministic)."""
     small = [sys.executable, "-m", "fireact.evaluate", "task.n=2", "chunk_size=1", "method.max_rounds=2",
-             "method.max_tokens=32", "method.max_retries=0", "~logger"]
+             "method.max_tokens=32", "method.max_retries=0", "~tracker"]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     victim = start([*small, f"hydra.run.dir={killed}"], tmp_path / "killed.log")
     kill_after_first_line(victim, [killed / "trajectories.jsonl"], tmp_path / "killed.log")

@@ -33,7 +33,7 @@ CASES = {
     "negative_ratio": ("build_data", ["method_mix.react=-1"], {}, [
         "method_mix.react = -1: weights cannot be negative", "0 leaves it out"]),
     "tracking_server_down": ("evaluate", ["task.n=1"], {"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"}, [
-        "MLflow tracking server http://127.0.0.1:{port} cannot be reached", "~logger", "Nothing was computed"]),
+        "MLflow tracking server http://127.0.0.1:{port} cannot be reached", "~tracker", "Nothing was computed"]),
 }
 
 
@@ -46,11 +46,11 @@ def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path,
         entry, overrides, env, _ = CASES[name]
         environ = {k: v for k, v in os.environ.items() if k not in NO_KEYS}
         environ.update({k: v.format(port=port) for k, v in env.items()})
-        logger = [] if "MLFLOW_TRACKING_URI" in env else ["~logger"]
+        tracker = [] if "MLFLOW_TRACKING_URI" in env else ["~tracker"]
         out = root / name / "out"
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", f"fireact.{entry}", *overrides, *logger,
+            [sys.executable, "-m", f"fireact.{entry}", *overrides, *tracker,
              f"hydra.run.dir={root / name / 'hydra'}", f"output_dir={out}"],
             cwd=REPO_ROOT, env=environ, capture_output=True, text=True, timeout=600,
         )
@@ -105,7 +105,7 @@ def test_in_process_a_bad_config_raises_one_clear_error_and_writes_nothing(name,
     out = tmp_path / "out"
     run = {"evaluate": evaluate, "generate": generate, "build_data": build_data}[entry]
     with pytest.raises(Exception) as error:
-        run(compose_cfg(entry, *overrides, "~logger", f"output_dir={out}"))
+        run(compose_cfg(entry, *overrides, "~tracker", f"output_dir={out}"))
     for text in expected:
         assert text in str(error.value), str(error.value)
     assert not out.exists()

@@ -5,7 +5,7 @@ task's training questions. Trajectories that solve their question (EM = 1) go to
 `trajectories.jsonl`; the others go to `failures.jsonl` with the reason. Both files are
 appended as questions finish, and a rerun of the same command skips every question already
 in either file. The folder's `run_config.yaml` records the settings they were written under;
-a rerun with other settings stops before any work (fireact.tracking.run_config), and
+a rerun with other settings stops before any work (fireact.run_folder), and
 `resume=false` starts afresh (the old files go when the first new trajectory is written).
 `samples=k` with `backend.temperature` above 0 draws k trajectories per question, each under
 its own seeds (fireact.agents.rollout), keeping successes and failures alike: the material
@@ -23,14 +23,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fireact import tracking
-from fireact.agents.runner import load_written, run_agent
+from fireact.agents.runner import ROLLOUT_SPEED_KEYS, load_written, resolve_method_format, run_agent
 from fireact.entry import stage_main
 from fireact.evaluate.summary import print_summary
 from fireact.llm.pricing import cost
 from fireact.paths import data_dir
-from fireact.tracking.run_config import RunFolder
+from fireact.run_folder import RunFolder
 from fireact.trajectory import Trajectory, append_jsonl, read_alpaca
 
+# More questions or more samples per question resume the folder; a dry run writes no result.
+NOT_RESULTS = (*ROLLOUT_SPEED_KEYS, "task.n", "samples", "dry_run")
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with GPT-style tokenizers
 
 
@@ -85,6 +87,7 @@ def summarize_generation(kept: list[Trajectory], failed: list[Trajectory]) -> di
 
 def generate(cfg: DictConfig) -> dict[str, float]:
     """Run (or finish) the generation and log it as one MLflow run (stage "generate")."""
+    resolve_method_format(cfg)  # method.format=auto: the model's own
     with tracking.start_run(cfg, stage="generate"):
         result = _generate(cfg)
         tracking.log_metrics(result)
@@ -105,7 +108,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
     kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
     resume = cfg.resume
-    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name])
+    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name], not_results=NOT_RESULTS)
     if resume:
         folder.check()  # written under other settings: stop now, naming the keys
     samples = cfg.samples

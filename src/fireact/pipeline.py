@@ -87,10 +87,13 @@ def rollout_method_overrides(cfg: DictConfig) -> list[str]:
 
 def trained_model_overrides(summary: dict) -> list[str]:
     """How `evaluate` loads what `train` wrote: an adapter on the model it was trained from (the
-    base model, or an improve step's starting model), or a full model."""
+    base model, or an improve step's starting model), a full model, or a hosted job's model (by
+    name, so its format cannot sit beside its weights: the chat format it was trained in)."""
     outputs = summary["outputs"]
     if "adapter" in outputs:
         return [f"model.path={quoted(summary['model'])}", f"model.adapter={quoted(outputs['adapter'])}"]
+    if "fine_tuned_model" in outputs:
+        return [f"model.path={quoted(outputs['fine_tuned_model'])}", "method.format=chat"]
     return [f"model.path={quoted(outputs['model'])}"]
 
 
@@ -188,18 +191,17 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
     with tracking.start_run(cfg, stage="pipeline"):
         trained = run_train(cfg, run_build_data(cfg, root), root)
         results, folders = {}, {}
-        finetuned = trained_model_overrides(trained) + [f"method.format={cfg.finetuned_format}"]
-        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", finetuned, root)
+        # method.format=auto: each agent is prompted in the format its model was trained in (fewshot: the base)
+        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", trained_model_overrides(trained), root)
         comparisons = []  # (agent, baseline, MLflow metric prefix), each on the same questions
         if cfg.prompted:
-            folders["prompted"], results["prompted"] = run_evaluate(cfg, "evaluate_prompted", ["method.format=fewshot"], root)
+            folders["prompted"], results["prompted"] = run_evaluate(cfg, "evaluate_prompted", [], root)
             comparisons.append(("fine-tuned", "prompted", "paired"))
         rounds = []
         if cfg.get("improve"):  # absent unless improve=<member>
             for name, improved in run_improve(cfg, trained, root):
                 rounds.append(name)
-                overrides = trained_model_overrides(improved) + [f"method.format={cfg.finetuned_format}"]
-                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", overrides, root)
+                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", trained_model_overrides(improved), root)
                 comparisons.append((name, "fine-tuned", f"paired_{name.replace('-', '')}"))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
         paired = {}

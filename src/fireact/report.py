@@ -215,7 +215,7 @@ def report(cfg: DictConfig) -> dict[str, pd.DataFrame]:
     """Build every table of cfg.tables (and the turn distributions) from the runs; returns the tables."""
     tracker = tracking.tracker_for(cfg)
     if tracker is None:
-        raise ValueError("the report reads MLflow runs: keep logger=mlflow (and set MLFLOW_TRACKING_URI for a server)")
+        raise ValueError("the report reads MLflow runs: keep tracker=mlflow (and set MLFLOW_TRACKING_URI for a server)")
     tracker.check()
     mlflow.set_tracking_uri(tracker.uri)
     runs = select_runs(load_runs(list(cfg.experiments), cfg.filter), cfg.stage)

@@ -29,7 +29,7 @@ def test_busy_time_is_the_union_of_the_trajectories_spans():
 def run(tmp_path, server, n, chunk_size):
     cfg = compose_config("evaluate", [
         f"task.n={n}", f"chunk_size={chunk_size}", "method.max_rounds=2", "method.max_retries=0", "model=gpt35",
-        "model.path=timed", "backend=openai", "backend.api=completions", f"backend.base_url={server.base_url}", "~logger",
+        "model.path=timed", "backend=openai", "backend.api=completions", f"backend.base_url={server.base_url}", "~tracker",
     ], out_dir=tmp_path)
     try:
         return evaluate(cfg)

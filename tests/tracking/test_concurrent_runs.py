@@ -24,7 +24,7 @@ def together(stage):  # wait until both processes got here
 
 together("ready")  # start together: both find the experiment missing and create it
 for i in range(runs):
-    cfg = {"logger": {"tracker": tracker}, "writer": tag, "index": i, "model": {"name": f"model-{tag}-{i}"}}
+    cfg = {"tracker": tracker, "writer": tag, "index": i, "model": {"name": f"model-{tag}-{i}"}}
     with tracking.start_run(cfg, stage="concurrency", run_name=f"{tag}-{i}", tags={"writer": tag}):
         if i == 0:
             together("open")  # both first runs are open before either logs a metric

@@ -1,4 +1,4 @@
-"""log_evaluation: the evaluation's files on disk and in the MLflow run."""
+"""An evaluation's files on disk (write_evaluation) and in the MLflow run (tracking.log_evaluation)."""
 
 import json
 
@@ -8,7 +8,7 @@ import pytest
 
 from fireact import tracking
 from fireact.evaluate.summary import summarize
-from fireact.tracking.evaluation import PER_QUESTION_COLUMNS
+from fireact.evaluate.files import PER_QUESTION_COLUMNS, write_evaluation
 from fireact.trajectory import write_jsonl
 
 
@@ -25,7 +25,8 @@ def test_log_evaluation_writes_and_logs_metrics_table_plot_and_trajectories(trac
     out_dir = tmp_path / "eval"
     cfg = compose_cfg("rescore", "experiment_name=evaluation-artifacts")
     with tracking.start_run(cfg, stage="evaluate") as run:
-        files = tracking.log_evaluation(trajectories, summary, out_dir, title="7b, first 40")
+        files = write_evaluation(trajectories, summary, out_dir, title="7b, first 40")
+        tracking.log_evaluation(summary, files)
 
     table = pd.read_csv(files["per_question"], dtype={"qid": str})
     assert list(table.columns) == PER_QUESTION_COLUMNS
@@ -45,12 +46,10 @@ def test_log_evaluation_writes_and_logs_metrics_table_plot_and_trajectories(trac
     ]
 
 
-def test_an_existing_trajectories_file_is_kept_as_is(compose_cfg, released_7b, tmp_path):
+def test_an_existing_trajectories_file_is_kept_as_is(released_7b, tmp_path):
     out_dir = tmp_path / "eval"
     write_jsonl(out_dir / "trajectories.jsonl", released_7b[:3])
     before = (out_dir / "trajectories.jsonl").read_text()
-    cfg = compose_cfg("rescore", "~logger")
-    with tracking.start_run(cfg, stage="evaluate"):
-        files = tracking.log_evaluation(released_7b[:5], summarize(released_7b[:5]), out_dir)
+    files = write_evaluation(released_7b[:5], summarize(released_7b[:5]), out_dir)
     assert files["trajectories"].read_text() == before
     assert len(pd.read_csv(files["per_question"])) == 5

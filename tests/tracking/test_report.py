@@ -12,6 +12,7 @@ import pytest
 
 from fireact import tracking
 from fireact.evaluate.rescore import rescore
+from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.summary import summarize
 from fireact.paths import REPO_ROOT, data_dir
 from fireact.report import report
@@ -44,7 +45,8 @@ def test_report_pivots_runs_into_tables_and_plots(tracking_uri, compose_cfg, rel
         params = {k: v for k, v in {"finetune": finetune, "n": n}.items() if v is not None}
         with tracking.start_run(cfg, stage="evaluate", params=params):
             trajectories = released_7b[10 * index: 10 * index + 10]
-            tracking.log_evaluation(trajectories, summarize(trajectories), tmp_path / f"run{index}")
+            summary = summarize(trajectories)
+            tracking.log_evaluation(summary, write_evaluation(trajectories, summary, tmp_path / f"run{index}"))
             tracking.log_metrics({"em": em})  # the number the table should show
     with tracking.start_run(compose_cfg("rescore", "experiment_name=report-api"), stage="train"):
         tracking.log_metrics({"em": 0.99})  # another stage: left out of the default stage=evaluate

@@ -67,7 +67,7 @@ def test_unreachable_server_fails_before_the_block_and_names_the_uri(compose_cfg
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
     cfg = compose_cfg("rescore")
     entered = False
-    with pytest.raises(tracking.TrackingUnavailable, match=f"{dead}.*cannot be reached.*~logger"):
+    with pytest.raises(tracking.TrackingUnavailable, match=f"{dead}.*cannot be reached.*~tracker"):
         with tracking.start_run(cfg, stage="evaluate"):
             entered = True
     assert not entered
@@ -76,14 +76,14 @@ def test_unreachable_server_fails_before_the_block_and_names_the_uri(compose_cfg
 def test_config_uri_wins_over_the_environment(compose_cfg, monkeypatch, mlflow_server):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     dead = f"http://127.0.0.1:{free_port()}"
-    cfg = compose_cfg("rescore", f"logger.tracker.tracking_uri={dead}")
+    cfg = compose_cfg("rescore", f"tracker.tracking_uri={dead}")
     with pytest.raises(tracking.TrackingUnavailable, match=dead):
         tracking.check(cfg)
 
 
-def test_removing_the_logger_turns_tracking_off(compose_cfg, tmp_path, monkeypatch):
+def test_removing_the_tracker_turns_tracking_off(compose_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # would fail if used
-    cfg = compose_cfg("rescore", "~logger")
+    cfg = compose_cfg("rescore", "~tracker")
     with tracking.start_run(cfg, stage="evaluate") as run:
         assert run is None and tracking.active_run() is None
         tracking.log_metrics({"em": 1.0})
@@ -94,7 +94,7 @@ def test_local_sqlite_store_keeps_artifacts_beside_the_database(compose_cfg, tmp
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = tmp_path / "store"
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    cfg = compose_cfg("rescore", f"logger.tracker.tracking_uri={uri}", "experiment_name=local store")
+    cfg = compose_cfg("rescore", f"tracker.tracking_uri={uri}", "experiment_name=local store")
     note = tmp_path / "note.txt"
     note.write_text("hello")
     with tracking.start_run(cfg, stage="evaluate") as run:
@@ -123,7 +123,7 @@ def test_a_stage_in_another_process_nests_under_the_pipeline_run(tracking_uri, c
 
 
 def test_an_unknown_parent_run_is_named(tracking_uri, compose_cfg):
-    cfg = compose_cfg("rescore", "logger.tracker.parent_run_id=0123456789abcdef0123456789abcdef")
+    cfg = compose_cfg("rescore", "tracker.parent_run_id=0123456789abcdef0123456789abcdef")
     with pytest.raises(ValueError, match="parent_run_id=0123456789abcdef0123456789abcdef.*names no run"):
         with tracking.start_run(cfg, stage="evaluate"):
             pass

@@ -6,11 +6,12 @@ from pathlib import Path
 import mlflow
 import torch
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from fireact import tracking
+from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.summary import summarize
+from fireact.tracking.lightning import MLflowLogger
 
 ENV_SECRETS = {
     "OPENAI_API_KEY": "sk-openai-test-0123456789abcdef",
@@ -61,10 +62,11 @@ def test_no_secret_is_recorded(tracking_uri, compose_cfg, released_7b, monkeypat
     leaky = dataclasses.replace(released_7b[0], question=f"what is {ENV_SECRETS['OPENAI_API_KEY']}?")
     trajectories = [leaky, *released_7b[1:5]]
     with tracking.start_run(cfg, stage="pipeline") as parent:
-        tracking.log_evaluation(trajectories, summarize(trajectories), tmp_path / "eval")
+        summary = summarize(trajectories)
+        tracking.log_evaluation(summary, write_evaluation(trajectories, summary, tmp_path / "eval"))
         with tracking.start_run(cfg, stage="train") as child:
             trainer = pl.Trainer(
-                max_steps=3, logger=instantiate(cfg.logger), log_every_n_steps=1, accelerator="cpu",
+                max_steps=3, logger=MLflowLogger(), log_every_n_steps=1, accelerator="cpu",
                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                 default_root_dir=tmp_path,
             )

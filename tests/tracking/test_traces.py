@@ -88,11 +88,11 @@ def test_each_trajectory_is_a_trace_of_its_run_with_rounds_calls_and_assessments
 def test_traces_turn_off_and_sample_by_question(tracking_uri, compose_cfg):
     with FaultServer(agent) as server:
         evaluate(compose_cfg("evaluate", *settings(server, "task.n=2", "experiment_name=no-traces",
-                                                   "logger.tracker.traces=0")))
+                                                   "tracker.traces=0")))
     (traces,) = run_traces("no-traces").values()
     assert traces == []
-    with pytest.raises(Exception, match=r"logger.tracker.traces=1.5: the share of questions traced must be in \[0, 1\]"):
-        tracking.check(compose_cfg("evaluate", "logger.tracker.traces=1.5"))  # before any work
+    with pytest.raises(Exception, match=r"tracker.traces=1.5: the share of questions traced must be in \[0, 1\]"):
+        tracking.check(compose_cfg("evaluate", "tracker.traces=1.5"))  # before any work
     qids = [f"q{i}" for i in range(2000)]
     half = [q for q in qids if traced(q, 0.5)]
     assert 900 < len(half) < 1100 and half == [q for q in qids if traced(q, 0.5)]

@@ -74,7 +74,7 @@ def train_config(out_dir: Path, data_path: Path, *overrides: str) -> DictConfig:
         "data.val_fraction=0",
         "trainer.enable_progress_bar=false",
         "callbacks.checkpoint.every_n_train_steps=1",
-        "logger=csv",  # the loss curve is read back from its metrics.csv
+        "~tracker", "logger=csv",  # no MLflow run; the loss curve is read back from its metrics.csv
     ]
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -20,7 +20,7 @@ from ..conftest import compose_config
 pytestmark = pytest.mark.slow
 
 AS_EVALUATED = ["data.method.max_rounds=6", "data.method.max_tokens=128"]
-TRAIN = ["finetune=full", "finetune.gradient_checkpointing=false", "logger=csv", "trainer.enable_progress_bar=false"]
+TRAIN = ["finetune=full", "finetune.gradient_checkpointing=false", "~tracker", "logger=csv", "trainer.enable_progress_bar=false"]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def samples(sft_model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("samples")
     generate(compose_config("generate", [
         f"model.path={sft_model}", "method.format=alpaca", "method.max_rounds=6", "method.max_tokens=128",
-        "backend.temperature=0.7", "samples=4", "task.n=40", "logger=csv", f"output_dir={out}",
+        "backend.temperature=0.7", "samples=4", "task.n=40", "~tracker", f"output_dir={out}",
     ], out))
     return out
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
@@ -21,7 +20,7 @@ SMALL = [
     "objective=grpo", "data=rollouts", "data.task.n=4", "data.batch_size=2", "data.group_size=2",
     "data.method.max_rounds=2", "data.method.max_tokens=24", "data.reward.search_cost=0.25",
     "data.reward.format_penalty=0.5", "finetune=lora", "finetune.lr=1e-3", "trainer.enable_progress_bar=false",
-    "callbacks.checkpoint.every_n_train_steps=1", "logger=csv",
+    "callbacks.checkpoint.every_n_train_steps=1", "~tracker", "logger=csv",
 ]
 
 
@@ -66,12 +65,12 @@ def test_a_resumed_grpo_run_samples_and_trains_as_the_uninterrupted_one(tmp_path
 def test_grpo_on_trajectory_data_is_a_clear_error(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", ["objective=grpo", "logger=csv", f"paths.output_dir={tmp_path}"])
+        cfg = compose("train", ["objective=grpo", "~tracker", "logger=csv", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="objective=grpo with data=rollouts"):
         train(cfg)
 
 
-def test_rollouts_prompted_in_another_format_than_trained_are_refused(tmp_path, tokenizer):
-    cfg = grpo_config(tmp_path, "data.method.format=chat")
-    with pytest.raises(InstantiationException, match="set data.method.format=alpaca"):
-        instantiate(cfg.data, tokenizer=tokenizer)
+def test_rollouts_are_prompted_in_the_format_the_policy_trains_in(tmp_path, tokenizer):
+    for template in ("alpaca", "chat"):
+        data = instantiate(grpo_config(tmp_path, f"data/template={template}").data, tokenizer=tokenizer)
+        assert data.method.format == template == data.template.name

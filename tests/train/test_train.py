@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import AutoModelForCausalLM
 
+from fireact.agents.formats import trained_format
 from fireact.train.run import resolve_resume, train
 from fireact.trajectory import ALPACA_HEADER
 from tests.train.conftest import train_config
@@ -44,6 +45,8 @@ def test_lora_loss_falls_and_adapter_changes_greedy_output(finals, tokenizer, mo
     merged = AutoModelForCausalLM.from_pretrained(out / "merged")
     assert greedy(merged, tokenizer, question) == after
     assert (out / "adapter" / "tokenizer.json").exists() and (out / "merged" / "tokenizer.json").exists()
+    # What evaluate's method.format=auto reads: the adapter and the merged model prompt as trained.
+    assert trained_format(out / "adapter") == trained_format(out / "merged") == summary["format"] == "alpaca"
 
 
 def test_full_finetune_loss_falls_and_saves_the_model(finals, tokenizer, write_trajectories, tmp_path):

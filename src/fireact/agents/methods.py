@@ -10,6 +10,7 @@ generation stops, how a reply becomes a step, and how many rounds there are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -28,7 +29,12 @@ REFLECTIONS = {
 
 @dataclass
 class Method:
-    """`format` is fewshot (prompted) or alpaca/chat (fine-tuned, zero-shot); see agents.formats."""
+    """`format` is fewshot (prompted) or alpaca/chat (fine-tuned, zero-shot); see agents.formats.
+    `auto` (the configs' default) is resolved from the model before the method is built
+    (agents.formats.resolve_format): fewshot for a base model, the trained format for a fine-tuned one.
+
+    The method owns the whole prompt: `prompter(task)` gives each round's prompt, `reask` and
+    `joined` continue a reply that held no action."""
 
     name: ClassVar[str]
     format: str = "fewshot"
@@ -38,7 +44,8 @@ class Method:
 
     def __post_init__(self):
         if self.format not in FORMATS:
-            raise ValueError(f"method {self.name}: unknown format {self.format!r}; choose one of {list(FORMATS)}")
+            raise ValueError(f"method {self.name}: unknown format {self.format!r}; choose one of {list(FORMATS)} "
+                             f"(or auto, which evaluate and generate resolve from the model)")
         # Settings under which no trajectory could reach an answer: refused before any work.
         for key, value, least, hint in (
             ("max_rounds", self.max_rounds, 1, "the paper allows 11"),
@@ -53,13 +60,18 @@ class Method:
         return ["\nObservation:"]
 
     def examples(self, task) -> str:
-        """The task's few-shot examples this method prompts with ("" for zero-shot alpaca;
-        Reflexion uses ReAct's examples)."""
-        if self.format == "alpaca":
-            return ""
-        return task.prompt("react" if self.name == "reflexion" else self.name)
+        """The few-shot examples this method prompts `task` with: the task's for this method
+        (Task.prompt), none in the zero-shot alpaca format. The one place that decides."""
+        return "" if self.format == "alpaca" else task.prompt(self.name)
 
-    def prompt(self, question: str, steps: list[Step], examples: str, round_number: int) -> Prompt:
+    def prompter(self, task) -> Callable[[str, list[Step], int], Prompt]:
+        """prompt(question, steps, round_number) for `task`'s questions: the examples read once, the
+        question posed as the examples pose it (few-shot only), then the method's rendering."""
+        examples = self.examples(task)
+        pose = task.fewshot_question if self.format == "fewshot" else (lambda question: question)
+        return lambda question, steps, round_number: self.render(pose(question), steps, examples, round_number)
+
+    def render(self, question: str, steps: list[Step], examples: str, round_number: int) -> Prompt:
         raise NotImplementedError
 
     def parse(self, reply: str, round_number: int) -> Step | None:
@@ -69,6 +81,15 @@ class Method:
     # A re-ask continues the prompt with the reply so far and this cue (text formats only).
     retry_cue: ClassVar[str] = "\nAction:"
 
+    def reask(self, prompt: Prompt, reply: str) -> Prompt:
+        """The prompt that re-asks a reply with no action: a text prompt continued with the reply
+        and the cue; a chat prompt is sent again as it was."""
+        return prompt + reply.rstrip() + self.retry_cue if isinstance(prompt, str) else prompt
+
+    def joined(self, reply: str, text: str) -> str:
+        """The reply so far with a re-ask's completion after the cue (what `parse` then reads)."""
+        return reply.rstrip() + self.retry_cue + text if reply else text
+
 
 @dataclass
 class ReAct(Method):
@@ -77,8 +98,7 @@ class ReAct(Method):
     def thought_prefix(self, round_number: int) -> str:
         return ""
 
-    def prompt(self, question, steps, examples, round_number):
-        examples = examples if self.format != "alpaca" else ""
+    def render(self, question, steps, examples, round_number):
         return render_prompt(self.format, question, steps, examples, self.thought_prefix(round_number))
 
     def parse(self, reply, round_number):
@@ -120,7 +140,7 @@ class CoT(Method):
     def stop(self):
         return ["\n\n"]
 
-    def prompt(self, question, steps, examples, round_number):
+    def render(self, question, steps, examples, round_number):
         return f"{examples}{question}{self.tail}"
 
     def parse(self, reply, round_number):

@@ -105,7 +105,7 @@ class Rollout:
         self.tool_workers, self.seed = tool_workers, seed
         self.labels = labels or {}  # recorded on every trajectory: backend, model, tool, noise names
         self.tracer = tracer  # .add(trajectory, calls) for each finished episode
-        self.examples = method.examples(task)
+        self.prompt = method.prompter(task)
 
     def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None,
             samples: Sequence[int] | None = None) -> list[Trajectory]:
@@ -151,12 +151,12 @@ class Rollout:
     # --- one round -------------------------------------------------------------------
     def _ask(self, episodes: list[Episode], round_number: int) -> list[Step | None]:
         """Each episode's step for this round; replies with no action are re-asked."""
-        prompts = [self._prompt(e, round_number) for e in episodes]
+        prompts = [self.prompt(e.question.question, e.steps, round_number) for e in episodes]
         replies = [""] * len(episodes)
         steps: list[Step | None] = [None] * len(episodes)
         pending = list(range(len(episodes)))
         for attempt in range(self.method.max_retries + 1):
-            batch = [self._continue(prompts[i], replies[i], attempt) for i in pending]
+            batch = [prompts[i] if attempt == 0 else self.method.reask(prompts[i], replies[i]) for i in pending]
             seeds = [request_seed(self.seed, episodes[i].question.qid, episodes[i].sample, round_number, attempt) for i in pending]
             start_ns = time.time_ns()
             completions = self.llm.generate(batch, stop=self.method.stop, max_tokens=self.method.max_tokens, seeds=seeds)
@@ -171,7 +171,7 @@ class Rollout:
                 if completion.error is not None:
                     episodes[i].error = f"LLM request failed: {completion.error}"
                     continue
-                replies[i] = self._joined(replies[i], completion.text, attempt)
+                replies[i] = completion.text if attempt == 0 else self.method.joined(replies[i], completion.text)
                 steps[i] = self.method.parse(replies[i], round_number)
                 if steps[i] is None:
                     still_pending.append(i)
@@ -182,21 +182,6 @@ class Rollout:
             episodes[i].format_errors += 1
             steps[i] = Step(replies[i].strip().split("\n", 1)[0], "finish", "")
         return steps
-
-    def _prompt(self, episode: Episode, round_number: int):
-        question = episode.question.question
-        if self.method.format == "fewshot":
-            question = self.task.fewshot_question(question)
-        return self.method.prompt(question, episode.steps, self.examples, round_number)
-
-    def _continue(self, prompt, reply: str, attempt: int):
-        """Re-asks continue a text prompt with the reply so far and the method's cue."""
-        if attempt == 0 or not isinstance(prompt, str):
-            return prompt
-        return prompt + reply.rstrip() + self.method.retry_cue
-
-    def _joined(self, reply: str, text: str, attempt: int) -> str:
-        return text if attempt == 0 or not reply else reply.rstrip() + self.method.retry_cue + text
 
     def _observe(self, pool, episodes, steps, round_number) -> list[str | None]:
         def observe(episode: Episode, step: Step | None) -> str | None:

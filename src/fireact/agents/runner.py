@@ -19,12 +19,26 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from fireact import tracking
+from fireact.agents.formats import resolve_format
 from fireact.agents.rollout import Rollout
 from fireact.llm.pricing import cost
 from fireact.tasks.base import Question, Task
 from fireact.trajectory import Trajectory, read_jsonl
 
 log = logging.getLogger(__name__)
+
+# A rollout's settings that change its speed, placement or transport, never what a trajectory
+# holds: evaluate and generate leave them out of their run folder's record (fireact.run_folder),
+# so a rerun with other values resumes the folder.
+ROLLOUT_SPEED_KEYS = (
+    "chunk_size", "tool_workers",
+    "backend.batch_size", "backend.prefix_cache_size", "backend.device", "backend.concurrency",
+    "backend.timeout_s", "backend.max_retries", "backend.retry_budget_s", "backend.backoff_initial_s",
+    "backend.backoff_max_s", "backend.gpu_memory_utilization", "backend.kv_cache_memory_bytes",
+    "backend.tensor_parallel_size", "backend.enforce_eager",
+    # tools: the call cache and the HTTP client
+    "tool.cache", "tool.cache_path", "tool.timeout", "tool.retry", "tool.tool.timeout", "tool.tool.retry",
+)
 
 
 def load_written(paths: Sequence[Path]) -> dict[tuple[str, int], Trajectory]:
@@ -46,6 +60,12 @@ def load_written(paths: Sequence[Path]) -> dict[tuple[str, int], Trajectory]:
         for t in trajectories:
             written.setdefault(t.key, t)
     return written
+
+
+def resolve_method_format(cfg: DictConfig) -> None:
+    """method.format=auto becomes the model's format (fireact.agents.formats.resolve_format) in the
+    config itself, so the run's params, its run_config.yaml and its trajectories name the format used."""
+    cfg.method.format = resolve_format(cfg.method.format, cfg.model)
 
 
 def run_agent(

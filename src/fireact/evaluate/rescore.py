@@ -29,6 +29,7 @@ from rich.table import Table
 from fireact import tracking
 from fireact.evaluate import stats
 from fireact.evaluate.agreement import agreement
+from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.oracle import em_by_qid, method_choice
 from fireact.evaluate.summary import summarize
 from fireact.paths import data_dir
@@ -166,7 +167,8 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
             for qid, stored, new in results[name].disagreements[:5]:
                 log.warning("%s: question %s stored em %s, re-scored %s", name, qid, stored, new)
             with tracking.start_run(cfg, stage="rescore", run_name=name, params={"file": str(path), "file_label": name}):
-                tracking.log_evaluation(results[name].trajectories, results[name].summary, out_dir / name, title=name)
+                files = write_evaluation(results[name].trajectories, results[name].summary, out_dir / name, title=name)
+                tracking.log_evaluation(results[name].summary, files)
         choice = None
         if len(results) > 1:
             first = next(iter(results.values()))

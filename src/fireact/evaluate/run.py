@@ -4,7 +4,7 @@ Trajectories are appended to `trajectories.jsonl` in the output folder as each q
 finishes; rerunning the same command (same folder) skips the questions already there, so
 a killed run resumes. The folder's `run_config.yaml` records the settings its trajectories
 were written under, and a rerun with other settings stops before any work (see
-fireact.tracking.run_config). `resume=false` starts the folder afresh: its old files go when
+fireact.run_folder). `resume=false` starts the folder afresh: its old files go when
 the first new trajectory is written, so a run that fails before that loses nothing.
 """
 
@@ -19,16 +19,19 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fireact import tracking
-from fireact.agents.runner import load_written, run_agent
+from fireact.agents.runner import ROLLOUT_SPEED_KEYS, load_written, resolve_method_format, run_agent
+from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.summary import print_summary, summarize
-from fireact.tracking.run_config import RunFolder
+from fireact.run_folder import RunFolder
 from fireact.trajectory import append_jsonl
 
 OUTPUTS = ("summary.json", "per_question.csv", "plots/turns.png")
+NOT_RESULTS = (*ROLLOUT_SPEED_KEYS, "task.n")  # more questions resume the folder
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run (or finish) the evaluation and log it as one MLflow run (stage "evaluate")."""
+    resolve_method_format(cfg)  # method.format=auto: the model's own
     with tracking.start_run(cfg, stage="evaluate"):  # fails here, before any work, if the store is down
         return _evaluate(cfg)
 
@@ -38,7 +41,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     path = out_dir / "trajectories.jsonl"
     task = instantiate(cfg.task)
     questions = task.questions()  # a bad task or n fails here, before the folder is touched
-    folder = RunFolder(out_dir, cfg, results=[path.name])
+    folder = RunFolder(out_dir, cfg, results=[path.name], not_results=NOT_RESULTS)
     fresh = not cfg.resume
     if not fresh:
         folder.check()  # written under other settings: stop now, naming the keys
@@ -57,7 +60,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     trajectories = [done[q.qid, 0] for q in questions]
     summary = summarize(trajectories)
     title = f"evaluate · {task.name} · {trajectories[0].method if trajectories else ''} · {cfg.model.name}"
-    tracking.log_evaluation(trajectories, summary, out_dir, title=title)  # summary.json, per-question table, plots
+    tracking.log_evaluation(summary, write_evaluation(trajectories, summary, out_dir, title=title))
     print_summary(summary, title=title)
     print(f"trajectories: {path}\nsummary:      {out_dir / 'summary.json'}")
     return summary

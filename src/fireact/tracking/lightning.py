@@ -1,4 +1,5 @@
-"""`logger=mlflow` for Lightning (the train entry point): training curves into the stage's run.
+"""`logger=mlflow` for Lightning (the train entry point): training curves into the stage's run
+(the tracker's, conf/tracker/mlflow.yaml).
 
 Kept apart from fireact.tracking so that importing tracking does not import torch.
 """
@@ -12,25 +13,25 @@ from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from fireact.tracking.run import MLflowTracker, active_run
+from fireact.tracking.run import active_run, secondary_rank
 from fireact.tracking.secrets import Redactor
 
 
 class MLflowLogger(LightningMLFlowLogger):
     """Lightning's MLFlowLogger writing into the run `tracking.start_run` holds open, so the
-    curves sit beside the run's config, params and artifacts; built outside one, it starts a
-    run of its own in the tracker's experiment (without the config). Lightning marks the run
-    finished when fitting ends; the `start_run` block can still log to it and ends it itself.
+    curves sit beside the run's config, params and artifacts. Lightning marks the run finished
+    when fitting ends; the `start_run` block can still log to it and ends it itself. Only the
+    first process of a multi-process job logs (the others hold no run and log nothing).
     """
 
-    def __init__(self, tracker: MLflowTracker, log_model: bool = False, prefix: str = ""):
+    def __init__(self, log_model: bool = False, prefix: str = ""):
         run = active_run()
-        self.tracker = tracker
+        if run is None and not secondary_rank():
+            raise ValueError("logger=mlflow writes the training curves into the stage's MLflow run, but tracking "
+                             "is off (~tracker): use logger=csv, or keep tracker=mlflow")
         super().__init__(
-            experiment_name=tracker.experiment_name,
-            tracking_uri=run.uri if run else tracker.uri,
+            tracking_uri=run.uri if run else None,
             run_id=run.run_id if run else None,
-            artifact_location=tracker.artifact_location,
             log_model=log_model,
             prefix=prefix,
         )

@@ -1,14 +1,14 @@
-"""MLflow runs: where they go (conf/logger/mlflow.yaml), starting and nesting them, logging.
+"""MLflow runs: where they go (conf/tracker/mlflow.yaml), starting and nesting them, logging.
 
     with tracking.start_run(cfg, stage="evaluate"):   # checks the store first, logs the config
         ...
         tracking.log_metrics({"em": 0.3})              # to the innermost run started here
 
-The tracking URI is `logger.tracking_uri`, else $MLFLOW_TRACKING_URI, else the local store
+The tracking URI is `tracker.tracking_uri`, else $MLFLOW_TRACKING_URI, else the local store
 sqlite:///<repo>/mlruns/mlflow.db with artifacts in <repo>/mlruns/artifacts (what `make ui`
-shows). Tracking is on when the config's `logger` has a `tracker` (conf/logger/mlflow.yaml);
-with another logger (logger=csv) or none (the override ~logger) it is off and the module-level log
-functions do nothing. Only the first process of a multi-process job (rank 0) tracks.
+shows). Tracking is on when the config has a `tracker` (conf/tracker/mlflow.yaml); without one
+(the override ~tracker) it is off and the module-level log functions do nothing. Only the first
+process of a multi-process job (rank 0) tracks.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def display_uri(uri: str) -> str:
 
 @dataclass
 class MLflowTracker:
-    """Where runs are logged: `logger.tracker` in conf/logger/mlflow.yaml."""
+    """Where runs are logged: the `tracker` group, conf/tracker/mlflow.yaml."""
 
     tracking_uri: str | None = None
     experiment_name: str = "fireact"
@@ -78,7 +78,7 @@ class MLflowTracker:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.traces <= 1.0:
-            raise ValueError(f"logger.tracker.traces={self.traces}: the share of questions traced must be in [0, 1] "
+            raise ValueError(f"tracker.traces={self.traces}: the share of questions traced must be in [0, 1] "
                              f"(1: every question, 0: none)")
 
     @property
@@ -91,8 +91,8 @@ class MLflowTracker:
         uri = self.uri
         scheme = urlsplit(uri).scheme
         fix = (
-            "Start the server, point MLFLOW_TRACKING_URI (or logger.tracking_uri) at a running one, "
-            "or run without tracking with the override ~logger. Nothing was computed."
+            "Start the server, point MLFLOW_TRACKING_URI (or tracker.tracking_uri) at a running one, "
+            "or run without tracking with the override ~tracker. Nothing was computed."
         )
         if scheme in ("http", "https"):
             try:
@@ -127,7 +127,7 @@ class MLflowTracker:
             raise ValueError(
                 f"MLflow experiment {name!r} in {display_uri(self.uri)} is deleted: restore it "
                 f"(`mlflow experiments restore --experiment-id {experiment.experiment_id}`) or set "
-                f"logger.experiment_name to another name"
+                f"tracker.experiment_name to another name"
             )
         return experiment.experiment_id
 
@@ -221,16 +221,15 @@ _active: list[TrackedRun] = []
 
 
 def tracker_for(cfg: Any) -> MLflowTracker | None:
-    """`logger.tracker` built, or None when tracking is off: no logger, a logger without a
-    tracker (logger=csv), or a secondary process of a multi-process job."""
-    logger_cfg = cfg.get("logger") if hasattr(cfg, "get") else None
-    tracker_cfg = logger_cfg.get("tracker") if hasattr(logger_cfg, "get") else None
-    if tracker_cfg is None or _secondary_rank():
+    """The config's `tracker` built, or None when tracking is off: no tracker (~tracker), or a
+    secondary process of a multi-process job."""
+    tracker_cfg = cfg.get("tracker") if hasattr(cfg, "get") else None
+    if tracker_cfg is None or secondary_rank():
         return None
     return instantiate(tracker_cfg)
 
 
-def _secondary_rank() -> bool:
+def secondary_rank() -> bool:
     # Set by torchrun (RANK) and by Lightning's launchers in the processes they start.
     return any(int(os.environ.get(name, "0") or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
@@ -260,7 +259,7 @@ def start_run(
     """
     tracker = tracker_for(cfg)
     if tracker is None:
-        log.info("MLflow tracking off: the config's logger has no tracker (logger=mlflow turns it on)")
+        log.info("MLflow tracking off: the config has no tracker (tracker=mlflow turns it on)")
         yield None
         return
     parent = _active[-1] if _active else None
@@ -279,7 +278,7 @@ def start_run(
             experiment_id = client.get_run(parent_id).info.experiment_id
         except MlflowException as err:
             raise ValueError(
-                f"logger.tracker.parent_run_id={parent_id} (or FIREACT_PARENT_RUN_ID) names no run in "
+                f"tracker.parent_run_id={parent_id} (or FIREACT_PARENT_RUN_ID) names no run in "
                 f"{display_uri(uri)}: unset it, or give the id of a running run there"
             ) from err
     else:
@@ -338,6 +337,15 @@ def log_dataset(table: pd.DataFrame, name: str, source: str | Path, context: str
         run.log_dataset(table, name, source, context)
 
 
+def log_evaluation(summary: Mapping[str, float], files: Mapping[str, Path]) -> None:
+    """An evaluation's summary as metrics and its files (fireact.evaluate.files) as artifacts, the
+    turns plot under plots/."""
+    if (run := active_run()) is not None:
+        run.log_metrics(summary)
+        for name, path in files.items():
+            run.log_artifact(path, "plots" if name == "turns_plot" else None)
+
+
 def log_table(table: pd.DataFrame, artifact_file: str) -> None:
     if (run := active_run()) is not None:
         run.log_table(table, artifact_file)
@@ -345,7 +353,7 @@ def log_table(table: pd.DataFrame, artifact_file: str) -> None:
 
 def trace_logger(tags: Mapping[str, Any] | None = None) -> TraceLogger | None:
     """A TraceLogger (fireact.tracking.traces) for the innermost run, or None when tracking is off
-    or the run traces nothing (logger.tracker.traces=0)."""
+    or the run traces nothing (tracker.traces=0)."""
     run = active_run()
     if run is None or run.traces == 0:
         return None

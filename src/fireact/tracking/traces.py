@@ -17,7 +17,7 @@ Traces are logged on one background thread, so the rollout does not wait on the 
 the order the trajectories finished. MLflow can attach an assessment only to a trace already in
 the store, so spans are exported as they end, not through MLflow's asynchronous queue. A trace
 is logged after its trajectory is written: a resumed run traces only the questions it runs.
-`logger.tracker.traces` is the share of questions traced (0: none), chosen by a hash of the qid,
+`tracker.traces` is the share of questions traced (0: none), chosen by a hash of the qid,
 so a run and its resumes trace the same questions.
 """
 

@@ -56,8 +56,9 @@ class Reward:
 
 
 class RolloutDataModule(TrajectoryDataModule):
-    """task, method, tool, noise: the rollout's parts (instantiated config groups); the method's
-    format must be the template's, so the policy is prompted as it is trained. batch_size:
+    """task, tool, noise: the rollout's parts (instantiated config groups); method: the method's
+    class with its settings (a partial), built here in the template's format, so the policy is
+    always prompted as it is trained. batch_size:
     questions per step; group_size: trajectories per question (GRPO's G, at least 2).
     temperature, top_p: how the policy samples. reward: fireact.train.rollout_data.Reward's
     settings. tool_workers: tool calls run at once. The other settings are TrajectoryDataModule's."""
@@ -69,15 +70,12 @@ class RolloutDataModule(TrajectoryDataModule):
                  tool_workers: int = 8, **settings):
         super().__init__(path=f"task {task.name}", template=template, tokenizer=tokenizer,
                          val_fraction=0.0, group_by_length=False, **settings)
-        if method.format != template.name:
-            raise ValueError(f"data.method.format={method.format!r} but data/template={template.name}: the policy must be "
-                             f"prompted in the format it is trained in; set data.method.format={template.name}")
         if group_size < 2:
             raise ValueError(f"data.group_size={group_size}: GRPO compares trajectories within a group, so it needs at least 2")
         if temperature <= 0:
             raise ValueError(f"data.temperature={temperature}: a group of greedy trajectories is one trajectory repeated; "
                              f"set data.temperature above 0 (e.g. 1.0)")
-        self.task, self.method, self.tool, self.noise = task, method, tool, noise
+        self.task, self.method, self.tool, self.noise = task, method(format=template.name), tool, noise
         self.dataset_name, self.dataset_source = f"{task.name}:{task.split}", task.source
         self.group_size, self.temperature, self.top_p = group_size, temperature, top_p
         self.reward = Reward(**(reward or {}))

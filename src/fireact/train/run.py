@@ -30,6 +30,7 @@ from rich.table import Table
 from transformers import AutoConfig, AutoTokenizer
 
 from fireact import tracking
+from fireact.agents.formats import write_trained_format
 from fireact.llm.embedded import resolve_model_path
 from fireact.train.module import CausalLMModule
 from fireact.train.openai_finetune import OpenAIFinetune
@@ -39,8 +40,8 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
-    """Run the configured fine-tuning as one MLflow run (stage "train"; with logger=mlflow the
-    Lightning curves go into it); returns the summary (also in train_summary.json). Two paths:
+    """Run the configured fine-tuning as one MLflow run (stage "train"; logger=mlflow puts the
+    Lightning curves into it); returns the summary (also in train_summary.json). Two paths:
     a hosted job (finetune=openai: the API trains) or Lightning here (lora, qlora, full: the
     strategy loads the model and exports what was trained)."""
     strategy = instantiate(cfg.finetune)
@@ -91,12 +92,14 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
         return {}
 
     exported = strategy.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge)
+    for folder in exported.values():  # evaluate's method.format=auto prompts in the format trained in
+        write_trained_format(folder, data.template.name)
     world = trainer.world_size
     summary = {
         "finetune": strategy.kind,
         "objective": objective.name,
         "model": cfg.model.path,
-        "template": data.template.name,
+        "format": data.template.name,
         "optimizer_steps": trainer.global_step,
         "resumed_from": ckpt_path,
         "world_size": world,

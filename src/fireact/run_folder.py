@@ -1,15 +1,15 @@
-"""The settings a folder's results were written under, kept beside them as run_config.yaml.
+"""A run folder and the settings its results were written under, kept beside them as run_config.yaml.
 
 `evaluate` and `generate` resume in their output folder. Resuming is only sound when the
 questions still to run use the settings the written ones used, so the folder records the
 result-relevant config (resolved, secrets left out) with its first trajectory, and a rerun
 whose settings differ stops before any work, naming the folder, the differing keys and the
-ways out. Settings that change speed or bookkeeping but not what a trajectory holds (how
-many questions, chunk and batch sizes, workers, retries and timeouts, where things are
-logged) are left out, so `task.n=500` resumes a `task.n=100` folder and `samples=8` a
-`samples=4` one.
+ways out. Left out of the record: where things are written and logged (BOOKKEEPING, for every
+folder), and the keys the stage names as not changing what a result holds (`not_results`:
+how many questions, batch sizes, workers, retries and timeouts), so `task.n=500` resumes a
+`task.n=100` folder and `samples=8` a `samples=4` one.
 
-    folder = RunFolder(out_dir, cfg, results=["trajectories.jsonl"])
+    folder = RunFolder(out_dir, cfg, results=["trajectories.jsonl"], not_results=NOT_RESULTS)
     folder.check()     # before any work: ConfigMismatch if the folder was written otherwise
     folder.record()    # with the first result written: run_config.yaml (once)
 """
@@ -31,18 +31,8 @@ log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.yaml"
 
-# Dotted keys (and everything under them) that do not change what a run writes.
-NOT_RESULTS = (
-    "hydra", "paths", "logger", "experiment_name", "output_dir", "resume", "dry_run",
-    "chunk_size", "tool_workers", "task.n", "samples",
-    # backends: speed, placement and transport
-    "backend.batch_size", "backend.prefix_cache_size", "backend.device", "backend.concurrency",
-    "backend.timeout_s", "backend.max_retries", "backend.retry_budget_s", "backend.backoff_initial_s",
-    "backend.backoff_max_s", "backend.gpu_memory_utilization", "backend.kv_cache_memory_bytes",
-    "backend.tensor_parallel_size", "backend.enforce_eager",
-    # tools: the call cache and the HTTP client
-    "tool.cache", "tool.cache_path", "tool.timeout", "tool.retry", "tool.tool.timeout", "tool.tool.retry",
-)
+# Dotted keys (and everything under them) of where a run writes and logs: never part of a result.
+BOOKKEEPING = ("hydra", "paths", "tracker", "logger", "experiment_name", "output_dir", "resume")
 _ABSENT = "<absent>"
 
 
@@ -50,25 +40,26 @@ class ConfigMismatch(ValueError):
     """The output folder holds results written under other settings; raised before any work."""
 
 
-def result_config(cfg: Mapping | Any) -> dict[str, Any]:
-    """The resolved config without the NOT_RESULTS keys and without secrets (secret-named
-    entries dropped, secret values masked), as plain dicts and lists."""
+def result_config(cfg: Mapping | Any, not_results: Sequence[str] = ()) -> dict[str, Any]:
+    """The resolved config without BOOKKEEPING and `not_results` keys (dotted, with everything
+    under them) and without secrets (secret-named entries dropped, secret values masked), as
+    plain dicts and lists."""
     tree = resolved_config(cfg)
     redactor = Redactor.for_config(tree)
-    return redactor.tree(_prune(tree, ""))
+    return redactor.tree(_prune(tree, "", frozenset((*BOOKKEEPING, *not_results))))
 
 
-def _prune(node: Any, prefix: str) -> Any:
+def _prune(node: Any, prefix: str, left_out: frozenset[str]) -> Any:
     if isinstance(node, Mapping):
         kept = {}
         for key, value in node.items():
             name = f"{prefix}{key}"
-            if name in NOT_RESULTS or is_secret_name(str(key)):
+            if name in left_out or is_secret_name(str(key)):
                 continue
-            kept[str(key)] = _prune(value, f"{name}.")
+            kept[str(key)] = _prune(value, f"{name}.", left_out)
         return kept
     if isinstance(node, (list, tuple)):
-        return [_prune(value, prefix) for value in node]
+        return [_prune(value, prefix, left_out) for value in node]
     return node
 
 
@@ -84,11 +75,12 @@ def differences(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
 
 
 class RunFolder:
-    """An output folder whose `results` files (names inside it) were written under one config."""
+    """An output folder whose `results` files (names inside it) were written under one config;
+    `not_results`: the stage's keys that do not change a result (see the module doc)."""
 
-    def __init__(self, out_dir: str | Path, cfg: Mapping | Any, results: Sequence[str]):
+    def __init__(self, out_dir: str | Path, cfg: Mapping | Any, results: Sequence[str], not_results: Sequence[str] = ()):
         self.out_dir = Path(out_dir)
-        self.config = result_config(cfg)
+        self.config = result_config(cfg, not_results)
         self.results = [self.out_dir / name for name in results]
         self.path = self.out_dir / RUN_CONFIG
         self._started = False

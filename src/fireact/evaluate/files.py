@@ -1,4 +1,5 @@
-"""An evaluation's files and their MLflow record: metrics, trajectories, per-question table, plots."""
+"""An evaluation's files: trajectories.jsonl, summary.json, per_question.csv, plots/turns.png.
+Written by the stages that score trajectories (evaluate, rescore); fireact.tracking logs them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pandas as pd
 
 from fireact.evaluate.plots import turns_histogram
 from fireact.evaluate.summary import method_used
-from fireact.tracking.run import TrackedRun, active_run
 from fireact.trajectory import Trajectory, write_jsonl
 
 PER_QUESTION_COLUMNS = ["qid", "em", "f1", "turns", "tool_calls", "answer", "gold", "method_used", "error"]
@@ -44,22 +44,4 @@ def write_evaluation(trajectories: Sequence[Trajectory], summary: Mapping[str, f
     files["turns_plot"] = turns_histogram(
         [t.turns for t in trajectories], out_dir / "plots" / "turns.png", title=title or "turns per trajectory"
     )
-    return files
-
-
-def log_evaluation(
-    trajectories: Sequence[Trajectory],
-    summary: Mapping[str, float],
-    out_dir: str | Path,
-    title: str = "",
-    run: TrackedRun | None = None,
-) -> dict[str, Path]:
-    """Write the evaluation's files (see write_evaluation) and log them with the summary's
-    metrics to `run` (default: the active run; none when tracking is off). Returns the files."""
-    files = write_evaluation(trajectories, summary, out_dir, title)
-    run = run or active_run()
-    if run is not None:
-        run.log_metrics(summary)
-        for name, path in files.items():
-            run.log_artifact(path, "plots" if name == "turns_plot" else None)
     return files

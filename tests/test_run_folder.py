@@ -1,4 +1,4 @@
-"""run_config.yaml: a folder's results are resumed only under the settings they were written with."""
+"""run_config.yaml (fireact.run_folder): a folder's results are resumed only under the settings they were written with."""
 
 import subprocess
 import sys
@@ -7,24 +7,26 @@ import pytest
 import yaml
 
 from fireact.evaluate.run import evaluate
+from fireact.generate import NOT_RESULTS as GENERATE_NOT_RESULTS
 from fireact.generate import generate
 from fireact.paths import REPO_ROOT
 from fireact.tasks import HotpotQA
-from fireact.tracking.run_config import RUN_CONFIG, ConfigMismatch, RunFolder, differences, result_config
+from fireact.evaluate.run import NOT_RESULTS
+from fireact.run_folder import RUN_CONFIG, ConfigMismatch, RunFolder, differences, result_config
 from fireact.trajectory import Step, Trajectory, append_jsonl
 from tests.conftest import compose_config
 
-SMALL = ["task.n=2", "method.max_rounds=2", "~logger"]
+SMALL = ["task.n=2", "method.max_rounds=2", "~tracker"]
 
 
 def test_result_config_leaves_out_speed_bookkeeping_and_secrets(compose_cfg, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789abcdefXYZ")
     cfg = compose_cfg("evaluate", "backend=openai", "model=gpt4", "+backend.api_key=sk-inline-0123456789abcdefghij",
                       "+model.note=sk-test-key-0123456789abcdefXYZ")
-    config = result_config(cfg)
+    config = result_config(cfg, NOT_RESULTS)
     assert config["model"]["name"] == "gpt-4-0613" and config["method"]["max_rounds"] == 11 and config["seed"] == 0
     assert config["task"]["shuffle_seed"] == 233 and "n" not in config["task"]
-    for key in ("output_dir", "resume", "chunk_size", "tool_workers", "logger", "paths", "experiment_name", "hydra"):
+    for key in ("output_dir", "resume", "chunk_size", "tool_workers", "tracker", "paths", "experiment_name", "hydra"):
         assert key not in config
     assert "concurrency" not in config["backend"] and "timeout_s" not in config["backend"]
     assert "api_key" not in config["backend"] and config["backend"]["api_key_env"] == "OPENAI_API_KEY"
@@ -43,7 +45,7 @@ def test_differences_name_each_changed_added_or_removed_key():
 
 def test_the_record_round_trips_through_yaml(compose_cfg, tmp_path):
     cfg = compose_cfg("evaluate", "noise=none_obs", "noise.p=0.25", "model.price.prompt_per_1k=1e-05")
-    folder = RunFolder(tmp_path / "out", cfg, results=["trajectories.jsonl"])
+    folder = RunFolder(tmp_path / "out", cfg, results=["trajectories.jsonl"], not_results=NOT_RESULTS)
     folder.record()
     (tmp_path / "out" / "trajectories.jsonl").write_text("{}\n")
     folder.check()  # the same settings, read back from YAML: no difference
@@ -51,7 +53,7 @@ def test_the_record_round_trips_through_yaml(compose_cfg, tmp_path):
 
 
 def test_a_folder_without_results_or_without_a_record_is_not_refused(compose_cfg, tmp_path, caplog):
-    folder = RunFolder(tmp_path, compose_cfg("evaluate"), results=["trajectories.jsonl"])
+    folder = RunFolder(tmp_path, compose_cfg("evaluate"), results=["trajectories.jsonl"], not_results=NOT_RESULTS)
     (tmp_path / RUN_CONFIG).write_text("seed: 99\n")
     folder.check()  # a record but no results: nothing would be mixed
     (tmp_path / RUN_CONFIG).unlink()
@@ -70,9 +72,9 @@ def written_folder(out_dir, n=2):
 
 
 def test_evaluate_resumes_its_own_folder_and_refuses_another_configs(compose_cfg, tmp_path):
-    out = tmp_path / "out"
+    out = tmp_path  # compose_cfg writes here
     cfg = compose_cfg("evaluate", *SMALL)
-    RunFolder(out, cfg, results=["trajectories.jsonl"]).record()
+    RunFolder(out, cfg, results=["trajectories.jsonl"], not_results=NOT_RESULTS).record()
     written_folder(out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
@@ -90,8 +92,8 @@ def test_evaluate_resumes_its_own_folder_and_refuses_another_configs(compose_cfg
 
 
 def test_resume_false_keeps_the_old_files_until_new_work_is_written(compose_cfg, tmp_path):
-    out = tmp_path / "out"
-    RunFolder(out, compose_cfg("evaluate", *SMALL), results=["trajectories.jsonl"]).record()
+    out = tmp_path  # compose_cfg writes here
+    RunFolder(out, compose_cfg("evaluate", *SMALL), results=["trajectories.jsonl"], not_results=NOT_RESULTS).record()
     written_folder(out)
     before = (out / "trajectories.jsonl").read_bytes()
     with pytest.raises(Exception, match="batch_size"):  # the backend cannot be built: nothing was replaced
@@ -100,8 +102,8 @@ def test_resume_false_keeps_the_old_files_until_new_work_is_written(compose_cfg,
 
 
 def test_generate_refuses_another_configs_folder(compose_cfg, tmp_path):
-    out = tmp_path / "out"
-    RunFolder(out, compose_cfg("generate", *SMALL), results=["trajectories.jsonl", "failures.jsonl"]).record()
+    out = tmp_path  # compose_cfg writes here
+    RunFolder(out, compose_cfg("generate", *SMALL), results=["trajectories.jsonl", "failures.jsonl"], not_results=GENERATE_NOT_RESULTS).record()
     (out / "failures.jsonl").write_text("{}\n")
     with pytest.raises(ConfigMismatch, match=r"(?s)noise.p: '<absent>'|noise._target_: 'fireact.tools.noise.Clean' \(in the folder\)"):
         generate(compose_cfg("generate", *SMALL, "noise=none_obs"))
@@ -109,8 +111,8 @@ def test_generate_refuses_another_configs_folder(compose_cfg, tmp_path):
 
 def test_the_entry_point_stops_before_any_work_with_the_message(tmp_path):
     out = tmp_path / "run"
-    first = [sys.executable, "-m", "fireact.evaluate", "task.n=2", "~logger", f"hydra.run.dir={out}"]
-    RunFolder(out, compose_config("evaluate", ["task.n=2", "~logger"], out_dir=out), results=["trajectories.jsonl"]).record()
+    first = [sys.executable, "-m", "fireact.evaluate", "task.n=2", "~tracker", f"hydra.run.dir={out}"]
+    RunFolder(out, compose_config("evaluate", ["task.n=2", "~tracker"], out_dir=out), results=["trajectories.jsonl"], not_results=NOT_RESULTS).record()
     written_folder(out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     changed = subprocess.run([*first, "model.path=/elsewhere/model", "method=cot"], cwd=REPO_ROOT,
