@@ -239,6 +239,18 @@ def per_question_scores(folder: Path) -> dict[str, dict[str, float]]:
     return {row.qid: {"em": float(row.em), "f1": float(row.f1)} for row in table.itertuples()}
 
 
+def paired_rows(result: dict, agent: str, baseline: str) -> list[tuple[str, str, str]]:
+    """A paired test's rows: (column of the tables/paired.json artifact, row as printed, value)."""
+    return [
+        ("questions paired", "questions paired", str(result["n_paired"])),
+        ("EM difference", "EM difference", stats.with_interval(result, "em_diff")),
+        ("F1 difference", "F1 difference", stats.with_interval(result, "f1_diff")),
+        ("only the agent right (EM)", f"only {agent} right (EM)", str(result["only_a_right"])),
+        ("only the baseline right (EM)", f"only {baseline} right (EM)", str(result["only_b_right"])),
+        ("McNemar exact p (EM)", "McNemar exact p (EM)", f"{result['mcnemar_p']:.3g}"),
+    ]
+
+
 def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dict], root: Path) -> list[Table]:
     """comparison.csv and .md (one row per agent), paired.json ({"<agent> - <baseline>": test}),
     the same as table artifacts of the pipeline's run (tables/comparison.json, tables/paired.json:
@@ -258,29 +270,20 @@ def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dic
     lines += ["| " + " | ".join([name, *(stats.with_interval(results[name], key) for key in shown)]) + " |" for name in agents]
     tracking.log_table(pd.DataFrame([{"agent": name, **{key: stats.with_interval(results[name], key) for key in shown}}
                                      for name in agents]), "tables/comparison.json")
-    tables, paired_rows = [table], []
+    tables, paired_table = [table], []
     for (agent, baseline), result in paired.items():
-        rows = [
-            ("questions paired", str(result["n_paired"])),
-            ("EM difference", stats.with_interval(result, "em_diff")),
-            ("F1 difference", stats.with_interval(result, "f1_diff")),
-            (f"only {agent} right (EM)", str(result["only_a_right"])),
-            (f"only {baseline} right (EM)", str(result["only_b_right"])),
-            ("McNemar exact p (EM)", f"{result['mcnemar_p']:.3g}"),
-        ]
-        generic = ["questions paired", "EM difference", "F1 difference", "only the agent right (EM)",
-                   "only the baseline right (EM)", "McNemar exact p (EM)"]  # the rows' names, agent-free
-        paired_rows.append({"agent": agent, "baseline": baseline, **{name: value for name, (_, value) in zip(generic, rows)}})
+        rows = paired_rows(result, agent, baseline)
+        paired_table.append({"agent": agent, "baseline": baseline, **{column: value for column, _, value in rows}})
         pairs = Table(title=f"{agent} - {baseline}, question by question (95% paired-bootstrap intervals)")
         pairs.add_column("")
         pairs.add_column("value", justify="right")
-        for name, value in rows:
+        for _, name, value in rows:
             pairs.add_row(name, value)
         tables.append(pairs)
-        lines += ["", f"| {agent} - {baseline} | paired |", "| --- | --- |", *(f"| {n} | {v} |" for n, v in rows),
+        lines += ["", f"| {agent} - {baseline} | paired |", "| --- | --- |", *(f"| {n} | {v} |" for _, n, v in rows),
                   "", stats.verdict(result, agent, baseline)]
     if paired:
-        tracking.log_table(pd.DataFrame(paired_rows), "tables/paired.json")
+        tracking.log_table(pd.DataFrame(paired_table), "tables/paired.json")
         (root / "paired.json").write_text(json.dumps({f"{a} - {b}": result for (a, b), result in paired.items()}, indent=2))
     (root / "comparison.md").write_text("\n".join(lines) + "\n")
     return tables
