@@ -6,12 +6,12 @@ import sys
 import pytest
 import yaml
 
-from fireact.evaluate.run import evaluate
+from fireact.agents.runner import resolve_method_format
+from fireact.evaluate.run import NOT_RESULTS, evaluate
 from fireact.generate import NOT_RESULTS as GENERATE_NOT_RESULTS
 from fireact.generate import generate
 from fireact.paths import REPO_ROOT
 from fireact.tasks import HotpotQA
-from fireact.evaluate.run import NOT_RESULTS
 from fireact.run_folder import RUN_CONFIG, ConfigMismatch, RunFolder, differences, result_config
 from fireact.trajectory import Step, Trajectory, append_jsonl
 from tests.conftest import compose_config
@@ -62,6 +62,12 @@ def test_a_folder_without_results_or_without_a_record_is_not_refused(compose_cfg
     assert "no run_config.yaml" in caplog.text
 
 
+def recorded(out_dir, cfg, not_results=NOT_RESULTS, results=("trajectories.jsonl",)) -> None:
+    """run_config.yaml as the stage writes it: method.format=auto resolved first, as evaluate and generate do."""
+    resolve_method_format(cfg)
+    RunFolder(out_dir, cfg, results=list(results), not_results=not_results).record()
+
+
 def written_folder(out_dir, n=2):
     """A folder that holds a trajectory for each of the first n evaluation questions."""
     for q in HotpotQA(n=n, shuffle_seed=233).questions():
@@ -74,7 +80,7 @@ def written_folder(out_dir, n=2):
 def test_evaluate_resumes_its_own_folder_and_refuses_another_configs(compose_cfg, tmp_path):
     out = tmp_path  # compose_cfg writes here
     cfg = compose_cfg("evaluate", *SMALL)
-    RunFolder(out, cfg, results=["trajectories.jsonl"], not_results=NOT_RESULTS).record()
+    recorded(out, cfg)
     written_folder(out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
@@ -93,7 +99,7 @@ def test_evaluate_resumes_its_own_folder_and_refuses_another_configs(compose_cfg
 
 def test_resume_false_keeps_the_old_files_until_new_work_is_written(compose_cfg, tmp_path):
     out = tmp_path  # compose_cfg writes here
-    RunFolder(out, compose_cfg("evaluate", *SMALL), results=["trajectories.jsonl"], not_results=NOT_RESULTS).record()
+    recorded(out, compose_cfg("evaluate", *SMALL))
     written_folder(out)
     before = (out / "trajectories.jsonl").read_bytes()
     with pytest.raises(Exception, match="batch_size"):  # the backend cannot be built: nothing was replaced
@@ -103,7 +109,7 @@ def test_resume_false_keeps_the_old_files_until_new_work_is_written(compose_cfg,
 
 def test_generate_refuses_another_configs_folder(compose_cfg, tmp_path):
     out = tmp_path  # compose_cfg writes here
-    RunFolder(out, compose_cfg("generate", *SMALL), results=["trajectories.jsonl", "failures.jsonl"], not_results=GENERATE_NOT_RESULTS).record()
+    recorded(out, compose_cfg("generate", *SMALL), GENERATE_NOT_RESULTS, results=("trajectories.jsonl", "failures.jsonl"))
     (out / "failures.jsonl").write_text("{}\n")
     with pytest.raises(ConfigMismatch, match=r"(?s)noise.p: '<absent>'|noise._target_: 'fireact.tools.noise.Clean' \(in the folder\)"):
         generate(compose_cfg("generate", *SMALL, "noise=none_obs"))
@@ -112,7 +118,7 @@ def test_generate_refuses_another_configs_folder(compose_cfg, tmp_path):
 def test_the_entry_point_stops_before_any_work_with_the_message(tmp_path):
     out = tmp_path / "run"
     first = [sys.executable, "-m", "fireact.evaluate", "task.n=2", "~tracker", f"hydra.run.dir={out}"]
-    RunFolder(out, compose_config("evaluate", ["task.n=2", "~tracker"], out_dir=out), results=["trajectories.jsonl"], not_results=NOT_RESULTS).record()
+    recorded(out, compose_config("evaluate", ["task.n=2", "~tracker"], out_dir=out))
     written_folder(out)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     changed = subprocess.run([*first, "model.path=/elsewhere/model", "method=cot"], cwd=REPO_ROOT,
