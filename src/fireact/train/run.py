@@ -45,14 +45,12 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
     a hosted job (finetune=openai: the API trains) or Lightning here (lora, qlora, full: the
     strategy loads the model and exports what was trained)."""
     strategy = instantiate(cfg.finetune)
-    if isinstance(strategy, OpenAIFinetune) and callbacks:
+    hosted = isinstance(strategy, OpenAIFinetune)
+    if hosted and callbacks:
         raise ValueError("Lightning callbacks do not apply to finetune=openai (the job runs on the API)")
     with tracking.start_run(cfg, stage="train"):
         pl.seed_everything(cfg.seed, workers=True)
-        if isinstance(strategy, OpenAIFinetune):
-            summary = strategy.run_job(cfg)
-        else:
-            summary = fit_local(cfg, strategy, callbacks)
+        summary = strategy.run_job(cfg) if hosted else fit_local(cfg, strategy, callbacks)
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         if (Path(cfg.output_dir) / "train_summary.json").exists():
             tracking.log_artifact(Path(cfg.output_dir) / "train_summary.json")
