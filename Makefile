@@ -103,8 +103,8 @@ bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training s
 #                            scaling: the CPU recipe of make small, hours; the others: 100 trajectories, 10 questions, minutes)
 #   LAUNCHER=joblib          the jobs in parallel on this machine, e.g. ARGS="hydra.launcher.n_jobs=2"
 #   LAUNCHER=submitit_slurm  the jobs on SLURM, e.g. ARGS="hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1"
-#   ARGS="..."               more overrides for the multirun(s), e.g. ARGS="use.model=llama2_7b" (pipeline
-#                            experiments set config groups as use.KEY: see conf/pipeline.yaml)
+#   ARGS="..."               more overrides for the multirun(s), e.g. ARGS="model=llama2_7b" (the pipeline
+#                            takes the stages' config groups and keys: see conf/pipeline.yaml)
 # Paper scale needs GPUs and the hub weights (Llama rows) or OPENAI_API_KEY (GPT rows).
 .PHONY: table1 table2 noise bamboogle lora_vs_full scaling fig4 multimethod multitask mixgrid mixoptuna
 SMALL ?=

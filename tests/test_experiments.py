@@ -75,41 +75,22 @@ def grid_overrides(experiment: str, tmp_path: Path) -> list[list[str]]:
     return cases or [[]]
 
 
-# Stage override lists already composed, as shapes: numbers and the model name masked (every
-# conf/model member composes with every entry point: test_configs.py), to keep this fast.
-_SEEN_STAGES: set[tuple[str, ...]] = set()
-
-
-def stage_shape(stage: str, overrides: list[str]) -> tuple[str, ...]:
-    masked = [re.sub(r"=-?[\d.]+(e-?\d+)?$", "=#", re.sub(r"^model=\w+$", "model=*", o)) for o in overrides]
-    return (stage, *masked)
-
-
 def check_job(experiment: str, overrides: list[str], tmp_path: Path) -> None:
     entry = entry_point(experiment)
     cfg, _ = compose_job(entry, [f"experiment={experiment}", *overrides], tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["experiment_name"] == experiment
-    if entry == "pipeline":
+    if entry == "pipeline":  # each stage's config, with the changes the pipeline makes to it
         from fireact.pipeline import stage_config
 
-        for stage in cfg.stages:
-            shape = stage_shape(stage, [*resolved["stages"][stage], *resolved["extra"][stage]])
-            if shape in _SEEN_STAGES:
-                continue
-            _SEEN_STAGES.add(shape)
-            stage_cfg = stage_config(cfg, stage, tmp_path / stage)
-            OmegaConf.to_container(stage_cfg, resolve=True)
-        if cfg.get("improve"):  # the improve stages, as run_improve composes them
-            from fireact.pipeline import compose_stage, improve_overrides, rollout_method_overrides
-
-            if cfg.improve.sample is None:  # online: no sample stage
-                stages = [("train", improve_overrides(cfg, "train", ["model.path=/sft", *rollout_method_overrides(cfg)]))]
-            else:
-                stages = [("generate", improve_overrides(cfg, "sample", [*cfg.extra.evaluate, "model.path=/sft"])),
-                          ("train", improve_overrides(cfg, "train", ["model.path=/sft", "data.path=/samples"]))]
-            for config_name, overrides in stages:
-                OmegaConf.to_container(compose_stage(cfg, config_name, tmp_path / config_name, overrides), resolve=True)
+        start = {"model": {"path": "/sft"}}
+        stages = [("build_data", []), ("train", [{"data": {"path": "/data"}}]), ("evaluate", []), ("evaluate", [start])]
+        if cfg.get("improve"):
+            if cfg.improve.sample is not None:
+                stages.append(("generate", [start, cfg.improve.sample]))
+            stages.append(("train", [start, cfg.improve.train, {"data": {"path": "/samples"}}]))
+        for stage, changes in stages:
+            OmegaConf.to_container(stage_config(cfg, stage, tmp_path / stage, *changes), resolve=True)
 
 
 def test_there_are_the_paper_experiments():
@@ -128,7 +109,7 @@ def test_header_names_an_entry_point(experiment):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_swept_value_composes_with_its_entry_point(experiment, tmp_path):
     """Each value of each hydra.sweeper.params key, as a job of `-m experiment=NAME` gets it;
-    for the pipeline also each stage's config (stages.* + extra.*)."""
+    for the pipeline also each stage's config."""
     try:
         for overrides in grid_overrides(experiment, tmp_path):
             check_job(experiment, overrides, tmp_path)

@@ -15,8 +15,8 @@ from tests.conftest import logged_table
 
 TOY = [
     "n=6", "questions=2",
-    "extra.train=['trainer.max_steps=2','data.max_length=384','data.batch_size=2','data.val_fraction=0']",
-    "extra.evaluate=['method.max_rounds=2','method.max_tokens=40','method.max_retries=0']",
+    "trainer.max_steps=2", "data.max_length=384", "data.batch_size=2", "data.val_fraction=0",
+    "method.max_rounds=2", "method.max_tokens=40", "method.max_retries=0",
     "experiment_name=pipeline-test",
 ]
 
@@ -78,7 +78,7 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert json.loads((run / "train" / "train_summary.json").read_text())["optimizer_steps"] == 2
 
     # another run that changes only the evaluation trains nothing: it links the same trained model
-    noisy = run_pipeline(tmp_path, store, "noisy", "use.noise=none_obs", "prompted=false")
+    noisy = run_pipeline(tmp_path, store, "noisy", "noise=none_obs", "prompted=false")
     assert noisy.returncode == 0, noisy.stderr[-3000:]
     assert (tmp_path / "noisy" / "train").resolve() == (run / "train").resolve()
     # evaluations are shared stages too, keyed by their config: the noisy one is its own
@@ -87,7 +87,7 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert len([p for p in (tmp_path / "stages").glob("train-*") if p.is_dir()]) == 1
     runs = mlflow.search_runs(experiment_names=["pipeline-test"])
     assert sorted(runs["tags.stage"]).count("train") == 1
-    assert (runs["params.noise"] == "none_obs").sum() == 1  # the noisy fine-tuned evaluation
+    assert (runs["params.noise"] == "none_obs").sum() == 1  # the noisy pipeline run (its stages inherit it in reports)
 
 
 def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
@@ -97,7 +97,7 @@ def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
 
     from hydra import compose, initialize_config_dir
 
-    from fireact.pipeline import shared_stage_dir, stage_overrides
+    from fireact.pipeline import shared_stage_dir
 
     conf = tmp_path / "conf"
     shutil.copytree(REPO_ROOT / "conf", conf)
@@ -105,7 +105,7 @@ def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
     def train_folder() -> str:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
             cfg = compose(config_name="pipeline", overrides=[*TOY, f"stages_dir={tmp_path / 'stages'}"])
-            return shared_stage_dir(cfg, "train", stage_overrides(cfg, "train", ["data.path=/data"]), tmp_path / "run").name
+            return shared_stage_dir(cfg, "train", "train", [{"data": {"path": "/data"}}], tmp_path / "run").name
 
     first = train_folder()
     assert train_folder() == first  # the same files: the same folder
@@ -121,11 +121,10 @@ def test_improve_samples_from_the_merged_sft_model_and_names_the_fix_when_nothin
     own stage folder; a toy model finds no question with both a success and a failure, so the DPO
     stage stops with the message that says what to change (the real runs: experiments/self_improvement.md)."""
     store = tmp_path / "mlflow.db"
-    toy_train = "extra.train=['trainer.max_steps=2','data.max_length=384','data.batch_size=2','data.val_fraction=0'"
     unmerged = run_pipeline(tmp_path, store, "unmerged", "improve=dpo", "prompted=false")
-    assert unmerged.returncode != 0 and "add merge=true to the training" in unmerged.stderr
+    assert unmerged.returncode != 0 and "add merge=true to the pipeline's command line" in unmerged.stderr
     improved = run_pipeline(tmp_path, store, "improved", "improve=dpo", "prompted=false", "improve.questions=2",
-                            "improve.samples=2", "improve.temperature=1.0", toy_train + ",'merge=true']")
+                            "improve.samples=2", "improve.temperature=1.0", "merge=true")
     assert improved.returncode != 0 and "no question has both a success and a failure" in improved.stderr
     samples = tmp_path / "improved" / "sample_1"
     written = [json.loads(line) for name in ("trajectories.jsonl", "failures.jsonl") if (samples / name).exists()
@@ -139,10 +138,9 @@ def test_improve_grpo_trains_online_from_the_sft_model_and_pairs_it_against_it(t
     """improve=grpo at toy scale: no sample stage; the GRPO stage starts from the merged SFT
     model, its agent (an adapter on that model) is evaluated and paired against the fine-tuned one."""
     store = tmp_path / "mlflow.db"
-    toy_train = "extra.train=['trainer.max_steps=2','data.max_length=384','data.batch_size=2','data.val_fraction=0','merge=true']"
-    toy_grpo = ("improve.train=['model=smollm2_135m','finetune=lora','trainer=cpu','objective=grpo','data=rollouts',"
-                "'data.task.n=2','data.batch_size=2','data.group_size=2','trainer.max_steps=1']")
-    result = run_pipeline(tmp_path, store, "grpo", "improve=grpo", "prompted=false", toy_train, toy_grpo)
+    # 2 questions in groups of 2, one step of one batch (the pipeline's trainer.max_steps=2 caps it)
+    toy_grpo = ["improve.questions=2", "improve.train.data.batch_size=2", "improve.train.data.group_size=2"]
+    result = run_pipeline(tmp_path, store, "grpo", "improve=grpo", "prompted=false", "merge=true", *toy_grpo)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "grpo"
     assert not (run / "sample_1").exists()

@@ -9,14 +9,15 @@ grpo, which samples online as it trains, that stage alone), and
 each round's agent is evaluated on the same questions and compared, question by question,
 with the fine-tuned one.
 
-Each stage is its own entry point's config (conf/<stage>.yaml) composed with the overrides
-in `stages.<stage>`, exactly as on that stage's command line, plus the shared `seed` and
-`experiment_name`. Every stage writes under `stages_dir`, in a folder named by a hash of its
-whole config, linked from the run folder: every run or sweep job with the same data and
-training settings shares one trained model, and one evaluation of each agent on the same
-questions (a lock makes parallel jobs wait for it). Rerunning
-reuses every stage: build_data is deterministic, a finished training is kept (an interrupted one
-resumes from its checkpoint), and evaluations resume.
+The pipeline's config composes the stages' config groups at top level (conf/pipeline.yaml).
+Each stage receives its part (`stage_config`): its own conf/<stage>.yaml, every key of which the
+pipeline also has taken from the pipeline's config, after the stage's changes (a config object:
+the trained model to evaluate, an improve step's `sample` or `train`). Every stage writes under
+`stages_dir`, in a folder named by a hash of the config it runs with, linked from the run
+folder: every run or sweep job with the same data and training settings shares one trained
+model, and one evaluation of each agent on the same questions (a lock makes parallel jobs wait
+for it). Rerunning reuses every stage: build_data is deterministic, a finished training is kept
+(an interrupted one resumes from its checkpoint), and evaluations resume.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -49,66 +51,66 @@ COMPARED = (
     "cost_per_trial",
 )
 
-
-def quoted(path) -> str:
-    """A path as a Hydra override value (run folders are named like `n=100,noise=clean`)."""
-    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+Changes = Mapping | DictConfig  # a part of a config: {"model": {"path": ...}}, an improve step's `train`
 
 
-def stage_overrides(cfg: DictConfig, stage: str, extra: list[str] = ()) -> list[str]:
-    """The stage's command line: seed, stages.<stage>, extra.<stage>, then `extra` (n=None is n=null)."""
-    overrides = [f"seed={cfg.seed}", *cfg.stages[stage], *cfg.extra[stage], *extra]
-    return [o.removesuffix("=None") + "=null" if o.endswith("=None") else o for o in overrides]
+def apply_changes(part: DictConfig, changes: Changes) -> None:
+    """Each key of `changes` into `part`: a config group's member (a mapping with a `_target_`) or a
+    plain value replaces what is there, any other mapping is merged into it (so `finetune: {lr: ...}`
+    changes one setting). Interpolations stay, resolved later against `part`."""
+    if OmegaConf.is_config(changes):
+        changes = OmegaConf.to_container(changes, resolve=False)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and "_target_" not in value and OmegaConf.is_dict(part.get(key)):
+            part[key] = OmegaConf.merge(part[key], value)
+        else:
+            part[key] = value
 
 
-def stage_config(cfg: DictConfig, stage: str, out_dir: Path, extra: list[str] = ()) -> DictConfig:
-    return compose_stage(cfg, stage, out_dir, stage_overrides(cfg, stage, extra))
-
-
-def compose_stage(cfg: DictConfig, config_name: str, out_dir: Path, overrides: list[str]) -> DictConfig:
-    """conf/<config_name>.yaml with `overrides`, writing to `out_dir`, in the pipeline's experiment."""
-    shared = [f"experiment_name={cfg.experiment_name}", f"paths.output_dir={quoted(out_dir)}"]
-    stage_cfg = compose(config_name=config_name, overrides=shared + list(overrides))
+def stage_config(cfg: DictConfig, stage: str, out_dir: Path, *changes: Changes) -> DictConfig:
+    """The config `stage` runs with, writing to `out_dir`: conf/<stage>.yaml, every key of which the
+    pipeline's config also has (its groups, seed, experiment_name, n, ...) taken from it after
+    `changes`, resolved there (so `backend.model: ${model}` follows a changed model.path)."""
+    part = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    part.pop("hydra", None)
+    part.paths.output_dir = str(out_dir)
+    for change in changes:
+        apply_changes(part, change)
+    resolved = OmegaConf.to_container(part, resolve=True)
+    stage_cfg = compose(config_name=stage)
     with open_dict(stage_cfg):
         stage_cfg.pop("hydra", None)
+        for key in list(stage_cfg):
+            if key in resolved:
+                stage_cfg[key] = resolved[key]
+        if "tracker" not in resolved:  # ~tracker on the pipeline: no stage is tracked either
+            stage_cfg.pop("tracker", None)
     return stage_cfg
 
 
-def improve_overrides(cfg: DictConfig, step: str, extra: list[str]) -> list[str]:
-    """An improve step's command line: seed, improve.<step>, then `extra`."""
-    return [f"seed={cfg.seed}", *cfg.improve[step], *extra]
-
-
-def rollout_method_overrides(cfg: DictConfig) -> list[str]:
-    """The evaluation's method settings (extra.evaluate's method.*) for the rollouts of online
-    training (data=rollouts keeps its method under data.method): the agent samples as it is evaluated."""
-    return [f"data.{override}" for override in cfg.extra.evaluate if override.startswith("method.")]
-
-
-def trained_model_overrides(summary: dict) -> list[str]:
+def trained_model(summary: dict) -> dict:
     """How `evaluate` loads what `train` wrote: an adapter on the model it was trained from (the
     base model, or an improve step's starting model), a full model, or a hosted job's model (by
     name, so its format cannot sit beside its weights: the chat format it was trained in)."""
     outputs = summary["outputs"]
     if "adapter" in outputs:
-        return [f"model.path={quoted(summary['model'])}", f"model.adapter={quoted(outputs['adapter'])}"]
+        return {"model": {"path": summary["model"], "adapter": outputs["adapter"]}}
     if "fine_tuned_model" in outputs:
-        return [f"model.path={quoted(outputs['fine_tuned_model'])}", "method.format=chat"]
-    return [f"model.path={quoted(outputs['model'])}"]
+        return {"model": {"path": outputs["fine_tuned_model"]}, "method": {"format": "chat"}}
+    return {"model": {"path": outputs["model"]}}
 
 
-def shared_stage_dir(cfg: DictConfig, stage: str, overrides: list[str], root: Path, config_name: str | None = None) -> Path:
-    """stages_dir/<stage>-<hash of the stage's whole config>, linked as root/<stage>; the config is
-    conf/<config_name or stage>.yaml with `overrides`. The hash is of the composed config (its
-    output folder and experiment name aside), so a changed default in a config file trains anew
-    instead of reusing a stage made under the old one."""
-    settings = compose_stage(cfg, config_name or stage, Path("<stage folder>"), overrides)
+def shared_stage_dir(cfg: DictConfig, folder: str, stage: str, changes: list[Changes], root: Path) -> Path:
+    """stages_dir/<folder>-<hash of the stage's config>, linked as root/<folder>. The hash is of the
+    config `stage` runs with (its output folder and experiment name aside), so a changed default in
+    a config file trains anew instead of reusing a stage made under the old one."""
+    settings = stage_config(cfg, stage, Path("<stage folder>"), *changes)
     settings.experiment_name = None
     key = hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()[:12]
-    shared = Path(cfg.stages_dir).resolve() / f"{stage}-{key}"
+    shared = Path(cfg.stages_dir).resolve() / f"{folder}-{key}"
     shared.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    link = root / stage
+    link = root / folder
     if link.exists() and not link.is_symlink():
         raise FileExistsError(f"{link} is a folder, where the pipeline links its shared stage folder {shared}: "
                               f"move it away (an older pipeline wrote it), or run in another folder (hydra.run.dir=...)")
@@ -119,37 +121,32 @@ def shared_stage_dir(cfg: DictConfig, stage: str, overrides: list[str], root: Pa
     return shared
 
 
-def run_evaluate(cfg: DictConfig, folder: str, extra: list[str], root: Path) -> tuple[Path, dict]:
+def run_evaluate(cfg: DictConfig, folder: str, changes: list[Changes], root: Path) -> tuple[Path, dict]:
     """`evaluate` in a shared stage folder linked as root/<folder>: jobs that evaluate the same agent
     on the same questions (a sweep's jobs, all starting from one fine-tuned model) share its
     trajectories, the first writing them; every job still logs its own evaluate run."""
-    overrides = stage_overrides(cfg, "evaluate", extra)
-    out_dir = shared_stage_dir(cfg, folder, overrides, root, config_name="evaluate")
+    out_dir = shared_stage_dir(cfg, folder, "evaluate", changes, root)
     with FileLock(out_dir.with_suffix(".lock")):
-        return out_dir, evaluate(compose_stage(cfg, "evaluate", out_dir, overrides))
+        return out_dir, evaluate(stage_config(cfg, "evaluate", out_dir, *changes))
 
 
 def run_build_data(cfg: DictConfig, root: Path) -> Path:
-    out_dir = shared_stage_dir(cfg, "build_data", stage_overrides(cfg, "build_data"), root)
+    out_dir = shared_stage_dir(cfg, "build_data", "build_data", [], root)
     with FileLock(out_dir.with_suffix(".lock")):
         if not (out_dir / "manifest.json").exists():  # written last: the data is complete
             build_data(stage_config(cfg, "build_data", out_dir))
     return out_dir
 
 
-def run_train(cfg: DictConfig, data_dir: Path, root: Path) -> dict:
-    return train_once(cfg, "train", stage_overrides(cfg, "train", [f"data.path={quoted(data_dir)}"]), root)
-
-
-def train_once(cfg: DictConfig, stage: str, overrides: list[str], root: Path) -> dict:
-    """`train` with these overrides in its shared stage folder: kept once finished, resumed when interrupted."""
-    out_dir = shared_stage_dir(cfg, stage, overrides, root, config_name="train")
+def train_once(cfg: DictConfig, folder: str, changes: list[Changes], root: Path) -> dict:
+    """`train` with these changes in its shared stage folder: kept once finished, resumed when interrupted."""
+    out_dir = shared_stage_dir(cfg, folder, "train", changes, root)
     with FileLock(out_dir.with_suffix(".lock")):  # a parallel job with the same settings waits, then reuses
         done = out_dir / "train_summary.json"
         if done.exists():  # a finished training is kept; delete the folder to train again
             return json.loads(done.read_text())
-        resume = ["resume=true"] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
-        return train(compose_stage(cfg, "train", out_dir, [*overrides, *resume]))
+        resume = [{"resume": True}] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
+        return train(stage_config(cfg, "train", out_dir, *changes, *resume))
 
 
 def start_model(trained: dict) -> str:
@@ -158,7 +155,7 @@ def start_model(trained: dict) -> str:
     folder = outputs.get("model") or outputs.get("merged")
     if folder is None:
         raise ValueError("improve needs the fine-tuned model as one folder, but train wrote only a LoRA adapter; "
-                         "add merge=true to the training (\"extra.train=[merge=true]\") or use use.finetune=full")
+                         "add merge=true to the pipeline's command line, or use finetune=full")
     return folder
 
 
@@ -169,17 +166,16 @@ def run_improve(cfg: DictConfig, trained: dict, root: Path) -> list[tuple[str, d
     model, rounds = start_model(trained), []
     for number in range(1, cfg.improve.rounds + 1):
         name = cfg.improve.name if cfg.improve.rounds == 1 else f"{cfg.improve.name}-{number}"
-        if cfg.improve.sample is None:  # online (grpo): the policy samples as it trains
-            data = rollout_method_overrides(cfg)
-        else:
-            # The agent samples as it is evaluated (extra.evaluate: rounds, tokens).
-            sample = improve_overrides(cfg, "sample", [*cfg.extra.evaluate, f"model.path={quoted(model)}"])
+        start = {"model": {"path": model}}
+        data = []
+        if cfg.improve.sample is not None:  # grpo has none: the policy samples online as it trains
+            sample = [start, cfg.improve.sample]
             # Named by round, not by method: methods that sample alike share the stage (keyed by its config).
-            samples_dir = shared_stage_dir(cfg, f"sample_{number}", sample, root, config_name="generate")
+            samples_dir = shared_stage_dir(cfg, f"sample_{number}", "generate", sample, root)
             with FileLock(samples_dir.with_suffix(".lock")):
-                generate(compose_stage(cfg, "generate", samples_dir, sample))  # resumes: only missing samples run
-            data = [f"data.path={quoted(samples_dir)}"]
-        improved = train_once(cfg, name, improve_overrides(cfg, "train", [f"model.path={quoted(model)}", *data]), root)
+                generate(stage_config(cfg, "generate", samples_dir, *sample))  # resumes: only missing samples run
+            data = [{"data": {"path": str(samples_dir)}}]
+        improved = train_once(cfg, name, [start, cfg.improve.train, *data], root)
         rounds.append((name, improved))
         if number < cfg.improve.rounds:  # the next round starts from this one's model
             model = start_model(improved)
@@ -189,10 +185,10 @@ def run_improve(cfg: DictConfig, trained: dict, root: Path) -> list[tuple[str, d
 def pipeline(cfg: DictConfig) -> dict[str, dict]:
     root = Path(cfg.output_dir)
     with tracking.start_run(cfg, stage="pipeline"):
-        trained = run_train(cfg, run_build_data(cfg, root), root)
+        trained = train_once(cfg, "train", [{"data": {"path": str(run_build_data(cfg, root))}}], root)
         results, folders = {}, {}
         # method.format=auto: each agent is prompted in the format its model was trained in (fewshot: the base)
-        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", trained_model_overrides(trained), root)
+        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", [trained_model(trained)], root)
         comparisons = []  # (agent, baseline, MLflow metric prefix), each on the same questions
         if cfg.prompted:
             folders["prompted"], results["prompted"] = run_evaluate(cfg, "evaluate_prompted", [], root)
@@ -201,7 +197,7 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         if cfg.get("improve"):  # absent unless improve=<member>
             for name, improved in run_improve(cfg, trained, root):
                 rounds.append(name)
-                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", trained_model_overrides(improved), root)
+                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", [trained_model(improved)], root)
                 comparisons.append((name, "fine-tuned", f"paired_{name.replace('-', '')}"))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
         paired = {}

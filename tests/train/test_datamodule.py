@@ -11,7 +11,7 @@ from fireact.trajectory import Step, Trajectory, to_alpaca, write_chat
 
 
 def make(tokenizer, path, **kwargs):
-    kwargs.setdefault("template", AlpacaTemplate())
+    kwargs.setdefault("format", AlpacaTemplate())
     return TrajectoryDataModule(path=str(path), tokenizer=tokenizer, context_length=8192, **kwargs)
 
 
@@ -64,7 +64,7 @@ def test_no_trainable_tokens_fails_before_training(released, tokenizer, write_tr
     with pytest.raises(ValueError, match="no trainable tokens.*data.max_length=20"):
         data.setup()
     only_observations = [Trajectory(task="t", qid=str(i), question="Q", gold="", steps=[Step(observation="x")]) for i in range(3)]
-    data = make(tokenizer, write_trajectories(only_observations, "obs.jsonl"), template=AlpacaTemplate(add_eos=False))
+    data = make(tokenizer, write_trajectories(only_observations, "obs.jsonl"), format=AlpacaTemplate(add_eos=False))
     with pytest.raises(ValueError, match="no trainable tokens"):
         data.setup()
 
@@ -85,7 +85,7 @@ def test_batches_pad_labels_and_group_by_length(released, tokenizer, write_traje
     path = write_trajectories(released[:48])
 
     def padding(group_by_length):
-        data = make(tokenizer, path, template=ChatTemplate(), batch_size=4, val_fraction=0,
+        data = make(tokenizer, path, format=ChatTemplate(), batch_size=4, val_fraction=0,
                     group_by_length=group_by_length, seed=3)
         batches = list(data.train_dataloader())
         assert sum(len(b["input_ids"]) for b in batches) == 48

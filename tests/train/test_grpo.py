@@ -71,6 +71,6 @@ def test_grpo_on_trajectory_data_is_a_clear_error(tmp_path):
 
 
 def test_rollouts_are_prompted_in_the_format_the_policy_trains_in(tmp_path, tokenizer):
-    for template in ("alpaca", "chat"):
-        data = instantiate(grpo_config(tmp_path, f"data/template={template}").data, tokenizer=tokenizer)
-        assert data.method.format == template == data.template.name
+    for name in ("alpaca", "chat"):
+        data = instantiate(grpo_config(tmp_path, f"format={name}").data, tokenizer=tokenizer)
+        assert data.method.format == name == data.format.name

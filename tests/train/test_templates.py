@@ -70,7 +70,7 @@ def test_chat_template_that_rewrites_history_is_refused(released, tokenizer):
 
     odd = copy.deepcopy(tokenizer)
     odd.chat_template = "{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(ValueError, match="template=alpaca"):
+    with pytest.raises(ValueError, match="format=alpaca"):
         ChatTemplate().segments(released[0], odd)
 
 

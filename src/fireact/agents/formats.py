@@ -10,7 +10,7 @@
 `thought_prefix` starts the next thought (Reflexion's reflection cue).
 
 One name, `format`, for train and evaluate alike: `train` writes the format it trained in
-(its data/template) beside the weights it exports, as TRAINED_FORMAT, and `method.format=auto`
+(the `format` group, conf/format/) beside the weights it exports, as TRAINED_FORMAT, and `method.format=auto`
 (every method config's default) resolves to it for that model (`resolve_format`), so a
 fine-tuned agent is evaluated in the format it was trained in without anyone saying so, and a
 base model is prompted few-shot.

@@ -85,10 +85,12 @@ def group_choices(hydra: DictConfig | None) -> dict[str, str]:
     }
 
 
-def run_params(cfg: Mapping | DictConfig, redactor: Redactor) -> dict[str, str]:
-    """The flattened, redacted config plus each config group's chosen member under the group's name."""
+def run_params(cfg: Mapping | DictConfig, redactor: Redactor, choices: bool = True) -> dict[str, str]:
+    """The flattened, redacted config plus, with `choices`, each config group's chosen member under
+    the group's name (the running Hydra app's: right for its own run, not for a stage the pipeline
+    composed, whose run takes them from its parent in reports)."""
     params = flatten(redactor.tree(resolved_config(cfg)))
-    for group, choice in group_choices(hydra_runtime()).items():
+    for group, choice in (group_choices(hydra_runtime()) if choices else {}).items():
         params[group if group not in params else f"choice/{group}"] = redactor.text(choice)
     return params
 

@@ -296,7 +296,7 @@ def start_run(
         traces = parent.traces if parent else tracker.traces  # like the store: the outermost run's setting
         run = TrackedRun(active.info.run_id, experiment_id, uri, redactor, scratch, client, traces)
         try:
-            run.log_params({**run_params(cfg, redactor), **(params or {})})
+            run.log_params({**run_params(cfg, redactor, choices=parent is None), **(params or {})})
             run.log_text(OmegaConf.to_yaml(redactor.tree(config)), "config.yaml")
             log.info("MLflow run %s (%s) in experiment %s at %s", run.run_id, stage, experiment_id, display_uri(uri))
             _active.append(run)

@@ -105,7 +105,8 @@ class ResumableLoader(DataLoader):
 class TrajectoryDataModule(pl.LightningDataModule):
     """Tokenized, masked trajectories with a seeded validation split and length-grouped batches.
 
-    path: the training input (module doc). template: a fireact.train.templates template.
+    path: the training input (module doc). format: the prompt format trained in, a
+        fireact.train.templates template (conf/format/).
     tokenizer: the model's tokenizer; context_length: the model's context (max positions).
     batch_size: examples per device per step. max_length: tokens per example (null: the
         model's context). too_long: "truncate" (cut, counted in `stats`) or "error".
@@ -122,7 +123,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
     def __init__(
         self,
         path: str,
-        template,
+        format,
         tokenizer,
         context_length: int | None = None,
         batch_size: int = 4,
@@ -153,7 +154,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.path = path
         # The training run's MLflow dataset: its name and where it was read from.
         self.dataset_name, self.dataset_source = Path(str(path)).name, str(path)
-        self.template = template
+        self.format = format
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.too_long = too_long
@@ -231,7 +232,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         return len(record["input_ids"])
 
     def encode(self, trajectory: Trajectory) -> Example:
-        segments = self.template.segments(trajectory, self.tokenizer)
+        segments = self.format.segments(trajectory, self.tokenizer)
         return build_example(segments, self.train_on_observations, self.max_length)
 
     # --- resuming: Lightning keeps the DataModule's state in checkpoints -------------------

@@ -1,7 +1,7 @@
 """Preference pairs as training batches (for objective=dpo): chosen rows first, then rejected.
 
 A pair (fireact.data.pairs) is two trajectories for the same question, tokenized and masked
-exactly as SFT examples (the same template, the prompt and observations masked), so the DPO
+exactly as SFT examples (the same format, the prompt and observations masked), so the DPO
 log-probabilities cover the agent's own tokens only. A batch of B pairs is 2B padded rows:
 rows 0..B-1 the chosen trajectories, rows B..2B-1 their rejected partners.
 """
@@ -26,8 +26,8 @@ class PreferenceDataModule(TrajectoryDataModule):
 
     gives = "pairs"
 
-    def __init__(self, path: str, template, tokenizer, pairs_per_question: int = 4, **settings):
-        super().__init__(path, template, tokenizer, **settings)
+    def __init__(self, path: str, format, tokenizer, pairs_per_question: int = 4, **settings):
+        super().__init__(path, format, tokenizer, **settings)
         self.pairs_per_question = pairs_per_question
         self.pad = self.collate
         self.collate = self.collate_pairs

@@ -4,7 +4,7 @@ The data are a task's training questions, `batch_size` a step in a seeded order 
 mid-epoch like the trajectory data). When a step's questions reach the training loop
 (Lightning's `on_before_batch_transfer`, after the previous step's update), the policy runs
 `group_size` trajectories for each of them through the rollout engine (fireact.agents.rollout)
-with the real tool, prompted in the training template's format, each under its own seed. Every
+with the real tool, prompted in the format it is trained in, each under its own seed. Every
 trajectory is rewarded (the task's score, less a format penalty and a cost per tool call) and
 tokenized and masked exactly as SFT data (the prompt and the observations carry no label), so
 the objective sees rows of the agent's own tokens, each with its reward and its question's
@@ -57,7 +57,7 @@ class Reward:
 
 class RolloutDataModule(TrajectoryDataModule):
     """task, tool, noise: the rollout's parts (instantiated config groups); method: the method's
-    class with its settings (a partial), built here in the template's format, so the policy is
+    class with its settings (a partial), built here in the data's format, so the policy is
     always prompted as it is trained. batch_size:
     questions per step; group_size: trajectories per question (GRPO's G, at least 2).
     temperature, top_p: how the policy samples. reward: fireact.train.rollout_data.Reward's
@@ -65,17 +65,17 @@ class RolloutDataModule(TrajectoryDataModule):
 
     gives = "rollouts"
 
-    def __init__(self, task: Task, method, tool, noise, template, tokenizer, group_size: int = 4,
+    def __init__(self, task: Task, method, tool, noise, format, tokenizer, group_size: int = 4,
                  temperature: float = 1.0, top_p: float = 1.0, reward: dict | None = None,
                  tool_workers: int = 8, **settings):
-        super().__init__(path=f"task {task.name}", template=template, tokenizer=tokenizer,
+        super().__init__(path=f"task {task.name}", format=format, tokenizer=tokenizer,
                          val_fraction=0.0, group_by_length=False, **settings)
         if group_size < 2:
             raise ValueError(f"data.group_size={group_size}: GRPO compares trajectories within a group, so it needs at least 2")
         if temperature <= 0:
             raise ValueError(f"data.temperature={temperature}: a group of greedy trajectories is one trajectory repeated; "
                              f"set data.temperature above 0 (e.g. 1.0)")
-        self.task, self.method, self.tool, self.noise = task, method(format=template.name), tool, noise
+        self.task, self.method, self.tool, self.noise = task, method(format=format.name), tool, noise
         self.dataset_name, self.dataset_source = f"{task.name}:{task.split}", task.source
         self.group_size, self.temperature, self.top_p = group_size, temperature, top_p
         self.reward = Reward(**(reward or {}))

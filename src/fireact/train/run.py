@@ -2,7 +2,7 @@
 
     python -m fireact.train                                    # LoRA, embedded model, 100 released HotpotQA trajectories
     python -m fireact.train data.path=outputs/build_data/<run> data.limit=null   # a build_data output
-    python -m fireact.train finetune=full data/template=chat   # every weight; the model's chat template
+    python -m fireact.train finetune=full format=chat   # every weight; the model's chat template
     python -m fireact.train finetune=qlora trainer=gpu model=llama2_7b merge=true
     python -m fireact.train trainer=ddp trainer.devices=2      # 2 processes (CPU: gloo; GPU: nccl)
     python -m fireact.train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
@@ -91,13 +91,13 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
 
     exported = strategy.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge)
     for folder in exported.values():  # evaluate's method.format=auto prompts in the format trained in
-        write_trained_format(folder, data.template.name)
+        write_trained_format(folder, data.format.name)
     world = trainer.world_size
     summary = {
         "finetune": strategy.kind,
         "objective": objective.name,
         "model": cfg.model.path,
-        "format": data.template.name,
+        "format": data.format.name,
         "optimizer_steps": trainer.global_step,
         "resumed_from": ckpt_path,
         "world_size": world,

@@ -115,7 +115,7 @@ class ChatTemplate:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
                 f"template=chat needs a tokenizer with a chat template, and {tokenizer.name_or_path!r} has none; "
-                f"use data/template=alpaca"
+                f"use format=alpaca"
             )
         messages = to_chat(trajectory)["messages"]
         segments: list[Segment] = []
@@ -143,7 +143,7 @@ def _suffix(full: str, prefix: str) -> str:
     if not full.startswith(prefix):
         raise ValueError(
             "the tokenizer's chat template renders earlier messages differently once later ones are added, "
-            "so per-message loss masking cannot be exact; use data/template=alpaca for this model"
+            "so per-message loss masking cannot be exact; use format=alpaca for this model"
         )
     return full[len(prefix):]
 
