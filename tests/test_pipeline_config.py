@@ -2,7 +2,6 @@
 preset following model=, and each stage's part (fireact.pipeline.stage_config) as the stage
 would run it. Compose only: no runs."""
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir

@@ -1,4 +1,6 @@
-"""Where the project's data and caches live. Override with FIREACT_DATA_DIR / FIREACT_CACHE_DIR."""
+"""Where the project's inputs and caches are found: its configs, the data folder and the model
+cache (FIREACT_DATA_DIR / FIREACT_CACHE_DIR move them). Where a run writes is the Hydra `paths`
+group's (conf/paths/default.yaml): one home each."""
 
 import os
 from pathlib import Path
