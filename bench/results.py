@@ -17,8 +17,9 @@ from pathlib import Path
 
 FORMATS = {"fewshot": "prompted ReAct (few-shot)", "alpaca": "fine-tuned format (alpaca, zero-shot)"}
 # Speed-up of trials/s over the paper-style baseline, per backend and format.
-SPEEDUP = {("hf", "fewshot"): 4, ("hf", "alpaca"): 3, ("vllm", "fewshot"): 8, ("vllm", "alpaca"): 6}
-SAME_TRAJECTORY = 0.95
+SPEEDUP = {("hf", "fewshot"): 8, ("hf", "alpaca"): 6, ("vllm", "fewshot"): 12, ("vllm", "alpaca"): 9}
+STRAGGLER_KEPT = 0.9  # the stream engine's heavy-tailed-tool throughput over its fast-tool one
+SAME_TRAJECTORY = 1.0  # greedy decoding: the same trajectory for every question
 TRAIN_SPEEDUP = 1.5
 TRAIN_RSS_GB = 3
 ROLLOUT_RSS_GB = 2
@@ -46,10 +47,11 @@ WHY = {
     "tracing": "each trace is written span by span (a few SQL statements each) and its assessments after it, on a "
     "thread beside the rollout: on 2 cores that thread's Python and SQLite time is taken from torch's compute. "
     "tracker.traces below 1 traces a share of the questions.",
-    "rollout_memory": "the figure is the peak of the process that ran the baseline too. Of the hf side: the "
-    "float32 model with the libraries (0.7 GB) and each row's own KV cache in float32 (~46 KB a token: 32 rows of up "
-    "to ~600 own tokens is ~0.9 GB; the few-shot prefix is kept once). backend.batch_size=16 measured 1.44 GB at "
-    "~10% less speed (bench/NOTES.md).",
+    "rollout_memory": "the float32 model with the libraries (0.7 GB) and each row's own KV cache in float32 (~46 KB "
+    "a token: 32 rows of up to ~600 own tokens is ~0.9 GB; the few-shot prefix is kept once). "
+    "backend.batch_size=16 measured 1.44 GB at ~10% less speed (bench/NOTES.md).",
+    "stragglers": "a slow call holds only its own question, but the questions it holds leave the batches: with "
+    "fewer rows the engine's steps do less work each, and a question held in its last round ends the run late.",
 }
 
 
@@ -80,6 +82,15 @@ def rollout_section(rollout: dict) -> list[str]:
             out.append(f"| {r['format']} | {name} | {b['seconds']:.1f} | {b['trials_per_s']:.4f} | {b['ratio_trials']:.2f}x "
                        f"| {b['gen_tokens_per_s']:.2f} | {b['ratio_gen_tokens']:.2f}x | {b['same_trajectory_share']:.0%} |")
     out += ["", f"Peak RSS of the rollout process (baseline and hf, one float32 model): {rollout['peak_rss_gb']:.2f} GB."]
+    if rollout.get("matmul_peak_gflops"):
+        peak = rollout["matmul_peak_gflops"]
+        shares = [f"{r['format']} baseline {r['baseline_gflops_per_s'] / peak:.0%}"
+                  + "".join(f", {name} {b['gflops_per_s'] / peak:.0%}" for name, b in r["backends"].items()
+                            if "gflops_per_s" in b) for r in rollout["results"]]
+        out += ["", f"Compute: the fp32 matmul peak (torch.mm, 2048 square) measured {peak:.1f} GFLOP/s; the forward "
+                "passes' FLOPs per second (2 x parameters x tokens processed, padding included, plus attention over "
+                f"the cached context; bench/compute.py) as a share of it: {'; '.join(shares)}. vLLM is not counted "
+                "(its engine runs in processes of its own)."]
     v = rollout.get("vllm")
     if v:
         out += ["", f"vLLM: engine start {v['engine_start_s']:.1f} s and a warm-up request {v['warmup_s']:.1f} s "
@@ -87,6 +98,31 @@ def rollout_section(rollout: dict) -> list[str]:
                 f"prefix caching on, fixed KV cache {v['kv_cache_gib']:g} GiB; its engine processes held at most "
                 f"{v['engine_peak_pss_gb']:.2f} GB (summed PSS)."]
     return out
+
+
+def straggler_section(rollout: dict) -> list[str]:
+    r = rollout.get("stragglers")
+    if not r:
+        return []
+    lat = r["latency"]
+    out = [
+        "## Stragglers (hf, prompted ReAct, search over a loopback HTTP server: bench/slow_search.py)",
+        "",
+        f"Fast: every call {lat['fast_s'] * 1000:.0f} ms. Heavy-tailed: {lat['slow_share']:.0%} of the calls "
+        f"{lat['slow_s']:g} s, the rest {lat['fast_s'] * 1000:.0f} ms (drawn per call, the same draws for both "
+        "engines). Stream: each question its own stream (fireact.agents.rollout); barrier: every question's round "
+        "before any next round (gather_s=None), the loop as it was before. Run in a process of its own.",
+        "",
+        "| engine | tools | seconds | trials/s | slow calls |",
+        "|---|---|---|---|---|",
+    ]
+    for name, run in r["runs"].items():
+        engine, latency = name.split("/")
+        out.append(f"| {engine} | {latency} | {run['seconds']:.1f} | {run['trials_per_s']:.4f} "
+                   f"| {run['slow_calls']} of {run['tool_calls']} |")
+    return out + ["", f"Throughput kept with heavy-tailed tools: stream {r['kept']['stream']:.0%}, barrier "
+                  f"{r['kept']['barrier']:.0%}. Same trajectories across the four runs: {r['same_trajectory_share']:.0%}. "
+                  f"Peak RSS of that process (the hf side alone): {r['peak_rss_gb']:.2f} GB."]
 
 
 def train_section(train: dict) -> list[str]:
@@ -132,8 +168,19 @@ def targets(rollout: dict, train: dict) -> list[str]:
     rss = train["results"]["ours"]["peak_rss_gb"]
     out.append(f"| LoRA training peak RSS (ours) | {rss:.2f} GB | <= {TRAIN_RSS_GB} GB "
                f"| {status(rss <= TRAIN_RSS_GB, rss, TRAIN_RSS_GB, 'train_memory')} |")
-    rss = rollout["peak_rss_gb"]
-    out.append(f"| rollout peak RSS (baseline and hf process) | {rss:.2f} GB | <= {ROLLOUT_RSS_GB} GB "
+    stragglers = rollout.get("stragglers")
+    if stragglers:
+        kept = stragglers["kept"]
+        out.append(f"| stream engine throughput kept with heavy-tailed tools (barrier: {kept['barrier']:.0%}) "
+                   f"| {kept['stream']:.0%} | >= {STRAGGLER_KEPT:.0%} "
+                   f"| {status(kept['stream'] >= STRAGGLER_KEPT, kept['stream'], STRAGGLER_KEPT, 'stragglers')} |")
+        same = stragglers["same_trajectory_share"]
+        out.append(f"| stream and barrier engines, fast and heavy-tailed tools: same trajectories | {same:.0%} | 100% "
+                   f"| {status(same >= 1, same, 1, 'same')} |")
+        rss, side = stragglers["peak_rss_gb"], "hf process, alone"
+    else:
+        rss, side = rollout["peak_rss_gb"], "baseline and hf process"
+    out.append(f"| rollout peak RSS ({side}) | {rss:.2f} GB | <= {ROLLOUT_RSS_GB} GB "
                f"| {status(rss <= ROLLOUT_RSS_GB, rss, ROLLOUT_RSS_GB, 'rollout_memory')} |")
     return out
 
@@ -148,6 +195,8 @@ def render(rollout: dict, train: dict, measured: datetime.datetime) -> str:
         "figures were reached (profiles, the choices behind the defaults): [NOTES.md](NOTES.md).",
         "",
         *rollout_section(rollout),
+        "",
+        *straggler_section(rollout),
         "",
         *train_section(train),
         "",

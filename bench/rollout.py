@@ -21,6 +21,9 @@ so the baseline and hf run there too; `make bench` runs this file with it.
 --vllm-dtype D    vLLM's weights and activations, default float32 (as the baseline and hf)
 --vllm-compile    let vLLM compile the model (torch.compile; enforce_eager=False): a longer start
                   and faster steps; default eager, as the tests start it on these 2-core machines
+--no-stragglers   skip the straggler runs (below)
+--slow-share S    the share of the straggler runs' tool calls that are slow, default 0.1
+--slow-s T        how long a slow call takes, default 3.0 s; --fast-s: the others, default 0.02 s
 --json PATH       also write the figures there (bench/RESULTS.md is made from it by `make bench`)
 
 Baseline: one question at a time, one `model.generate` call per round with
@@ -35,6 +38,17 @@ MLflow trace (fireact.tracking.traces) to a fresh local SQLite store, timed unti
 is stored; its time over hf's is the cost of tracing. Every run starts with empty prefix caches. All use the same agent
 loop (Rollout), so only the inference differs. Peak RSS: this process after the baseline and
 hf runs (one model loaded), and vLLM's engine process (its model and KV cache) apart.
+
+Stragglers (first, in a process of its own, whose peak RSS is the hf side's alone): hf on the
+prompted format with the search behind a loopback HTTP server (bench/slow_search.py), every
+call fast, then heavy-tailed (--slow-share of them --slow-s long), each with the stream engine
+and with the round barrier (Rollout's gather_s=None); the share of its fast-tool throughput
+each engine keeps is the figure.
+
+Compute: the fp32 matmul peak is measured once (bench/compute.py); the baseline's and hf's
+forward passes are counted (FlopCounter: parameters x tokens, plus attention over the cached
+context) and printed as GFLOP/s, a share of that peak in bench/RESULTS.md. vLLM's engine runs
+in processes of its own and is not counted.
 """
 
 from __future__ import annotations
@@ -42,12 +56,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import resource
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs every engine step's setup at INFO, to stdout
@@ -64,8 +80,13 @@ from fireact.llm.base import LLM, Completion, cut_at_stop
 from fireact.llm.hf import HFBackend
 from fireact.paths import CONF_DIR
 from fireact.tasks import HotpotQA
+from fireact.tools.http import Retry
+from fireact.tools.serpapi import KEY_VARIABLE as SERPAPI_KEY, SerpAPISearch
 from fireact.tracking.secrets import Redactor
 from fireact.tracking.traces import TraceLogger
+
+from compute import FlopCounter, matmul_peak_gflops
+from slow_search import SlowSearchServer
 
 MODEL = {"name": "SmolLM2-135M-Instruct", "path": "embedded:smollm2-135m-instruct"}
 GiB = 1 << 30
@@ -95,9 +116,13 @@ class PaperStyleGenerate(LLM):
         return completions
 
 
-def run_once(name, llm, method, task, tool, questions, one_at_a_time, tracer=None):
+def run_once(name, llm, method, task, tool, questions, one_at_a_time, tracer=None, flops=None, **engine):
+    """`engine`: Rollout's gather_s and tool_workers; `flops`: a FlopCounter on the model, read
+    for this run."""
     reset_prefix_cache(llm)
-    rollout = Rollout(llm, method, task, tool, labels={"backend": llm.backend}, tracer=tracer)
+    rollout = Rollout(llm, method, task, tool, labels={"backend": llm.backend}, tracer=tracer, **engine)
+    if flops is not None:
+        flops.reset()
     start = time.perf_counter()
     if one_at_a_time:
         trajectories = [t for q in questions for t in rollout.run([q])]
@@ -107,8 +132,11 @@ def run_once(name, llm, method, task, tool, questions, one_at_a_time, tracer=Non
         tracer.close()  # the last traces are stored before the clock stops
     seconds = time.perf_counter() - start
     tokens = sum(t.completion_tokens for t in trajectories)
-    return {"name": name, "seconds": seconds, "trials_per_s": len(questions) / seconds,
-            "generated_tokens_per_s": tokens / seconds, "generated_tokens": tokens, "trajectories": trajectories}
+    result = {"name": name, "seconds": seconds, "trials_per_s": len(questions) / seconds,
+              "generated_tokens_per_s": tokens / seconds, "generated_tokens": tokens, "trajectories": trajectories}
+    if flops is not None:
+        result |= {"gflops_per_s": flops.flops / seconds / 1e9, "tokens_processed": flops.tokens}
+    return result
 
 
 def run_traced(name, llm, method, task, tool, questions):
@@ -177,6 +205,51 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def recorded_search():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return instantiate(compose(config_name="tool/recorded_search").tool)
+
+
+def straggler_runs(args) -> dict:
+    """hf rollouts of prompted ReAct through SerpAPISearch on a loopback SlowSearchServer (the
+    recorded results over a socket), its calls fast or heavy-tailed, with the stream engine
+    (gather_s 0.05) and with the round barrier (gather_s None). A tool worker per question, so
+    the pool never queues a call. Runs in a process of its own, whose peak RSS it returns."""
+    os.environ.setdefault(SERPAPI_KEY, "bench-loopback")  # the loopback server ignores it
+    task = HotpotQA(n=args.questions, shuffle_seed=233)
+    questions, recorded = task.questions(), recorded_search()
+    hf = HFBackend(MODEL, device="cpu", dtype="float32")
+    method = ReAct(format="fewshot", max_rounds=args.max_rounds, max_tokens=args.max_tokens, max_retries=args.max_retries)
+    runs, trajectories = {}, {}
+    for latency, share in (("fast", 0.0), ("heavy-tailed", args.slow_share)):
+        for engine, gather_s in (("stream", 0.05), ("barrier", None)):
+            # A server per run: its draws restart, so both engines meet the same slow calls.
+            with SlowSearchServer(recorded, fast_s=args.fast_s, slow_s=args.slow_s, slow_share=share) as server:
+                tool = SerpAPISearch(base_url=server.url, timeout=args.slow_s + 30, retry=Retry(max_retries=0))
+                run = run_once(engine, hf, method, task, tool, questions, False, gather_s=gather_s,
+                               tool_workers=len(questions))
+                tool.close()
+            trajectories[engine, latency] = run.pop("trajectories")
+            runs[f"{engine}/{latency}"] = run = run | {"tool_calls": server.calls, "slow_calls": server.slow_calls}
+            print(f"  stragglers {engine:8s} {latency:12s} {run['seconds']:7.1f} s  {run['trials_per_s']:.3f} trials/s  "
+                  f"({run['slow_calls']} of {run['tool_calls']} calls slow)", flush=True)
+    first = trajectories["stream", "fast"]
+    return {
+        "runs": runs,
+        "kept": {engine: runs[f"{engine}/heavy-tailed"]["trials_per_s"] / runs[f"{engine}/fast"]["trials_per_s"]
+                 for engine in ("stream", "barrier")},
+        "same_trajectory_share": min(sum(map(same_trajectory, first, other)) / len(first) for other in trajectories.values()),
+        "latency": {"fast_s": args.fast_s, "slow_s": args.slow_s, "slow_share": args.slow_share},
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def show_stragglers(r) -> None:
+    print(f"stragglers: the stream engine keeps {r['kept']['stream']:.0%} of its fast-tool throughput, the round "
+          f"barrier {r['kept']['barrier']:.0%}; same trajectories {r['same_trajectory_share']:.0%}; "
+          f"peak RSS of that hf process {r['peak_rss_gb']:.2f} GB", flush=True)
+
+
 def start_vllm(args):
     from fireact.llm.vllm_backend import VLLMBackend
 
@@ -198,14 +271,17 @@ def summarise(runs, baseline, key="trajectories"):
         "gen_tokens_per_s": best(runs, "generated_tokens_per_s"),
         "same_trajectory_share": sum(map(same_trajectory, baseline[-1][key], runs[-1][key])) / len(runs[-1][key]),
     }
+    if "gflops_per_s" in runs[-1]:
+        out["gflops_per_s"] = best(runs, "gflops_per_s")
     out["ratio_trials"] = out["trials_per_s"] / best(baseline, "trials_per_s")
     out["ratio_gen_tokens"] = out["gen_tokens_per_s"] / best(baseline, "generated_tokens_per_s")
     return out
 
 
 def show(fmt, name, run) -> None:
+    compute = f"  {run['gflops_per_s']:.1f} GFLOP/s" if "gflops_per_s" in run else ""
     print(f"  {fmt:8s} {name:8s} {run['seconds']:7.1f} s  {run['trials_per_s']:.3f} trials/s  "
-          f"{run['generated_tokens_per_s']:.1f} gen tok/s", flush=True)
+          f"{run['generated_tokens_per_s']:.1f} gen tok/s{compute}", flush=True)
 
 
 def show_summary(fmt, name, r) -> None:
@@ -226,17 +302,29 @@ def main() -> None:
     parser.add_argument("--vllm-kv-cache-gib", type=float, default=1.0)
     parser.add_argument("--vllm-dtype", default="float32")
     parser.add_argument("--vllm-compile", action="store_true")
+    parser.add_argument("--no-stragglers", action="store_true")
+    parser.add_argument("--slow-share", type=float, default=0.1)
+    parser.add_argument("--slow-s", type=float, default=3.0)
+    parser.add_argument("--fast-s", type=float, default=0.02)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if "vllm" in args.backends and importlib.util.find_spec("vllm") is None:
         parser.error("--backends vllm needs vLLM: run with .venv-vllm/bin/python (make install-vllm), "
                      "or pass --backends hf")
 
+    peak_gflops = matmul_peak_gflops()
+    print(f"fp32 matmul peak (2048 x 2048, torch.mm): {peak_gflops:.1f} GFLOP/s", flush=True)
+    stragglers = None
+    if not args.no_stragglers:  # first, in a process of its own: its peak RSS is the hf side's alone
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            stragglers = child.submit(straggler_runs, args).result()
+        show_stragglers(stragglers)
+
     task = HotpotQA(n=args.questions, shuffle_seed=233)
     questions = task.questions()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        tool = instantiate(compose(config_name="tool/recorded_search").tool)
+    tool = recorded_search()
     hf = HFBackend(MODEL, device="cpu", dtype="float32")  # the default batch size
+    flops = FlopCounter(hf.lm)
     baseline = PaperStyleGenerate(hf)
     print(f"torch threads {torch.get_num_threads()}, {len(questions)} questions, max_rounds {args.max_rounds}, "
           f"max_tokens {args.max_tokens}, max_retries {args.max_retries}, backends {' '.join(args.backends)}", flush=True)
@@ -247,9 +335,10 @@ def main() -> None:
     for fmt, method in methods.items():
         runs = {"baseline": [], "hf": [], "hf+traces": []}
         for repeat in range(args.repeats):
-            order = [("baseline", lambda: run_once("baseline", baseline, method, task, tool, questions, True))]
+            order = [("baseline", lambda: run_once("baseline", baseline, method, task, tool, questions, True,
+                                                       flops=flops))]
             if "hf" in args.backends:
-                order.append(("hf", lambda: run_once("hf", hf, method, task, tool, questions, False)))
+                order.append(("hf", lambda: run_once("hf", hf, method, task, tool, questions, False, flops=flops)))
                 if not args.no_traces:
                     order.append(("hf+traces", lambda: run_traced("hf+traces", hf, method, task, tool, questions)))
             for name, run_it in order if repeat % 2 == 0 else order[::-1]:
@@ -263,6 +352,7 @@ def main() -> None:
             "baseline_seconds": min(r["seconds"] for r in base),
             "baseline_trials_per_s": max(r["trials_per_s"] for r in base),
             "baseline_gen_tokens_per_s": max(r["generated_tokens_per_s"] for r in base),
+            "baseline_gflops_per_s": max(r["gflops_per_s"] for r in base),
             "backends": {},
         }
         if runs["hf"]:
@@ -302,7 +392,7 @@ def main() -> None:
         args.json.write_text(json.dumps({
             "settings": vars(args) | {"json": str(args.json)}, "machine": platform.platform(),
             "torch_threads": torch.get_num_threads(), "results": list(results.values()), "peak_rss_gb": peak_gb,
-            "vllm": vllm,
+            "vllm": vllm, "matmul_peak_gflops": peak_gflops, "stragglers": stragglers,
         }, indent=2))
 
 

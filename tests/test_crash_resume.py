@@ -67,7 +67,7 @@ class Teacher:
 
 def overrides(base_url: str, model: str) -> list[str]:
     return [
-        f"task.n={N}", "chunk_size=1", "method.max_rounds=3", "method.max_retries=0", "model=gpt35",
+        f"task.n={N}", "in_flight=1", "method.max_rounds=3", "method.max_retries=0", "model=gpt35",
         f"model.path={model}", "backend=openai", "backend.api=completions", f"backend.base_url={base_url}", "~tracker",
     ]
 
@@ -162,7 +162,7 @@ def test_sigkill_midway_then_rerun_finishes_only_the_missing_questions(entry, fi
 def test_sigkill_of_an_embedded_model_evaluation_then_rerun_matches_an_uninterrupted_run(tmp_path):
     """A few minutes on 2 cores (7 min on a busy machine): three runs that each load the embedded model
     and prompt it few-shot (greedy decoding, deterministic)."""
-    small = [sys.executable, "-m", "fireact.evaluate", "task.n=2", "chunk_size=1", "method.max_rounds=2",
+    small = [sys.executable, "-m", "fireact.evaluate", "task.n=2", "in_flight=1", "method.max_rounds=2",
              "method.max_tokens=32", "method.max_retries=0", "~tracker"]
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     victim = start([*small, f"hydra.run.dir={killed}"], tmp_path / "killed.log")

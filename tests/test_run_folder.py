@@ -26,7 +26,7 @@ def test_result_config_leaves_out_speed_bookkeeping_and_secrets(compose_cfg, mon
     config = result_config(cfg, NOT_RESULTS)
     assert config["model"]["name"] == "gpt-4-0613" and config["method"]["max_rounds"] == 11 and config["seed"] == 0
     assert config["task"]["shuffle_seed"] == 233 and "n" not in config["task"]
-    for key in ("output_dir", "resume", "chunk_size", "tool_workers", "tracker", "paths", "experiment_name", "hydra"):
+    for key in ("output_dir", "resume", "in_flight", "tool_workers", "tracker", "paths", "experiment_name", "hydra"):
         assert key not in config
     assert "concurrency" not in config["backend"] and "timeout_s" not in config["backend"]
     assert "api_key" not in config["backend"] and config["backend"]["api_key_env"] == "OPENAI_API_KEY"
@@ -84,8 +84,8 @@ def test_evaluate_resumes_its_own_folder_and_refuses_another_configs(compose_cfg
     written_folder(out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    # Same settings (n, chunk_size, batch size and workers may change): finished without building anything.
-    summary = evaluate(compose_cfg("evaluate", *SMALL, "chunk_size=1", "tool_workers=1", "backend.batch_size=0"))
+    # Same settings (n, in_flight, batch size and workers may change): finished without building anything.
+    summary = evaluate(compose_cfg("evaluate", *SMALL, "in_flight=1", "tool_workers=1", "backend.batch_size=0"))
     assert summary["n"] == 2 and summary["em"] == 1.0
 
     with pytest.raises(ConfigMismatch) as refused:

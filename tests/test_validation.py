@@ -89,7 +89,7 @@ IN_PROCESS = {
         "method.max_retries=-1: must be an integer >= 0"]),
     "no_rounds_cot": ("evaluate", ["method=cot", "+method.max_rounds=0", "task.n=1"], [
         "method.max_rounds=0: must be an integer >= 1"]),
-    "empty_chunks": ("evaluate", ["chunk_size=0", "task.n=1"], ["chunk_size=0: must be an integer >= 1"]),
+    "no_questions_in_flight": ("evaluate", ["in_flight=0", "task.n=1"], ["in_flight=0: must be an integer >= 1"]),
 }
 
 

@@ -2,6 +2,9 @@
 answers from a table) and a small in-memory tool: re-asks, format errors, round limits,
 reflection cues, invalid actions, backend failures, tool errors."""
 
+import threading
+import time
+
 from fireact.agents.methods import CoT, IO, ReAct, Reflexion
 from fireact.agents.rollout import Rollout
 from fireact.evaluate.summary import method_used
@@ -164,3 +167,84 @@ def test_fine_tuned_formats():
     (t,) = r.run([Q1])
     assert llm.calls[0][0] == [{"role": "system", "content": HotpotQA().prompt("react").rstrip()}, {"role": "user", "content": Q1.question}]
     assert t.em == 1.0
+
+
+class GateTool(DictTool):
+    """Question 1's search waits until question 2 has finished: a round barrier would deadlock
+    on it (question 2's later rounds would wait for question 1's tool), so it gives up after
+    10 s with a tool error the test sees."""
+
+    def __init__(self, answers):
+        super().__init__(answers)
+        self.released = threading.Event()
+
+    def run(self, action, argument):
+        if argument == "slow" and not self.released.wait(10):
+            raise ToolError("held by a round barrier")
+        return super().run(action, argument)
+
+
+def test_a_slow_tool_holds_only_its_own_question():
+    def reply(prompt):
+        if "Who named Milhouse?" in prompt:  # one slow search, then the answer
+            return " x\nAction: finish[Richard Nixon]" if "Observation: Nixon" in prompt else " x\nAction: search[slow]"
+        searches = prompt.count("Observation: named after")  # three quick searches, then the answer
+        return " x\nAction: finish[Arthur's Magazine]" if searches == 3 else " x\nAction: search[milhouse]"
+
+    llm = ScriptedLLM(reply)
+    tool = GateTool({"milhouse": "named after Richard Nixon", "slow": "Nixon"})
+    finished = []
+
+    def on_finish(trajectory):
+        finished.append(trajectory.qid)
+        tool.released.set()
+
+    one, two = Rollout(llm, ReAct(), HotpotQA(), tool, gather_s=0.01).run([Q1, Q2], on_finish=on_finish)
+    assert finished == ["2", "1"] and two.turns == 4 and two.em == 1.0
+    assert one.steps[0].observation == "Nixon" and one.em == 1.0  # not the barrier's tool error
+    assert [len(batch) for batch in llm.calls][:4] == [2, 1, 1, 1]  # question 2 went on alone
+
+
+def test_in_flight_bounds_the_questions_running_at_once_in_order():
+    def reply(prompt):
+        return " x\nAction: finish[Richard Nixon]" if "Observation: named after" in prompt else " x\nAction: search[milhouse]"
+
+    questions = [Question(str(i), f"Question {i}?", "Richard Nixon") for i in range(5)]
+    all_at_once, llm = rollout(reply)
+    together = all_at_once.run(questions)
+    assert [len(batch) for batch in llm.calls] == [5, 5]
+    two_at_a_time, llm = rollout(reply)
+    finished = []
+    bounded = two_at_a_time.run(questions, on_finish=lambda t: finished.append(t.qid), in_flight=2)
+    assert max(len(batch) for batch in llm.calls) == 2 and finished == ["0", "1", "2", "3", "4"]
+    strip = lambda t: {k: v for k, v in t.to_dict().items() if k not in ("wall_time", "started_at")}
+    assert [strip(t) for t in bounded] == [strip(t) for t in together]
+
+
+class SleepTool(DictTool):
+    """The search for "slow" takes 0.3 s."""
+
+    def run(self, action, argument):
+        if argument == "slow":
+            time.sleep(0.3)
+        return super().run(action, argument)
+
+
+def test_gather_none_is_the_round_barrier():
+    def reply(prompt):
+        if "Who named Milhouse?" in prompt:
+            return " x\nAction: finish[Richard Nixon]" if "Observation: Nixon" in prompt else " x\nAction: search[slow]"
+        searches = prompt.count("Observation: named after")
+        return " x\nAction: finish[Arthur's Magazine]" if searches == 3 else " x\nAction: search[milhouse]"
+
+    runs = {}
+    for gather_s in (None, 0.01):
+        llm = ScriptedLLM(reply)
+        tool = SleepTool({"milhouse": "named after Richard Nixon", "slow": "Nixon"})
+        finished = []
+        trajectories = Rollout(llm, ReAct(), HotpotQA(), tool, gather_s=gather_s).run(
+            [Q1, Q2], on_finish=lambda t: finished.append(t.qid))
+        runs[gather_s] = [len(batch) for batch in llm.calls], finished, [t.steps for t in trajectories]
+    assert runs[None][:2] == ([2, 2, 1, 1], ["1", "2"])  # question 2's round 2 waited for question 1's search
+    assert runs[0.01][:2] == ([2, 1, 1, 1, 1], ["2", "1"])
+    assert runs[None][2] == runs[0.01][2]  # the same trajectories either way

@@ -26,9 +26,9 @@ def test_busy_time_is_the_union_of_the_trajectories_spans():
     assert busy_seconds([span(0, 4), span(0, 7)]) == pytest.approx(7)  # records from before started_at: the longest
 
 
-def run(tmp_path, server, n, chunk_size):
+def run(tmp_path, server, n, in_flight):
     cfg = compose_config("evaluate", [
-        f"task.n={n}", f"chunk_size={chunk_size}", "method.max_rounds=2", "method.max_retries=0", "model=gpt35",
+        f"task.n={n}", f"in_flight={in_flight}", "method.max_rounds=2", "method.max_retries=0", "model=gpt35",
         "model.path=timed", "backend=openai", "backend.api=completions", f"backend.base_url={server.base_url}", "~tracker",
     ], out_dir=tmp_path)
     try:
@@ -42,9 +42,9 @@ def test_time_per_trial_over_chunks_and_a_resume(tmp_path):
     answer = lambda prompt: next(g for question, g in gold.items() if question in prompt)  # noqa: E731
     with FaultServer(lambda attempt, request: Reply(text=f" Easy.\nAction: finish[{answer(request['prompt'])}]",
                                                      delay_s=DELAY_S)) as server:
-        first = run(tmp_path, server, n=2, chunk_size=1)  # two chunks of one question, one after the other
+        first = run(tmp_path, server, n=2, in_flight=1)  # two questions, one after the other
         time.sleep(GAP_S)
-        summary = run(tmp_path, server, n=4, chunk_size=1)  # resumes: two more chunks
+        summary = run(tmp_path, server, n=4, in_flight=1)  # resumes: two more
 
     assert first["n"] == 2 and summary["n"] == 4 and summary["em"] == 1.0
     trajectories, _ = read_jsonl(tmp_path / "trajectories.jsonl")

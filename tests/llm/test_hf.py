@@ -318,3 +318,24 @@ def test_buffer_layer_refuses_to_overflow():
     assert out.shape == (2, 1, 3, 8) and layer.get_seq_length() == 3
     with pytest.raises(RuntimeError, match="holds 4 tokens; 5 were written"):
         layer.update(keys[:, :, :2], keys[:, :, :2])
+
+
+def test_rollout_streams_give_the_same_greedy_trajectories_alone_together_or_in_rounds(hf_backend):
+    """The rollout engine batches whatever requests are ready (questions at different rounds,
+    re-asks): with the real model, recorded search and few-shot ReAct, every trajectory is the
+    one the question gets alone (in_flight=1, the paper's one-at-a-time loop) and the one the
+    round barrier gives (gather_s=None: the loop before questions became streams)."""
+    from fireact.agents.methods import ReAct
+    from fireact.agents.rollout import Rollout
+    from fireact.tasks import HotpotQA
+    from fireact.tools.recorded_search import RecordedSearch
+
+    task = HotpotQA(n=4)
+    questions = task.questions()
+    method, tool = ReAct(max_rounds=3, max_tokens=40, max_retries=1), RecordedSearch()
+    strip = lambda t: {k: v for k, v in t.to_dict().items() if k not in ("wall_time", "started_at")}
+    together = [strip(t) for t in Rollout(hf_backend, method, task, tool).run(questions)]
+    alone = [strip(t) for t in Rollout(hf_backend, method, task, tool).run(questions, in_flight=1)]
+    in_rounds = [strip(t) for t in Rollout(hf_backend, method, task, tool, gather_s=None).run(questions)]
+    assert together == alone == in_rounds
+    assert sum(len(t["steps"]) for t in together) > len(questions)  # more than one round each

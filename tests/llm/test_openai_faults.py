@@ -10,8 +10,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from fireact.agents.methods import ReAct
+from fireact.agents.rollout import Rollout
 from fireact.llm.openai_backend import OpenAIBackend
 from fireact.paths import CONF_DIR
+from fireact.tasks import HotpotQA
+from fireact.tasks.base import Question
+from fireact.tools.base import Tool
 
 from .servers import FaultServer, Reply, prompt_key
 
@@ -182,3 +187,31 @@ def test_built_from_the_hydra_config(api_key):
             assert llm.generate(["q"])[0].text == "from config"
     with pytest.raises(InstantiationException, match="backend.api='embeddings'"):
         instantiate(cfg.backend, api="embeddings")
+
+
+class NamedAfter(Tool):
+    name = "named_after"
+
+    def run(self, action, argument):
+        return "named after Richard Nixon"
+
+
+def test_in_a_rollout_a_request_being_retried_holds_no_other_question(api_key):
+    """Question 1's first request fails twice (a 500 after 1 s) while question 2 goes through
+    its four rounds: one prompt per call, `concurrency` calls at once (LLM.parallel_calls)."""
+
+    def respond(attempt, request):
+        prompt = prompt_key(request)
+        if "Who named Milhouse?" in prompt:
+            return Reply(status=500, delay_s=1.0) if attempt < 2 else Reply(text=" x\nAction: finish[Richard Nixon]")
+        done = prompt.count("Observation: named after") == 3
+        return Reply(text=" x\nAction: finish[Arthur's Magazine]" if done else " x\nAction: search[milhouse]")
+
+    questions = [Question("1", "Who named Milhouse?", "Richard Nixon"), Question("2", "Which is first?", "Arthur's Magazine")]
+    finished = []
+    with FaultServer(respond) as server, backend(server, api="completions") as llm:
+        one, two = Rollout(llm, ReAct(), HotpotQA(), NamedAfter()).run(questions, on_finish=lambda t: finished.append(t.qid))
+    assert llm.parallel_calls == 8 and finished == ["2", "1"]
+    assert (one.em, two.em, two.turns) == (1.0, 1.0, 4)
+    last_of_two = max(r.at for r in server.received if "Which is first?" in prompt_key(r.json))
+    assert last_of_two < server.requests_for("Who named Milhouse?")[-1].at

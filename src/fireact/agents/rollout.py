@@ -1,15 +1,21 @@
-"""One rollout loop for every method, batched across questions.
+"""One rollout loop for every method: each question its own stream, batched across questions.
+
+A question runs ask -> parse -> tool -> ask as soon as its own previous step is done; there is
+no round barrier, so a slow tool call or a long generation holds only its own question. The
+backend still gets batches: every ask that is ready when it is free goes in one call (an API
+backend gets one call per ask instead, several at once; `LLM.parallel_calls`), and a ready ask
+waits up to `gather_s` for tool calls still running so that their next asks join it. A reply
+with no action is re-asked (up to `method.max_retries` times, then the round counts as
+`finish[]` and a format error).
 
 A question may be run several times (samples 0, 1, ...); every request carries a seed made
 from (run seed, question, sample, round, attempt), so a sampling backend draws the same
 trajectory for a (question, sample) whatever else is in the batch, and a resumed run
-continues exactly. Each round sends every unfinished question's prompt to the backend in one batch, parses the
-replies, re-asks those with no action (up to `method.max_retries` times, then the round
-counts as `finish[]` and a format error), runs the tool calls concurrently, and appends the
-observations. A finished question becomes a `Trajectory` at once and is handed to
-`on_finish` (the caller appends it to the output JSONL), so a killed run loses nothing done.
-With a `tracer` (fireact.tracking.traces), each episode also keeps its model and tool calls
-(prompt, reply, tokens, times) and hands them to the tracer with the finished trajectory.
+continues exactly; greedy, a question's trajectory does not depend on what shares its batches.
+A finished question becomes a `Trajectory` at once and is handed to `on_finish` (the caller
+appends it to the output JSONL), so a killed run loses nothing done. With a `tracer`
+(fireact.tracking.traces), each episode also keeps its model and tool calls (prompt, reply,
+tokens, times) and hands them to the tracer with the finished trajectory.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from fireact.agents.methods import Method
@@ -70,6 +76,8 @@ class Episode:
     error: str | None = None
     finished: bool = False
     calls: list[ModelCall | ToolCall] | None = None  # kept only for a tracer
+    started_at: float = 0.0  # time.time() at its first ask
+    started: float = 0.0  # time.perf_counter() then: its wall_time counts from here
 
     @property
     def name(self) -> str:
@@ -81,10 +89,23 @@ class Episode:
         self.completion_tokens += completion.completion_tokens
 
 
+@dataclass
+class Request:
+    """One ask of the model for an episode's round: attempt 0 is the round's prompt, 1, 2, ... re-ask
+    `reply` (the text so far, which held no action)."""
+
+    episode: Episode
+    round: int
+    attempt: int = 0
+    reply: str = ""
+
+
 class Rollout:
     """Runs `method` on `task`'s questions with `llm`, `tool` and an optional `noise`.
 
-    `cost(prompt_tokens, completion_tokens, wall_seconds)` prices one trajectory.
+    `cost(prompt_tokens, completion_tokens, wall_seconds)` prices one trajectory. `gather_s`: how
+    long a ready ask waits for tool calls still running, so that their next asks share its batch;
+    None waits for all of them: the round barrier (every question's round r before any round r+1).
     """
 
     def __init__(
@@ -99,115 +120,171 @@ class Rollout:
         seed: int | None = None,
         labels: dict | None = None,
         tracer=None,
+        gather_s: float | None = 0.05,
     ):
         self.llm, self.method, self.task, self.tool, self.noise = llm, method, task, tool, noise
         self.cost = cost or (lambda *_: 0.0)
         self.tool_workers, self.seed = tool_workers, seed
         self.labels = labels or {}  # recorded on every trajectory: backend, model, tool, noise names
         self.tracer = tracer  # .add(trajectory, calls) for each finished episode
+        self.gather_s = gather_s
         self.prompt = method.prompter(task)
 
     def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None,
-            samples: Sequence[int] | None = None) -> list[Trajectory]:
-        """One trajectory per question, in order; `samples[i]` is question i's sample number (default 0)."""
+            samples: Sequence[int] | None = None, in_flight: int | None = None) -> list[Trajectory]:
+        """One trajectory per question, in order; `samples[i]` is question i's sample number (default 0).
+
+        Each question is its own stream, ask -> parse -> tool -> ask: no round barrier. Asks go to
+        the backend as they become ready: a local engine (llm.parallel_calls == 1) gets every
+        ready ask in one batch, one batch at a time; an API backend gets each ask as its own
+        call, up to llm.parallel_calls at once, so a request being retried holds no other
+        question. Tools run in a pool meanwhile. At most `in_flight` questions run at once (all
+        by default); one that finishes lets the next one start."""
         samples = list(samples) if samples is not None else [0] * len(questions)
         episodes = [Episode(q, sample, self.tool.new_episode(), calls=[] if self.tracer else None)
                     for q, sample in zip(questions, samples, strict=True)]
-        # Every question of the batch sends its first request now (the rounds are synchronous).
-        started_at, started = time.time(), time.perf_counter()
+        order = {id(e): i for i, e in enumerate(episodes)}  # batches and writes go in question order
+        waiting = episodes[::-1]  # popped from the end: in question order
+        limit = in_flight or len(episodes) or 1
+        parallel = max(1, getattr(self.llm, "parallel_calls", 1))
         results: dict[tuple[str, int], Trajectory] = {}
+        ready: list[Request] = []
+        asks: dict[Future, tuple[list[Request], list[Prompt], int]] = {}  # future: (requests, prompts, start_ns)
+        tools: dict[Future, tuple[Episode, Step]] = {}
+        ready_since = 0.0  # when the oldest ready ask became ready
+        running = 0
+
+        def admit() -> None:
+            nonlocal running
+            while waiting and running < limit:
+                episode = waiting.pop()
+                running += 1
+                episode.started_at, episode.started = time.time(), time.perf_counter()
+                queue(Request(episode, 1))
+
+        def queue(request: Request) -> None:
+            nonlocal ready_since
+            if not ready:
+                ready_since = time.perf_counter()
+            ready.append(request)
 
         def finish(episode: Episode) -> None:
+            nonlocal running
             episode.finished = True
+            running -= 1
             if self.noise is not None:
                 self.noise.end_episode(episode.name)
-            trajectory = self._trajectory(episode, started_at, time.perf_counter() - started)
+            trajectory = self._trajectory(episode, episode.started_at, time.perf_counter() - episode.started)
             results[trajectory.key] = trajectory
             on_finish(trajectory)
             if self.tracer is not None:  # after the write: a kill in between loses a trace, never duplicates one
                 self.tracer.add(trajectory, episode.calls)
+            admit()
 
-        with ThreadPoolExecutor(self.tool_workers) as pool:
-            for round_number in range(1, self.method.max_rounds + 1):
-                active = [e for e in episodes if not e.finished]
-                if not active:
-                    break
-                steps = self._ask(active, round_number)
-                observations = self._observe(pool, active, steps, round_number)
-                for episode, step, observation in zip(active, steps, observations):
-                    if step is None:  # the backend failed after its retries
-                        finish(episode)
-                        continue
-                    step.observation = observation
-                    episode.steps.append(step)
-                    if step.is_finish:
-                        finish(episode)
-            for episode in episodes:
-                if not episode.finished:
-                    episode.error = episode.error or f"no finish[] within {self.method.max_rounds} rounds"
-                    finish(episode)
+        def answered(requests: list[Request], prompts: list[Prompt], completions, start_ns: int) -> None:
+            end_ns = time.time_ns()
+            for request, prompt, completion in zip(requests, prompts, completions, strict=True):
+                step = self._take(request, prompt, completion, start_ns, end_ns)
+                if isinstance(step, Request):
+                    queue(step)
+                elif step is None:  # the backend failed after its retries
+                    finish(request.episode)
+                else:
+                    future = tool_pool.submit(self._observe, request.episode, step, request.round)
+                    tools[future] = (request.episode, step)
+
+        def observed(episode: Episode, step: Step, observation: str) -> None:
+            step.observation = observation
+            episode.steps.append(step)
+            if step.is_finish:
+                finish(episode)
+            elif len(episode.steps) >= self.method.max_rounds:
+                episode.error = episode.error or f"no finish[] within {self.method.max_rounds} rounds"
+                finish(episode)
+            else:
+                queue(Request(episode, len(episode.steps) + 1))
+
+        def episode_of(future: Future) -> Episode:
+            return asks[future][0][0].episode if future in asks else tools[future][0]
+
+        def ask() -> None:
+            ready.sort(key=lambda r: order[id(r.episode)])
+            while ready and len(asks) < parallel:
+                batch = [ready.pop(0)] if parallel > 1 else ready[:]
+                if parallel == 1:
+                    ready.clear()
+                prompts = [self._prompt(r) for r in batch]
+                seeds = [request_seed(self.seed, r.episode.question.qid, r.episode.sample, r.round, r.attempt)
+                         for r in batch]
+                future = ask_pool.submit(self.llm.generate, prompts, stop=self.method.stop,
+                                         max_tokens=self.method.max_tokens, seeds=seeds)
+                asks[future] = (batch, prompts, time.time_ns())
+
+        admit()
+        with ThreadPoolExecutor(self.tool_workers) as tool_pool, ThreadPoolExecutor(parallel) as ask_pool:
+            while ready or asks or tools:
+                # A ready ask goes now unless tools are still running and may join its batch.
+                gather = None if self.gather_s is None else self.gather_s - (time.perf_counter() - ready_since)
+                if ready and len(asks) < parallel and (not tools or (gather is not None and gather <= 0)):
+                    ask()
+                timeout = gather if ready and tools and len(asks) < parallel and gather is not None else None
+                done, _ = wait([*asks, *tools], timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: order[id(episode_of(f))]):
+                    if future in asks:
+                        requests, prompts, start_ns = asks.pop(future)
+                        answered(requests, prompts, future.result(), start_ns)
+                    else:
+                        episode, step = tools.pop(future)
+                        observed(episode, step, future.result())
         return [results[e.question.qid, e.sample] for e in episodes]
 
-    # --- one round -------------------------------------------------------------------
-    def _ask(self, episodes: list[Episode], round_number: int) -> list[Step | None]:
-        """Each episode's step for this round; replies with no action are re-asked."""
-        prompts = [self.prompt(e.question.question, e.steps, round_number) for e in episodes]
-        replies = [""] * len(episodes)
-        steps: list[Step | None] = [None] * len(episodes)
-        pending = list(range(len(episodes)))
-        for attempt in range(self.method.max_retries + 1):
-            batch = [prompts[i] if attempt == 0 else self.method.reask(prompts[i], replies[i]) for i in pending]
-            seeds = [request_seed(self.seed, episodes[i].question.qid, episodes[i].sample, round_number, attempt) for i in pending]
-            start_ns = time.time_ns()
-            completions = self.llm.generate(batch, stop=self.method.stop, max_tokens=self.method.max_tokens, seeds=seeds)
-            end_ns = time.time_ns()
-            still_pending = []
-            for i, prompt, completion in zip(pending, batch, completions):
-                episodes[i].add_usage(completion)
-                if episodes[i].calls is not None:
-                    episodes[i].calls.append(ModelCall(
-                        round_number, attempt, prompt, completion.text, completion.prompt_tokens,
-                        completion.completion_tokens, start_ns, end_ns, completion.error))
-                if completion.error is not None:
-                    episodes[i].error = f"LLM request failed: {completion.error}"
-                    continue
-                replies[i] = completion.text if attempt == 0 else self.method.joined(replies[i], completion.text)
-                steps[i] = self.method.parse(replies[i], round_number)
-                if steps[i] is None:
-                    still_pending.append(i)
-            pending = still_pending
-            if not pending:
-                break
-        for i in pending:  # no action after every re-ask: counted as finish[] (the paper's rule)
-            episodes[i].format_errors += 1
-            steps[i] = Step(replies[i].strip().split("\n", 1)[0], "finish", "")
-        return steps
+    # --- one answer and one tool call --------------------------------------------------
+    def _prompt(self, request: Request) -> Prompt:
+        prompt = self.prompt(request.episode.question.question, request.episode.steps, request.round)
+        return prompt if request.attempt == 0 else self.method.reask(prompt, request.reply)
 
-    def _observe(self, pool, episodes, steps, round_number) -> list[str | None]:
-        def observe(episode: Episode, step: Step | None) -> str | None:
-            if step is None:
-                return None
-            if step.is_finish:
-                reward = self.task.score(step.argument, episode.question.gold)["em"] == 1.0
-                return f"Episode finished, reward = {reward}"
-            if step.argument is None or step.action.lower() not in self.tool.actions:
-                calls = " and ".join(f"{a}[<argument>]" for a in (*self.tool.actions, "finish"))
-                return f"Invalid action: {step.action_text}. Valid actions are {calls}."
-            start_ns, failed = time.time_ns(), False
-            try:
-                observation = seen = episode.tool.run(step.action.lower(), step.argument)
-            except ToolError as err:
-                observation = seen = f"Tool error: {err}"
-                failed = True
-            else:
-                if self.noise is not None:
-                    seen = self.noise.apply(observation, f"{episode.name}/{round_number}")
-            if episode.calls is not None:
-                episode.calls.append(ToolCall(round_number, step.action.lower(), step.argument, seen, start_ns,
-                                              time.time_ns(), observation if seen != observation else None, failed))
-            return seen
+    def _take(self, request: Request, prompt: Prompt, completion: Completion, start_ns: int,
+              end_ns: int) -> Step | Request | None:
+        """The step in a reply; a re-ask when it holds no action (until max_retries, then it counts as
+        finish[]: the paper's rule); None when the backend failed."""
+        episode = request.episode
+        episode.add_usage(completion)
+        if episode.calls is not None:
+            episode.calls.append(ModelCall(request.round, request.attempt, prompt, completion.text,
+                                           completion.prompt_tokens, completion.completion_tokens,
+                                           start_ns, end_ns, completion.error))
+        if completion.error is not None:
+            episode.error = f"LLM request failed: {completion.error}"
+            return None
+        reply = completion.text if request.attempt == 0 else self.method.joined(request.reply, completion.text)
+        step = self.method.parse(reply, request.round)
+        if step is None and request.attempt < self.method.max_retries:
+            return Request(episode, request.round, request.attempt + 1, reply)
+        if step is None:
+            episode.format_errors += 1
+            step = Step(reply.strip().split("\n", 1)[0], "finish", "")
+        return step
 
-        return list(pool.map(observe, episodes, steps))
+    def _observe(self, episode: Episode, step: Step, round_number: int) -> str:
+        if step.is_finish:
+            reward = self.task.score(step.argument, episode.question.gold)["em"] == 1.0
+            return f"Episode finished, reward = {reward}"
+        if step.argument is None or step.action.lower() not in self.tool.actions:
+            calls = " and ".join(f"{a}[<argument>]" for a in (*self.tool.actions, "finish"))
+            return f"Invalid action: {step.action_text}. Valid actions are {calls}."
+        start_ns, failed = time.time_ns(), False
+        try:
+            observation = seen = episode.tool.run(step.action.lower(), step.argument)
+        except ToolError as err:
+            observation = seen = f"Tool error: {err}"
+            failed = True
+        else:
+            if self.noise is not None:
+                seen = self.noise.apply(observation, f"{episode.name}/{round_number}")
+        if episode.calls is not None:
+            episode.calls.append(ToolCall(round_number, step.action.lower(), step.argument, seen, start_ns,
+                                          time.time_ns(), observation if seen != observation else None, failed))
+        return seen
 
     # --- the record ------------------------------------------------------------------
     def _trajectory(self, episode: Episode, started_at: float, wall_time: float) -> Trajectory:

@@ -2,9 +2,9 @@
 
 Shared by `evaluate` (student rollouts on evaluation questions) and `generate` (teacher
 rollouts on training questions): builds the backend, method, tool and noise from their
-config groups, skips (question, sample) pairs already written (resume), and runs the rest in
-chunks with a progress bar. Inside a tracked run, each trajectory is also logged as an MLflow
-trace (fireact.tracking.traces) once written.
+config groups, skips (question, sample) pairs already written (resume), and runs the rest, at
+most `in_flight` questions at once, with a progress bar. Inside a tracked run, each trajectory
+is also logged as an MLflow trace (fireact.tracking.traces) once written.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # holds: evaluate and generate leave them out of their run folder's record (fireact.run_folder),
 # so a rerun with other values resumes the folder.
 ROLLOUT_SPEED_KEYS = (
-    "chunk_size", "tool_workers",
+    "in_flight", "tool_workers",
     "backend.batch_size", "backend.prefix_cache_size", "backend.device", "backend.concurrency",
     "backend.timeout_s", "backend.max_retries", "backend.retry_budget_s", "backend.backoff_initial_s",
     "backend.backoff_max_s", "backend.gpu_memory_utilization", "backend.kv_cache_memory_bytes",
@@ -79,7 +79,7 @@ def run_agent(
 ) -> None:
     """Run cfg's agent `samples` times over each question, skipping the (qid, sample) pairs in
     `done`; `on_finish` writes each trajectory. A question's samples run side by side."""
-    for key, value in (("chunk_size", cfg.chunk_size), ("tool_workers", cfg.tool_workers), ("samples", samples)):
+    for key, value in (("in_flight", cfg.in_flight), ("tool_workers", cfg.tool_workers), ("samples", samples)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{key}={value!r}: must be an integer >= 1; set {key}=1 or more")
     todo = [(q, sample) for q in questions for sample in range(samples) if (q.qid, sample) not in done]
@@ -103,9 +103,8 @@ def run_agent(
                 on_finish(trajectory)
                 bar.update(1)
 
-            for start in range(0, len(todo), cfg.chunk_size):
-                chunk = todo[start:start + cfg.chunk_size]
-                rollout.run([q for q, _ in chunk], on_finish=finished, samples=[sample for _, sample in chunk])
+            rollout.run([q for q, _ in todo], on_finish=finished, samples=[sample for _, sample in todo],
+                        in_flight=cfg.in_flight)
     finally:
         llm.close()
         tool.close()

@@ -26,7 +26,7 @@ def method_used(trajectory: Trajectory) -> str:
 def busy_seconds(trajectories: Sequence[Trajectory]) -> float:
     """How long the run was working on at least one of these trajectories: the length of the
     union of their [started_at, started_at + wall_time] spans (so pauses between resumed runs
-    and chunks running one after another are both counted right)."""
+    and questions running one after another are both counted right)."""
     spans = sorted((t.started_at, t.started_at + t.wall_time) for t in trajectories)
     busy, end = 0.0, float("-inf")
     for start, stop in spans:

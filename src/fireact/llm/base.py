@@ -33,6 +33,10 @@ class LLM(ABC):
 
     backend: str
     model: str
+    # How many generate calls the rollout may have running at once. 1: a local engine, which
+    # batches what it is given (the rollout sends every ready request in one call); more: an API
+    # backend that sends each prompt as its own request (the rollout sends one prompt per call).
+    parallel_calls: int = 1
 
     @abstractmethod
     def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,

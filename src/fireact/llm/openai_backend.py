@@ -10,7 +10,8 @@ time budget. Here a prompt is retried on 429 (waiting as long as Retry-After say
 timeouts, connection errors and malformed response bodies, with exponential backoff, at most
 `max_retries` times and never past `retry_budget_s`; after that its Completion carries `error`
 and the rest of the batch goes on. A wrong key, a forbidden or unknown model raise at once:
-every prompt would fail the same way.
+every prompt would fail the same way. The rollout sends one prompt per call, `concurrency`
+calls at once (`parallel_calls`), so a prompt being retried holds no other question.
 
 The API key is read from the environment variable named by `api_key_env` (OPENAI_API_KEY by
 default). A server on the loopback address needs none: a placeholder key is sent. The key is
@@ -85,6 +86,7 @@ class OpenAIBackend(LLM):
         self._key = _api_key(api_key_env, base_url)
         self._client = openai.OpenAI(api_key=self._key, base_url=base_url, timeout=timeout_s, max_retries=0)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai")
+        self.parallel_calls = concurrency
         self._fatal = threading.Event()
 
     def __repr__(self) -> str:
@@ -111,8 +113,8 @@ class OpenAIBackend(LLM):
             request["stop"] = stop[:API_STOP_LIMIT]
         started, attempt = time.monotonic(), 0
         while True:
-            if self._fatal.is_set():
-                return _failed("not sent: an earlier request in this batch failed for good")
+            if self._fatal.is_set():  # raised, not returned: no question is written as failed by it
+                raise RuntimeError("not sent: an earlier request failed for good (see the first error)")
             try:
                 return self._request(prompt, request, stop)
             except FATAL_ERRORS as err:
