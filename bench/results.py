@@ -129,7 +129,7 @@ def train_section(train: dict) -> list[str]:
     s = train["settings"]
     out = [
         f"## LoRA training (bench/train.py --examples {s['examples']} --cutoff {s['cutoff']} "
-        f"--gradient-checkpointing {s.get('gradient_checkpointing', 'off')})",
+        f"--gradient-checkpointing {s.get('gradient_checkpointing', 'off')}; bench/train.json, as last measured)",
         "",
         "| side | seconds | non-pad tok/s | examples/s | peak RSS GB | mean loss |",
         "|---|---|---|---|---|---|",
