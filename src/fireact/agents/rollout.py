@@ -1,7 +1,8 @@
 """One rollout loop for every method: each question its own stream, batched across questions.
 
 A question runs ask -> parse -> tool -> ask as soon as its own previous step is done; there is
-no round barrier, so a slow tool call or a long generation holds only its own question. The
+no round barrier, so a slow tool call or a retried API request holds only its own question (a
+long generation still holds the batch it is in: the local backends batch per call). The
 backend still gets batches: every ask that is ready when it is free goes in one call (an API
 backend gets one call per ask instead, several at once; `LLM.parallel_calls`), and a ready ask
 waits up to `gather_s` for tool calls still running so that their next asks join it. A reply
@@ -210,9 +211,8 @@ class Rollout:
         def ask() -> None:
             ready.sort(key=lambda r: order[id(r.episode)])
             while ready and len(asks) < parallel:
-                batch = [ready.pop(0)] if parallel > 1 else ready[:]
-                if parallel == 1:
-                    ready.clear()
+                count = 1 if parallel > 1 else len(ready)  # an API backend: one ask a call; a local engine: all
+                batch, ready[:] = ready[:count], ready[count:]
                 prompts = [self._prompt(r) for r in batch]
                 seeds = [request_seed(self.seed, r.episode.question.qid, r.episode.sample, r.round, r.attempt)
                          for r in batch]
