@@ -30,7 +30,7 @@ MODEL = {"name": "SmolLM2-135M-Instruct", "path": "embedded:smollm2-135m-instruc
 
 
 def ours(hf: HFBackend, prompts: list[str], max_tokens: int) -> list[list[int]]:
-    hf.weights_changed()  # start cold: no prefix cache from the other run
+    hf.clear_caches()  # start cold: no prefix cache from the other run
     encoded = [hf._encode(p) for p in prompts]
     return hf._decode(encoded, [], max_tokens, [0] * len(encoded))  # one batch, as a rollout round
 

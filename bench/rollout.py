@@ -121,7 +121,7 @@ class PaperStyleGenerate(LLM):
 def run_once(name, llm, method, task, tool, questions, one_at_a_time, tracer=None, flops=None, **engine):
     """`engine`: Rollout's gather_s and tool_workers; `flops`: a FlopCounter on the model, read
     for this run."""
-    reset_prefix_cache(llm)
+    reset_caches(llm)
     rollout = Rollout(llm, method, task, tool, labels={"backend": llm.backend}, tracer=tracer, **engine)
     if flops is not None:
         flops.reset()
@@ -153,11 +153,11 @@ def run_traced(name, llm, method, task, tool, questions):
         return result
 
 
-def reset_prefix_cache(llm) -> None:
-    """Every run starts cold: no prefix kept from an earlier run (a repeat would otherwise find
-    its whole prompts cached in vLLM)."""
+def reset_caches(llm) -> None:
+    """Every run starts cold: no prefix or history kept from an earlier run (a repeat would
+    otherwise find its whole prompts cached)."""
     if isinstance(llm, HFBackend):
-        llm._prefixes.clear()
+        llm.clear_caches()
     elif getattr(llm, "backend", None) == "vllm":
         llm.engine.reset_prefix_cache()
 

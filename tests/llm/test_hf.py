@@ -9,7 +9,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from fireact.llm.hf import HFBackend
+from fireact.llm.hf import HFBackend, History, HistoryCache
 
 EMBEDDED = "embedded:smollm2-135m-instruct"
 REACT = """Answer the question with Thought, Action and Observation steps.
@@ -192,6 +192,7 @@ def test_missing_local_model_folder_fails_naming_it(tmp_path):
         ({"top_p": 0.0}, "top_p"),
         ({"device": "tpu"}, "device"),
         ({"dtype": "int8"}, "dtype"),
+        ({"history_cache_tokens": -1}, "history_cache_tokens"),
     ],
 )
 def test_bad_settings_are_named(settings, message):
@@ -250,6 +251,59 @@ def test_prefix_cached_greedy_equals_plain_one_prompt_at_a_time(hf_backend):
     assert list(cached._prefixes) == [shared]
 
 
+def generate_counting(backend: HFBackend, prompts, **settings):
+    """The completions, and the number of columns each forward fed."""
+    widths = []
+    hook = backend.lm.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape[1]),
+                                                with_kwargs=True)
+    try:
+        completions = backend.generate(prompts, **settings)
+    finally:
+        hook.remove()
+    return completions, widths
+
+
+def test_a_next_round_loads_its_history_and_encodes_only_its_new_tokens(hf_backend):
+    """Each question's next prompt (its last prompt, the reply, an observation) finds its own
+    tokens' keys and values kept from the last round: the first forward feeds only the new
+    tokens, and the completions are those of a backend that encodes every prompt whole; a new
+    question in the same batch (no history) is encoded whole beside them."""
+    settings = {"stop": ["\nObservation:"], "max_tokens": 12}
+    prompts = react_prompts()
+    with_history = variant(hf_backend, _prefixes=type(hf_backend._prefixes)(), _history=HistoryCache(16384))
+    whole = variant(hf_backend, prefix_cache_size=0, _prefixes={}, _history=HistoryCache(0))
+    first = with_history.generate(prompts[:3], **settings)
+    assert first == whole.generate(prompts[:3], **settings)
+    later = [p + c.text + "\nObservation: It is a city in France.\nThought:" for p, c in zip(prompts, first)]
+    (loaded, loaded_widths), (encoded, whole_widths) = (generate_counting(b, later, **settings) for b in (with_history, whole))
+    assert loaded == encoded
+    new_tokens = max(len(hf_backend._encode(n)) - len(hf_backend._encode(p)) for n, p in zip(later, prompts))
+    assert loaded_widths[0] <= new_tokens < whole_widths[0] // 4  # whole: the examples and the question again
+
+    mixed = later[:2] + prompts[3:]  # two next rounds and a first one
+    fresh = variant(with_history, _history=HistoryCache(16384))
+    fresh.generate(prompts[:2], **settings)
+    assert fresh.generate(mixed, **settings) == whole.generate(mixed, **settings)
+
+
+def test_history_cache_takes_the_longest_match_once_and_keeps_its_capacity():
+    layers = lambda n: [(torch.arange(n, dtype=torch.float32).reshape(1, 1, n, 1),) * 2]
+    cache = HistoryCache(capacity=10)
+    cache.put(History((1, 2, 3, 4, 5, 6), 2, layers(4)))  # own tokens 3, 4, 5, 6
+    cache.put(History((1, 2, 3, 9), 2, layers(2)))
+    taken = cache.take([1, 2, 3, 4, 5, 7, 8], start=3)  # the first covers 4, 5 after this prompt's own start
+    assert len(taken) == 2 and taken.tokens == (1, 2, 3, 4, 5)
+    assert taken.layer(0, 2)[0].flatten().tolist() == [1.0, 2.0]  # its values for tokens 4 and 5
+    assert len(cache.take([1, 2, 3, 4, 5, 7, 8], start=3)) == 0  # taken once; the other covers nothing here
+    assert len(cache.take([1, 2, 3, 4], start=1)) == 0  # kept from a longer prefix than this prompt's
+    assert len(cache.take([1, 2, 3, 9, 0], start=2)) == 2
+    for n in (6, 6):  # 12 own tokens over the capacity of 10: the older goes
+        cache.put(History(tuple(range(n + 1)), 1, layers(n)))
+    assert len(cache.take(list(range(7)) + [99], start=1)) == 6 and len(cache.take(list(range(8)), start=1)) == 0
+    cache.put(History(tuple(range(20)), 1, layers(19)))  # larger than the whole capacity: not kept
+    assert len(cache.take(list(range(21)), start=1)) == 0
+
+
 def test_prefix_cache_keeps_the_most_recent_prefixes(hf_backend):
     cached = variant(hf_backend, prefix_cache_size=1, _prefixes=type(hf_backend._prefixes)())
     long_a, long_b = "The history of the Roman Empire " * 8, "A short guide to growing tomatoes " * 8
@@ -276,7 +330,7 @@ def test_negative_prefix_cache_size_is_refused():
         HFBackend({"name": "x", "path": EMBEDDED}, prefix_cache_size=-1)
 
 
-@pytest.mark.parametrize("queries", [1, 5])
+@pytest.mark.parametrize("queries", [1, 5, 9])  # 9: every own token, so row 0's first queries see none of them
 @pytest.mark.parametrize("padded", [True, False])
 def test_shared_prefix_attention_equals_sdpa_over_the_joined_keys(queries, padded):
     """The prefix kept once gives what sdpa gives with the prefix copied into every row."""
@@ -309,6 +363,24 @@ def test_shared_prefix_attention_equals_sdpa_over_the_joined_keys(queries, padde
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
 
 
+def test_flash_and_plain_attention_agree_with_their_normalisers():
+    """The CPU kernel and the plain computation (used on other devices) give the same output and
+    logsumexp; a query that sees no key gives output 0 with both."""
+    from fireact.llm.hf import flash_attend_cpu, plain_attend
+
+    torch.manual_seed(0)
+    query, key, value = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 8)
+    visible = torch.ones(2, 1, 4, 6, dtype=torch.bool).tril(2)
+    visible[1, :, :, :4] = False  # row 1's first query sees nothing
+    for mask in (visible, None):
+        (flash, flash_norm), (plain, plain_norm) = (f(query, key, value, mask, 8**-0.5) for f in (flash_attend_cpu, plain_attend))
+        torch.testing.assert_close(flash, plain, rtol=1e-5, atol=1e-6)
+        seen = mask.any(-1).expand(2, 3, 4) if mask is not None else torch.ones(2, 3, 4, dtype=torch.bool)
+        torch.testing.assert_close(flash_norm[seen], plain_norm[seen], rtol=1e-5, atol=1e-6)
+        if mask is not None:
+            assert not flash[1, :, 0].any() and not plain[1, :, 0].any()
+
+
 def test_buffer_layer_refuses_to_overflow():
     from fireact.llm.hf import BufferLayer
 
@@ -324,7 +396,8 @@ def test_rollout_streams_give_the_same_greedy_trajectories_alone_together_or_in_
     """The rollout engine batches whatever requests are ready (questions at different rounds,
     re-asks): with the real model, recorded search and few-shot ReAct, every trajectory is the
     one the question gets alone (in_flight=1, the paper's one-at-a-time loop) and the one the
-    round barrier gives (gather_s=None: the loop before questions became streams)."""
+    round barrier gives (gather_s=None: the loop before questions became streams), with the
+    prefix and history caches (together, in rounds) or without (alone)."""
     from fireact.agents.methods import ReAct
     from fireact.agents.rollout import Rollout
     from fireact.tasks import HotpotQA
@@ -335,7 +408,9 @@ def test_rollout_streams_give_the_same_greedy_trajectories_alone_together_or_in_
     method, tool = ReAct(max_rounds=3, max_tokens=40, max_retries=1), RecordedSearch()
     strip = lambda t: {k: v for k, v in t.to_dict().items() if k not in ("wall_time", "started_at")}
     together = [strip(t) for t in Rollout(hf_backend, method, task, tool).run(questions)]
-    alone = [strip(t) for t in Rollout(hf_backend, method, task, tool).run(questions, in_flight=1)]
+    # Alone, the paper's way: every prompt encoded whole (no prefix or history cache).
+    whole = variant(hf_backend, prefix_cache_size=0, _prefixes={}, _history=HistoryCache(0))
+    alone = [strip(t) for t in Rollout(whole, method, task, tool).run(questions, in_flight=1)]
     in_rounds = [strip(t) for t in Rollout(hf_backend, method, task, tool, gather_s=None).run(questions)]
     assert together == alone == in_rounds
     assert sum(len(t["steps"]) for t in together) > len(questions)  # more than one round each

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # so a rerun with other values resumes the folder.
 ROLLOUT_SPEED_KEYS = (
     "in_flight", "tool_workers",
-    "backend.batch_size", "backend.prefix_cache_size", "backend.device", "backend.concurrency",
+    "backend.batch_size", "backend.prefix_cache_size", "backend.history_cache_tokens", "backend.device", "backend.concurrency",
     "backend.timeout_s", "backend.max_retries", "backend.retry_budget_s", "backend.backoff_initial_s",
     "backend.backoff_max_s", "backend.gpu_memory_utilization", "backend.kv_cache_memory_bytes",
     "backend.tensor_parallel_size", "backend.enforce_eager",

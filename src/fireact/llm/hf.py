@@ -11,22 +11,30 @@ Decoding (greedy or sampled) reuses a shared prefix: agents' prompts all start w
 examples, so the longest common token prefix of a batch is encoded once and its KV cache kept
 (a few, least recently used first out) for later batches and rounds that start with it. The
 prefix's keys and values stay one row: `shared_prefix_attention` (registered with transformers
-as the model's attention) attends to them and to each row's own tokens, so a decoding step
-reads the prefix once for the whole batch. Each row's own tokens are laid out
+as the model's attention) attends to them and to each row's own tokens, so a forward reads
+the prefix once for the whole batch and never copies it into rows. Each row's own tokens are laid out
 [left padding][suffix] in a cache preallocated for the whole generation (`BufferLayer`: no copy
 per step), with attention mask 0 on the padding and position ids continuing from the prefix,
 and decoded with the model's forward in a plain loop; greedy, it gives the same tokens as `generate` up
 to float rounding. Sampling runs in the same loop: each row draws from its temperature-scaled,
 top-p-cut distribution with its own generator, seeded by the request's seed, so a prompt and a
 seed give the same completion whatever else shares the batch.
+
+An agent's next prompt is its last one extended (the reply, the observation): each request's own
+KV cache (its tokens after the shared prefix, and the generated tokens fed back) is kept after
+decoding (`HistoryCache`), and a later prompt that starts with those tokens loads them into its
+row instead of encoding them again, so a question's next round encodes only its new tokens
+(with the same tokens, greedy, as encoding it whole, up to float rounding).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -63,6 +71,9 @@ class HFBackend(LLM):
     prefix_cache_size: how many shared-prefix KV caches decoding keeps (0 turns the
         prefix cache off; each entry holds the prefix's keys and values, ~46 KB a token for
         SmolLM2-135M in float32).
+    history_cache_tokens: how many tokens of finished requests' own KV caches are kept for
+        prompts that extend them (a question's next round); least recently kept first out;
+        0 turns it off.
     """
 
     backend = "hf"
@@ -77,13 +88,14 @@ class HFBackend(LLM):
         top_p: float = 1.0,
         seed: int | None = None,
         prefix_cache_size: int = 4,
+        history_cache_tokens: int = 16384,
     ):
         if not isinstance(model, Mapping) or not model.get("path"):
             raise ValueError(f"HFBackend needs the model config with a `path` (conf/model/*.yaml), got {model!r}")
         self.device = _device(device)
         self.dtype = _dtype(dtype, self.device)
         self.model = model.get("name") or model["path"]
-        self._configure(batch_size, temperature, top_p, seed, prefix_cache_size)
+        self._configure(batch_size, temperature, top_p, seed, prefix_cache_size, history_cache_tokens)
         path = _model_path(model["path"])
         adapter = _adapter_path(model.get("adapter"))
         try:
@@ -105,20 +117,22 @@ class HFBackend(LLM):
 
     @classmethod
     def of(cls, lm: torch.nn.Module, tokenizer, name: str, batch_size: int = 32, temperature: float = 0.0,
-           top_p: float = 1.0, seed: int | None = None, prefix_cache_size: int = 4) -> "HFBackend":
+           top_p: float = 1.0, seed: int | None = None, prefix_cache_size: int = 4,
+           history_cache_tokens: int = 16384) -> "HFBackend":
         """A backend over a model already in memory, its weights shared, not copied: the policy
         being trained generates its own rollouts (objective=grpo). The caller puts the model in
-        eval mode while it generates and calls `weights_changed()` after each update; the
+        eval mode while it generates and calls `clear_caches()` after each update; the
         tokenizer is copied (the backend sets its own padding side)."""
         backend = cls.__new__(cls)
         backend.device = next(lm.parameters()).device
         backend.dtype = next(lm.parameters()).dtype
         backend.model = name
-        backend._configure(batch_size, temperature, top_p, seed, prefix_cache_size)
+        backend._configure(batch_size, temperature, top_p, seed, prefix_cache_size, history_cache_tokens)
         backend._attach(lm, copy.deepcopy(tokenizer))
         return backend
 
-    def _configure(self, batch_size: int, temperature: float, top_p: float, seed: int | None, prefix_cache_size: int) -> None:
+    def _configure(self, batch_size: int, temperature: float, top_p: float, seed: int | None, prefix_cache_size: int,
+                   history_cache_tokens: int) -> None:
         if batch_size < 1:
             raise ValueError(f"backend.batch_size must be at least 1, got {batch_size}")
         if temperature < 0:
@@ -127,6 +141,8 @@ class HFBackend(LLM):
             raise ValueError(f"backend.top_p must be in (0, 1], got {top_p}")
         if prefix_cache_size < 0:
             raise ValueError(f"backend.prefix_cache_size must be 0 (off) or more, got {prefix_cache_size}")
+        if history_cache_tokens < 0:
+            raise ValueError(f"backend.history_cache_tokens must be 0 (off) or more, got {history_cache_tokens}")
         self.batch_size = batch_size
         self.temperature = temperature
         self.top_p = top_p
@@ -135,6 +151,7 @@ class HFBackend(LLM):
         self.prefix_cache_size = prefix_cache_size
         self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
+        self._history = HistoryCache(history_cache_tokens)
 
     def _attach(self, lm: torch.nn.Module, tokenizer) -> None:
         self.lm, self.tokenizer = lm, tokenizer
@@ -147,9 +164,11 @@ class HFBackend(LLM):
         # After a sequence ends, generate() fills its row with the pad token: both mark the end.
         self._end_ids = {*eos, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
 
-    def weights_changed(self) -> None:
-        """Drop the kept prefix caches: they were computed with the old weights."""
+    def clear_caches(self) -> None:
+        """Drop the kept prefix and history caches: after a weight update (they were computed
+        with the old weights), or to start cold."""
         self._prefixes.clear()
+        self._history.clear()
 
     def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
                  seeds: Sequence[int] | None = None) -> list[Completion]:
@@ -192,15 +211,23 @@ class HFBackend(LLM):
         return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_dict=True)["input_ids"]
 
     def _decode(self, prompts: list[list[int]], stop: list[str], max_tokens: int, seeds: list[int]) -> list[list[int]]:
-        """Decoding of [shared prefix][left padding][suffix] rows with the model's forward: greedy,
-        or sampled with one generator per row."""
+        """Decoding of [shared prefix][left padding][own tokens] rows with the model's forward:
+        greedy, or sampled with one generator per row. The own tokens a kept history covers are
+        loaded into the cache, not encoded: the first forward feeds only the last `new` columns,
+        the longest part any row has no history for."""
         rows, pad = len(prompts), self.tokenizer.pad_token_id
         with torch.inference_mode():
             prefix, shared = self._shared_prefix(prompts)
             suffixes = [p[prefix:] for p in prompts]
             width = max(len(s) for s in suffixes)
+            histories = [self._history.take(p, prefix) for p in prompts]
+            new = max(len(s) - len(h) for s, h in zip(suffixes, histories))
             layers = self.lm.config.get_text_config(decoder=True).num_hidden_layers
             cache = Cache(layers=[BufferLayer(width + max_tokens) for _ in range(layers)])
+            if new < width:  # every row's own tokens before the last `new` columns are in its history
+                for index, layer in enumerate(cache.layers):
+                    layer.load([h.layer(index, len(s) - new) for s, h in zip(suffixes, histories)], width - new)
+            del histories
             ids = torch.full((rows, width), pad, dtype=torch.long)
             mask = torch.zeros((rows, prefix + width), dtype=torch.long)
             mask[:, :prefix] = 1
@@ -209,14 +236,15 @@ class HFBackend(LLM):
                 mask[row, prefix + width - len(suffix) :] = 1
             ids, mask = ids.to(self.device), mask.to(self.device)
             # Each real token's position counts the real tokens before it (as generate does).
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix + width - new :]
             mask = mask[:, prefix:]  # the cache holds the rows' own tokens; the prefix comes apart
             end_ids = torch.tensor(sorted(self._end_ids), device=self.device)
             criterion = self._stop_criterion(stop) if stop else None
             done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+            ended = torch.full((rows,), max_tokens, device=self.device)  # the step of each row's last real token
             generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds] if self.temperature > 0 else None
             sequences, generated = ids, []
-            inputs = ids
+            inputs = ids[:, width - new :]
             for step in range(max_tokens):
                 out = self.lm(input_ids=inputs, attention_mask=mask, position_ids=positions,
                               past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=shared)
@@ -227,12 +255,32 @@ class HFBackend(LLM):
                 done |= torch.isin(token, end_ids)
                 if criterion is not None:
                     done |= criterion(sequences, None).to(self.device)
+                ended = torch.where(done & (ended == max_tokens), step, ended)
                 if bool(done.all()):
                     break
                 inputs = token[:, None]
                 mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=-1)
                 positions = positions[:, -1:] + 1
-        return torch.stack(generated, dim=1).tolist()
+            generated = torch.stack(generated, dim=1).tolist()
+            if self._history.capacity:
+                self._keep_histories(cache, prompts, prefix, width, generated, ended.tolist())
+        return generated
+
+    def _keep_histories(self, cache: Cache, prompts: list[list[int]], prefix: int, width: int,
+                        generated: list[list[int]], ended: list[int]) -> None:
+        """Keep each row's own keys and values (prompt after the prefix, then the generated tokens
+        that were fed back: all but the last step's, none past the row's end) for a later prompt
+        that extends them, releasing the batch's cache a layer at a time."""
+        fed = [min(end + 1, len(generated[0]) - 1) for end in ended]
+        spans = [(width - (len(p) - prefix), width + n) for p, n in zip(prompts, fed)]
+        kept = [[] for _ in prompts]
+        for layer in cache.layers:
+            for row, (start, end) in enumerate(spans):
+                kept[row].append((layer.keys[row : row + 1, :, start:end].clone(),
+                                  layer.values[row : row + 1, :, start:end].clone()))
+            layer.release()
+        for prompt, tokens, n, layers in zip(prompts, generated, fed, kept):
+            self._history.put(History(tuple(prompt) + tuple(tokens[:n]), prefix, layers))
 
     def _next_token(self, logits: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
         """The argmax (greedy), or a draw per row from softmax(logits / temperature) cut to the
@@ -320,51 +368,158 @@ class BufferLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length
 
+    def load(self, rows: list[tuple[torch.Tensor, torch.Tensor] | None], length: int) -> None:
+        """Start with `length` columns filled: row i's keys and values ([1, kv heads, n, dim]), where
+        it has some, end at column `length`; every other column before it is zeros (padding,
+        masked: zeros, not whatever memory held, keep the masked scores finite)."""
+        keys, values = next(kv for kv in rows if kv is not None)
+        self.lazy_initialization(keys.expand(len(rows), -1, -1, -1), values.expand(len(rows), -1, -1, -1))
+        self._keys[:, :, :length] = 0
+        self._values[:, :, :length] = 0
+        for row, kv in enumerate(rows):
+            if kv is not None:
+                self._keys[row, :, length - kv[0].shape[-2] : length] = kv[0][0]
+                self._values[row, :, length - kv[1].shape[-2] : length] = kv[1][0]
+        self.length = length
+        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
+
+    def release(self) -> None:
+        """Free the buffers (the batch is done)."""
+        self._keys = self._values = self.keys = self.values = None
+        self.is_initialized, self.length = False, 0
+
+
+@dataclass
+class History:
+    """A request's own tokens, the prompt's and those generated then fed back (`tokens` holds
+    the whole sequence; its own part starts at `start`, the shared prefix's length at the
+    time), and their keys and values per layer ([1, kv heads, own tokens, dim])."""
+
+    tokens: tuple[int, ...]
+    start: int
+    layers: list[tuple[torch.Tensor, torch.Tensor] | None]
+
+    def __len__(self) -> int:
+        return len(self.tokens) - self.start
+
+    def layer(self, index: int, count: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The first `count` own tokens' keys and values at layer `index` (None for none); the
+        layer is then dropped from this history, so that a batch's loading frees as it goes."""
+        if index >= len(self.layers):
+            return None
+        (keys, values), self.layers[index] = self.layers[index], None
+        return (keys[:, :, :count], values[:, :, :count]) if count > 0 else None
+
+
+class HistoryCache:
+    """Finished requests' histories, at most `capacity` own tokens in all, least recently kept
+    first out. A prompt takes the one that covers most of its own tokens (each is taken once:
+    the prompt's own history, kept after its decoding, supersedes it)."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self._size = capacity, 0
+        self._kept: OrderedDict[int, History] = OrderedDict()
+        self._ids = itertools.count()
+
+    def take(self, prompt: list[int], start: int) -> History:
+        """The kept history that covers most of prompt[start:-1] (the last token is always fed,
+        for its logits), cut to what it covers; an empty History when none covers any."""
+        prompt = tuple(prompt)
+        best, covered = None, 0
+        for key, history in self._kept.items():
+            if history.start <= start:  # its keys and values begin at or before this prompt's own part
+                shared = common_length(history.tokens, prompt, len(prompt) - 1) - start
+                if shared > covered:
+                    best, covered = key, shared
+        if best is None:
+            return History(prompt[:start], start, [])
+        history = self._kept.pop(best)
+        self._size -= len(history)
+        cut = slice(start - history.start, start - history.start + covered)
+        return History(prompt[: start + covered], start, [(k[:, :, cut], v[:, :, cut]) for k, v in history.layers])
+
+    def put(self, history: History) -> None:
+        if len(history) > self.capacity:
+            return
+        self._kept[next(self._ids)] = history
+        self._size += len(history)
+        while self._size > self.capacity:
+            self._size -= len(self._kept.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._size = 0
+
+
+def common_length(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
+    """How many leading tokens a and b share, at most `limit` (a binary search over slice
+    comparisons: prefix equality holds up to some length and fails beyond it)."""
+    low, high = 0, min(len(a), len(b), limit)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
 
 def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                             shared_prefix=None, **kwargs):
     """Attention over [a prefix every row shares][each row's own tokens], the prefix's keys and
-    values kept once (one row) instead of copied into every row: a decoding step reads them once
-    for the whole batch. `key`, `value`, `attention_mask` cover the rows' own tokens; without
+    values kept once (one row) instead of copied into every row: all rows' queries attend to it
+    in one call. `key`, `value`, `attention_mask` cover the rows' own tokens; without
     `shared_prefix` this is transformers' sdpa attention.
 
-    Prompt encoding (several query tokens) joins the prefix to each row for one sdpa call; a
-    decoding step (one query token) scores the prefix and the own tokens apart and merges the
-    two softmaxes over their common maximum, in float32."""
+    The prefix and the own tokens are attended apart, each giving its softmax's log-normaliser,
+    and the two results merged with weights from those. Query heads are grouped by the key
+    head they read (transformers' repeat_kv), so neither part copies keys or values."""
     if shared_prefix is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     prefix_keys, prefix_values = shared_prefix[module.layer_idx]  # [1, kv heads, prefix, dim]
     rows, heads, queries, dim = query.shape
-    own = key.shape[-2]
-    if attention_mask is None:  # no padding: causal over the own tokens
-        attention_mask = torch.ones(queries, own, dtype=torch.bool, device=query.device).tril(own - queries)
-        attention_mask = attention_mask.expand(rows, 1, queries, own)
-    if queries > 1:
-        expand = lambda t: t.expand(rows, -1, -1, -1)
-        keys = torch.cat([expand(prefix_keys), key], dim=-2)
-        values = torch.cat([expand(prefix_values), value], dim=-2)
-        visible = attention_mask.new_ones(rows, 1, queries, prefix_keys.shape[-2])
-        return sdpa_attention_forward(module, query, keys, values, torch.cat([visible, attention_mask], dim=-1),
-                                      scaling=scaling, dropout=dropout, **kwargs)
-    kv_heads = key.shape[1]
-    group = heads // kv_heads  # query head h reads kv head h // group (transformers' repeat_kv)
+    kv_heads, own = key.shape[1], key.shape[-2]
+    group = heads // kv_heads  # query head h reads kv head h // group
     scale = scaling if scaling is not None else dim**-0.5
-    q = query.float().reshape(rows, kv_heads, group, dim)
-    # The prefix: every row's queries against the one copy, [kv heads, rows * group, prefix].
-    prefix_scores = q.transpose(0, 1).reshape(kv_heads, rows * group, dim) @ prefix_keys[0].float().transpose(-1, -2)
-    prefix_scores = (prefix_scores * scale).reshape(kv_heads, rows, group, -1).transpose(0, 1)
-    own_scores = (q @ key.float().transpose(-1, -2)) * scale  # [rows, kv heads, group, own]
-    if attention_mask.dtype == torch.bool:
-        own_scores = own_scores.masked_fill(~attention_mask.reshape(rows, 1, 1, own), float("-inf"))
+    if attention_mask is None:  # no padding: causal over the own tokens
+        visible = torch.ones(queries, own, dtype=torch.bool, device=query.device).tril(own - queries)
+    elif attention_mask.dtype == torch.bool:
+        visible = attention_mask
     else:  # an additive mask
-        own_scores = own_scores + attention_mask.float().reshape(rows, 1, 1, own)
-    top = torch.maximum(prefix_scores.amax(-1), own_scores.amax(-1)).unsqueeze(-1)
-    prefix_weights, own_weights = (prefix_scores - top).exp(), (own_scores - top).exp()
-    total = prefix_weights.sum(-1, keepdim=True) + own_weights.sum(-1, keepdim=True)
-    from_prefix = prefix_weights.transpose(0, 1).reshape(kv_heads, rows * group, -1) @ prefix_values[0].float()
-    from_prefix = from_prefix.reshape(kv_heads, rows, group, dim).transpose(0, 1)
-    out = (from_prefix + own_weights @ value.float()) / total  # [rows, kv heads, group, dim]
-    return out.reshape(rows, 1, heads, dim).to(query.dtype), None
+        visible = attention_mask == 0
+    visible = visible.expand(rows, 1, queries, own).repeat(1, 1, group, 1)  # per grouped query
+    grouped = query.reshape(rows, kv_heads, group * queries, dim)  # [rows, kv heads, group x queries, dim]
+    all_rows = grouped.transpose(0, 1).reshape(1, kv_heads, rows * group * queries, dim)
+    from_prefix, prefix_norm = _attend(all_rows, prefix_keys, prefix_values, None, scale)
+    from_prefix = from_prefix.reshape(kv_heads, rows, group * queries, dim).transpose(0, 1)
+    prefix_norm = prefix_norm.reshape(kv_heads, rows, group * queries).transpose(0, 1)
+    from_own, own_norm = _attend(grouped, key, value, visible, scale)
+    own_norm = own_norm.masked_fill(~visible.any(-1), float("-inf"))  # a query that sees no own token
+    top = torch.maximum(prefix_norm, own_norm)
+    prefix_weight, own_weight = (prefix_norm - top).exp()[..., None], (own_norm - top).exp()[..., None]
+    out = (from_prefix.float() * prefix_weight + from_own.float() * own_weight) / (prefix_weight + own_weight)
+    return out.reshape(rows, heads, queries, dim).transpose(1, 2).to(query.dtype), None
+
+
+def _attend(query, key, value, visible, scale):
+    """Softmax attention and its log-normaliser (logsumexp of the visible scores) per query:
+    torch's flash kernel on CPU, the plain computation elsewhere. `visible`: a boolean mask
+    broadcast over heads, or None for all keys visible."""
+    attend = flash_attend_cpu if query.device.type == "cpu" else plain_attend
+    return attend(query, key, value, visible, scale)
+
+
+def flash_attend_cpu(query, key, value, visible, scale):
+    mask = None if visible is None else torch.zeros(visible.shape, dtype=query.dtype).masked_fill(~visible, float("-inf"))
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=mask, scale=scale)
+
+
+def plain_attend(query, key, value, visible, scale):
+    scores = (query.float() @ key.float().transpose(-1, -2)) * scale
+    if visible is not None:
+        scores = scores.masked_fill(~visible, float("-inf"))
+    norm = scores.logsumexp(-1)
+    return (scores - norm[..., None]).exp().nan_to_num() @ value.float(), norm
 
 
 AttentionInterface.register("fireact_shared_prefix", shared_prefix_attention)

@@ -112,7 +112,7 @@ class RolloutDataModule(TrajectoryDataModule):
             labels = {"backend": "hf", "model": "policy", "tool": self.tool.name, "noise": self.noise.name}
             self.rollouts = Rollout(self.policy, self.method, self.task, self.tool, self.noise,
                                     tool_workers=self.tool_workers, labels=labels)
-        self.policy.weights_changed()
+        self.policy.clear_caches()
         # Each request's seed comes from (this step's seed, question, sample, round, attempt):
         # a resumed step draws as it first did.
         self.rollouts.seed = request_seed(self.seed, "grpo", step)
