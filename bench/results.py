@@ -27,12 +27,15 @@ TRACING_OVERHEAD = 0.05  # hf+traces' time over hf's, minus 1
 
 # Why a target can be missed on this machine; printed only under a missed target.
 WHY = {
-    ("hf", "fewshot"): "after the shared prefix (encoded once, read once per step for the whole batch) what "
-    "remains is each question's own history, re-encoded every round (its cache is not kept between rounds) and "
-    "padded to the batch's longest, and the decoding steps' attention over each row's own tokens.",
-    ("hf", "alpaca"): "zero-shot prompts share no prefix worth caching, so hf gains only from batching (the weights "
-    "read once per step for the batch) and from building the stop-string criterion once; every round re-encodes "
-    "each question's history.",
+    ("hf", "fewshot"): "the few-shot prefix is encoded once and each question's earlier rounds are loaded from its "
+    "kept history, so what remains is mostly decoding: every step runs the model's linear layers on one row per "
+    "question, where MKL's sgemm reaches about a third to half of the matmul peak at 32 rows and less at fewer "
+    "(bench/NOTES.md), and a batch decodes until its longest reply, so a question's next ask waits for the whole "
+    "batch (requests do not join a running batch).",
+    ("hf", "alpaca"): "zero-shot prompts share no prefix worth caching; each question's earlier rounds are loaded "
+    "from its history, so decoding is most of the time, and the run's later batches (re-asks, last rounds) hold "
+    "a few rows each, whose steps cost nearly as much as a full batch's (the weights are read once per step "
+    "whatever the rows).",
     ("vllm", "fewshot"): "vLLM's CPU engine runs eager (no torch.compile) unless --vllm-compile, and at 32 questions "
     "its per-step scheduling is not amortised; check that backend.cpu_reserved_cores=0 gave it both cores.",
     ("vllm", "alpaca"): "zero-shot prompts are short, so prefix caching saves little and the run is dominated by "
@@ -47,9 +50,10 @@ WHY = {
     "tracing": "each trace is written span by span (a few SQL statements each) and its assessments after it, on a "
     "thread beside the rollout: on 2 cores that thread's Python and SQLite time is taken from torch's compute. "
     "tracker.traces below 1 traces a share of the questions.",
-    "rollout_memory": "the float32 model with the libraries (0.7 GB) and each row's own KV cache in float32 (~46 KB "
-    "a token: 32 rows of up to ~600 own tokens is ~0.9 GB; the few-shot prefix is kept once). "
-    "backend.batch_size=16 measured 1.44 GB at ~10% less speed (bench/NOTES.md).",
+    "rollout_memory": "the float32 model with the libraries (0.7 GB), each row's own KV cache in float32 (~46 KB "
+    "a token) while its batch decodes, and the histories kept between rounds (backend.history_cache_tokens, "
+    "16384 tokens at most: ~0.75 GB; the few-shot prefix is kept once). backend.batch_size=16 or a smaller "
+    "history cache trade speed for memory (bench/NOTES.md).",
     "stragglers": "a slow call holds only its own question, but the questions it holds leave the batches: with "
     "fewer rows the engine's steps do less work each, and a question held in its last round ends the run late.",
 }
