@@ -114,19 +114,30 @@ def straggler_section(rollout: dict) -> list[str]:
         "",
         f"Fast: every call {lat['fast_s'] * 1000:.0f} ms. Heavy-tailed: {lat['slow_share']:.0%} of the calls "
         f"{lat['slow_s']:g} s, the rest {lat['fast_s'] * 1000:.0f} ms (drawn per call, the same draws for both "
-        "engines). Stream: each question its own stream (fireact.agents.rollout); barrier: every question's round "
-        "before any next round (gather_s=None), the loop as it was before. Run in a process of its own.",
+        "engines). Long replies: fast calls, replies allowed "
+        f"{r.get('long_max_tokens', '-')} tokens instead of {r.get('max_tokens', '-')} (one that misses the stop "
+        "string runs that long). Stream: each question its own stream (fireact.agents.rollout); barrier: every "
+        "question's round before any next round (gather_s=None), the loop as it was before. Run in a process of "
+        "its own.",
         "",
-        "| engine | tools | seconds | trials/s | slow calls |",
-        "|---|---|---|---|---|",
+        "| engine | case | seconds | trials/s | slow calls | tokens a question (median, most) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, run in r["runs"].items():
-        engine, latency = name.split("/")
-        out.append(f"| {engine} | {latency} | {run['seconds']:.1f} | {run['trials_per_s']:.4f} "
-                   f"| {run['slow_calls']} of {run['tool_calls']} |")
-    return out + ["", f"Throughput kept with heavy-tailed tools: stream {r['kept']['stream']:.0%}, barrier "
-                  f"{r['kept']['barrier']:.0%}. Same trajectories across the four runs: {r['same_trajectory_share']:.0%}. "
-                  f"Peak RSS of that process (the hf side alone): {r['peak_rss_gb']:.2f} GB."]
+        engine, case = name.split("/")
+        tokens = (f"{run['median_question_tokens']}, {run['max_question_tokens']}" if "max_question_tokens" in run
+                  else "-")
+        out.append(f"| {engine} | {case} | {run['seconds']:.1f} | {run['trials_per_s']:.4f} "
+                   f"| {run['slow_calls']} of {run['tool_calls']} | {tokens} |")
+    out += ["", f"Throughput kept with heavy-tailed tools: stream {r['kept']['stream']:.0%}, barrier "
+            f"{r['kept']['barrier']:.0%}. Same trajectories across the fast and heavy-tailed runs: "
+            f"{r['same_trajectory_share']:.0%}. Peak RSS of that process (the hf side alone): {r['peak_rss_gb']:.2f} GB."]
+    if "long_replies_stream_over_barrier" in r:
+        out += ["", f"Long replies: the stream engine's throughput is {r['long_replies_stream_over_barrier']:.2f}x the "
+                f"barrier's (same trajectories: {r['long_replies_same_trajectory_share']:.0%}). With either engine the hf "
+                "backend decodes a batch until its longest row, so a long reply holds the questions of its batch "
+                "(requests do not join or leave a running batch)."]
+    return out
 
 
 def train_section(train: dict) -> list[str]:

@@ -24,13 +24,14 @@ so the baseline and hf run there too; `make bench` runs this file with it.
 --no-stragglers   skip the straggler runs (below)
 --slow-share S    the share of the straggler runs' tool calls that are slow, default 0.1
 --slow-s T        how long a slow call takes, default 3.0 s; --fast-s: the others, default 0.02 s
+--long-max-tokens T   the straggler runs' long-reply case: replies may run to T tokens, default 144
 --json PATH       also write the figures there (bench/RESULTS.md is made from it by `make bench`)
 
 Baseline: one question at a time, one `model.generate` call per round with
 `stop_strings=` (a stop-string criterion built per call), the whole prompt encoded every round.
 hf: fireact.agents.rollout.Rollout over all questions with fireact.llm.hf.HFBackend (its
 defaults: batches of 32, the few-shot prefix encoded once and its KV cache kept one row for the
-batch). vllm: the same Rollout with fireact.llm.vllm_backend.VLLMBackend (its defaults: the
+batch, each question's own KV kept between rounds). vllm: the same Rollout with fireact.llm.vllm_backend.VLLMBackend (its defaults: the
 every ready ask in one engine call, prefix caching on, no core kept off the engine's compute),
 its engine started once before the other runs; the start (and one warm-up request) is timed apart
 and not counted in trials/s. hf+traces: the hf run again with every trajectory logged as an
@@ -43,9 +44,12 @@ hf runs (one model loaded), and vLLM's engine process (its model and KV cache) a
 
 Stragglers (first, in a process of its own, whose peak RSS is the hf side's alone): hf on the
 prompted format with the search behind a loopback HTTP server (bench/slow_search.py), every
-call fast, then heavy-tailed (--slow-share of them --slow-s long), each with the stream engine
-and with the round barrier (Rollout's gather_s=None); the share of its fast-tool throughput
-each engine keeps is the figure.
+call fast, then heavy-tailed (--slow-share of them --slow-s long), then fast with replies
+allowed --long-max-tokens (a reply that misses the stop string runs that long: a few questions
+generate much longer than the rest), each with the stream engine and with the round barrier
+(Rollout's gather_s=None). The figures: the share of its fast-tool throughput each engine
+keeps with heavy-tailed tools, and the stream engine's throughput over the barrier's with long
+replies.
 
 Compute: the fp32 matmul peak is measured once (bench/compute.py); the baseline's and hf's
 forward passes are counted (FlopCounter: parameters x tokens, plus attention over the cached
@@ -214,16 +218,21 @@ def recorded_search():
 
 def straggler_runs(args) -> dict:
     """hf rollouts of prompted ReAct through SerpAPISearch on a loopback SlowSearchServer (the
-    recorded results over a socket), its calls fast or heavy-tailed, with the stream engine
-    (gather_s 0.05) and with the round barrier (gather_s None). A tool worker per question, so
-    the pool never queues a call. Runs in a process of its own, whose peak RSS it returns."""
+    recorded results over a socket), with the stream engine (gather_s 0.05) and with the round
+    barrier (gather_s None), in three cases: every call fast; heavy-tailed calls; every call
+    fast but replies allowed --long-max-tokens (the few that miss the stop string run that
+    long). A tool worker per question, so the pool never queues a call. Runs in a process of its
+    own, whose peak RSS it returns."""
     os.environ.setdefault(SERPAPI_KEY, "bench-loopback")  # the loopback server ignores it
     task = HotpotQA(n=args.questions, shuffle_seed=233)
     questions, recorded = task.questions(), recorded_search()
     hf = HFBackend(MODEL, device="cpu", dtype="float32")
-    method = ReAct(format="fewshot", max_rounds=args.max_rounds, max_tokens=args.max_tokens, max_retries=args.max_retries)
+    react = lambda max_tokens: ReAct(format="fewshot", max_rounds=args.max_rounds, max_tokens=max_tokens,
+                                     max_retries=args.max_retries)
+    cases = {"fast": (0.0, react(args.max_tokens)), "heavy-tailed": (args.slow_share, react(args.max_tokens)),
+             "long-replies": (0.0, react(args.long_max_tokens))}
     runs, trajectories = {}, {}
-    for latency, share in (("fast", 0.0), ("heavy-tailed", args.slow_share)):
+    for case, (share, method) in cases.items():
         for engine, gather_s in (("stream", 0.05), ("barrier", None)):
             # A server per run: its draws restart, so both engines meet the same slow calls.
             with SlowSearchServer(recorded, fast_s=args.fast_s, slow_s=args.slow_s, slow_share=share) as server:
@@ -231,25 +240,35 @@ def straggler_runs(args) -> dict:
                 run = run_once(engine, hf, method, task, tool, questions, False, gather_s=gather_s,
                                tool_workers=len(questions))
                 tool.close()
-            trajectories[engine, latency] = run.pop("trajectories")
-            runs[f"{engine}/{latency}"] = run = run | {"tool_calls": server.calls, "slow_calls": server.slow_calls}
-            print(f"  stragglers {engine:8s} {latency:12s} {run['seconds']:7.1f} s  {run['trials_per_s']:.3f} trials/s  "
-                  f"({run['slow_calls']} of {run['tool_calls']} calls slow)", flush=True)
-    first = trajectories["stream", "fast"]
+            trajectories[engine, case] = run.pop("trajectories")
+            tokens = sorted(t.completion_tokens for t in trajectories[engine, case])
+            runs[f"{engine}/{case}"] = run = run | {"tool_calls": server.calls, "slow_calls": server.slow_calls,
+                                                    "median_question_tokens": tokens[len(tokens) // 2],
+                                                    "max_question_tokens": tokens[-1]}
+            print(f"  stragglers {engine:8s} {case:12s} {run['seconds']:7.1f} s  {run['trials_per_s']:.3f} trials/s  "
+                  f"({run['slow_calls']} of {run['tool_calls']} calls slow; tokens a question: median "
+                  f"{run['median_question_tokens']}, most {run['max_question_tokens']})", flush=True)
+    same = lambda a, b: sum(map(same_trajectory, trajectories[a], trajectories[b])) / len(questions)
+    throughput = lambda engine, case: runs[f"{engine}/{case}"]["trials_per_s"]
     return {
         "runs": runs,
-        "kept": {engine: runs[f"{engine}/heavy-tailed"]["trials_per_s"] / runs[f"{engine}/fast"]["trials_per_s"]
-                 for engine in ("stream", "barrier")},
-        "same_trajectory_share": min(sum(map(same_trajectory, first, other)) / len(first) for other in trajectories.values()),
+        "kept": {engine: throughput(engine, "heavy-tailed") / throughput(engine, "fast") for engine in ("stream", "barrier")},
+        "long_replies_stream_over_barrier": throughput("stream", "long-replies") / throughput("barrier", "long-replies"),
+        # Same max_tokens: the four fast and heavy-tailed runs; the long-reply runs against each other.
+        "same_trajectory_share": min(same(("stream", "fast"), key) for key in trajectories if key[1] != "long-replies"),
+        "long_replies_same_trajectory_share": same(("stream", "long-replies"), ("barrier", "long-replies")),
         "latency": {"fast_s": args.fast_s, "slow_s": args.slow_s, "slow_share": args.slow_share},
+        "long_max_tokens": args.long_max_tokens, "max_tokens": args.max_tokens,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
 
 
 def show_stragglers(r) -> None:
     print(f"stragglers: the stream engine keeps {r['kept']['stream']:.0%} of its fast-tool throughput, the round "
-          f"barrier {r['kept']['barrier']:.0%}; same trajectories {r['same_trajectory_share']:.0%}; "
-          f"peak RSS of that hf process {r['peak_rss_gb']:.2f} GB", flush=True)
+          f"barrier {r['kept']['barrier']:.0%}; same trajectories {r['same_trajectory_share']:.0%}; long replies: "
+          f"stream/barrier {r['long_replies_stream_over_barrier']:.2f}x, same trajectories "
+          f"{r['long_replies_same_trajectory_share']:.0%}; peak RSS of that hf process {r['peak_rss_gb']:.2f} GB",
+          flush=True)
 
 
 def start_vllm(args):
@@ -308,6 +327,7 @@ def main() -> None:
     parser.add_argument("--slow-share", type=float, default=0.1)
     parser.add_argument("--slow-s", type=float, default=3.0)
     parser.add_argument("--fast-s", type=float, default=0.02)
+    parser.add_argument("--long-max-tokens", type=int, default=144)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if "vllm" in args.backends and importlib.util.find_spec("vllm") is None:

@@ -11,6 +11,8 @@ from peft import LoraConfig, get_peft_model
 
 from fireact.llm.hf import HFBackend, History, HistoryCache
 
+from .rollouts import three_ways
+
 EMBEDDED = "embedded:smollm2-135m-instruct"
 REACT = """Answer the question with Thought, Action and Observation steps.
 Question: What is the capital of the country where the Eiffel Tower is?
@@ -302,6 +304,8 @@ def test_history_cache_takes_the_longest_match_once_and_keeps_its_capacity():
     assert len(cache.take(list(range(7)) + [99], start=1)) == 6 and len(cache.take(list(range(8)), start=1)) == 0
     cache.put(History(tuple(range(20)), 1, layers(19)))  # larger than the whole capacity: not kept
     assert len(cache.take(list(range(21)), start=1)) == 0
+    cache.put(History((1, 2, 3, 4, 5, 6, 7), 1, layers(6)))  # a re-ask: the same prompt, shorter than its history
+    assert len(cache.take([1, 2, 3, 4], start=1)) == 2  # all but the prompt's last token, which is fed
 
 
 def test_prefix_cache_keeps_the_most_recent_prefixes(hf_backend):
@@ -363,6 +367,30 @@ def test_shared_prefix_attention_equals_sdpa_over_the_joined_keys(queries, padde
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("queries", [1, 5])
+@pytest.mark.parametrize("padded", [True, False])
+def test_attention_without_a_prefix_equals_sdpa(queries, padded):
+    """No shared prefix (zero-shot prompts): the grouped queries over each row's own tokens give
+    what transformers' sdpa gives with the keys repeated for every query head."""
+    from types import SimpleNamespace
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from fireact.llm.hf import shared_prefix_attention
+
+    torch.manual_seed(0)
+    rows, heads, kv_heads, dim, own = 3, 6, 2, 8, 9
+    module = SimpleNamespace(layer_idx=0, num_key_value_groups=heads // kv_heads, is_causal=True, training=False)
+    query = torch.randn(rows, heads, queries, dim)
+    key, value = torch.randn(rows, kv_heads, own, dim), torch.randn(rows, kv_heads, own, dim)
+    causal = torch.ones(queries, own, dtype=torch.bool).tril(own - queries).expand(rows, 1, queries, own).clone()
+    if padded:
+        causal[0, :, :, :3] = False
+    ours, _ = shared_prefix_attention(module, query, key, value, causal if padded else None, scaling=dim**-0.5)
+    reference, _ = sdpa_attention_forward(module, query, key, value, causal, scaling=dim**-0.5)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_flash_and_plain_attention_agree_with_their_normalisers():
     """The CPU kernel and the plain computation (used on other devices) give the same output and
     logsumexp; a query that sees no key gives output 0 with both."""
@@ -395,22 +423,9 @@ def test_buffer_layer_refuses_to_overflow():
 def test_rollout_streams_give_the_same_greedy_trajectories_alone_together_or_in_rounds(hf_backend):
     """The rollout engine batches whatever requests are ready (questions at different rounds,
     re-asks): with the real model, recorded search and few-shot ReAct, every trajectory is the
-    one the question gets alone (in_flight=1, the paper's one-at-a-time loop) and the one the
-    round barrier gives (gather_s=None: the loop before questions became streams), with the
-    prefix and history caches (together, in rounds) or without (alone)."""
-    from fireact.agents.methods import ReAct
-    from fireact.agents.rollout import Rollout
-    from fireact.tasks import HotpotQA
-    from fireact.tools.recorded_search import RecordedSearch
-
-    task = HotpotQA(n=4)
-    questions = task.questions()
-    method, tool = ReAct(max_rounds=3, max_tokens=40, max_retries=1), RecordedSearch()
-    strip = lambda t: {k: v for k, v in t.to_dict().items() if k not in ("wall_time", "started_at")}
-    together = [strip(t) for t in Rollout(hf_backend, method, task, tool).run(questions)]
-    # Alone, the paper's way: every prompt encoded whole (no prefix or history cache).
+    one the question gets alone and the one the round barrier gives, with the prefix and history
+    caches (together, in rounds) or without (alone: every prompt encoded whole, the paper's way)."""
     whole = variant(hf_backend, prefix_cache_size=0, _prefixes={}, _history=HistoryCache(0))
-    alone = [strip(t) for t in Rollout(whole, method, task, tool).run(questions, in_flight=1)]
-    in_rounds = [strip(t) for t in Rollout(hf_backend, method, task, tool, gather_s=None).run(questions)]
-    assert together == alone == in_rounds
-    assert sum(len(t["steps"]) for t in together) > len(questions)  # more than one round each
+    runs = three_ways(hf_backend, alone_llm=whole)
+    assert runs["together"] == runs["alone"] == runs["in_rounds"]
+    assert sum(len(t["steps"]) for t in runs["together"]) > 4  # more than one round each

@@ -468,15 +468,16 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
                             shared_prefix=None, **kwargs):
     """Attention over [a prefix every row shares][each row's own tokens], the prefix's keys and
     values kept once (one row) instead of copied into every row: all rows' queries attend to it
-    in one call. `key`, `value`, `attention_mask` cover the rows' own tokens; without
-    `shared_prefix` this is transformers' sdpa attention.
+    in one call. `key`, `value`, `attention_mask` cover the rows' own tokens.
 
     The prefix and the own tokens are attended apart, each giving its softmax's log-normaliser,
     and the two results merged with weights from those. Query heads are grouped by the key
-    head they read (transformers' repeat_kv), so neither part copies keys or values."""
-    if shared_prefix is None:
+    head they read (transformers' repeat_kv copies the keys instead), so no keys or values are
+    copied, with a prefix or without. Training, and a GPU without a prefix, use transformers'
+    sdpa attention; a GPU encoding prompts joins the prefix to each row for sdpa's kernels."""
+    on_cpu = query.device.type == "cpu"
+    if module.training or (shared_prefix is None and not on_cpu):
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    prefix_keys, prefix_values = shared_prefix[module.layer_idx]  # [1, kv heads, prefix, dim]
     rows, heads, queries, dim = query.shape
     kv_heads, own = key.shape[1], key.shape[-2]
     group = heads // kv_heads  # query head h reads kv head h // group
@@ -487,17 +488,26 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
         visible = attention_mask
     else:  # an additive mask
         visible = attention_mask == 0
-    visible = visible.expand(rows, 1, queries, own).repeat(1, 1, group, 1)  # per grouped query
+    visible = visible.expand(rows, 1, queries, own)
+    if not on_cpu and queries > 1:
+        prefix_keys, prefix_values = shared_prefix[module.layer_idx]
+        joined = lambda shared, own_part: torch.cat([shared.expand(rows, -1, -1, -1), own_part], dim=-2)
+        everything = torch.cat([visible.new_ones(rows, 1, queries, prefix_keys.shape[-2]), visible], dim=-1)
+        return sdpa_attention_forward(module, query, joined(prefix_keys, key), joined(prefix_values, value), everything,
+                                      scaling=scaling, dropout=dropout, **kwargs)
+    visible = visible.repeat(1, 1, group, 1)  # per grouped query
     grouped = query.reshape(rows, kv_heads, group * queries, dim)  # [rows, kv heads, group x queries, dim]
-    all_rows = grouped.transpose(0, 1).reshape(1, kv_heads, rows * group * queries, dim)
-    from_prefix, prefix_norm = _attend(all_rows, prefix_keys, prefix_values, None, scale)
-    from_prefix = from_prefix.reshape(kv_heads, rows, group * queries, dim).transpose(0, 1)
-    prefix_norm = prefix_norm.reshape(kv_heads, rows, group * queries).transpose(0, 1)
-    from_own, own_norm = _attend(grouped, key, value, visible, scale)
-    own_norm = own_norm.masked_fill(~visible.any(-1), float("-inf"))  # a query that sees no own token
-    top = torch.maximum(prefix_norm, own_norm)
-    prefix_weight, own_weight = (prefix_norm - top).exp()[..., None], (own_norm - top).exp()[..., None]
-    out = (from_prefix.float() * prefix_weight + from_own.float() * own_weight) / (prefix_weight + own_weight)
+    out, own_norm = _attend(grouped, key, value, visible, scale)
+    if shared_prefix is not None:
+        prefix_keys, prefix_values = shared_prefix[module.layer_idx]  # [1, kv heads, prefix, dim]
+        all_rows = grouped.transpose(0, 1).reshape(1, kv_heads, rows * group * queries, dim)
+        from_prefix, prefix_norm = _attend(all_rows, prefix_keys, prefix_values, None, scale)
+        from_prefix = from_prefix.reshape(kv_heads, rows, group * queries, dim).transpose(0, 1)
+        prefix_norm = prefix_norm.reshape(kv_heads, rows, group * queries).transpose(0, 1)
+        own_norm = own_norm.masked_fill(~visible.any(-1), float("-inf"))  # a query that sees no own token
+        top = torch.maximum(prefix_norm, own_norm)
+        prefix_weight, own_weight = (prefix_norm - top).exp()[..., None], (own_norm - top).exp()[..., None]
+        out = (from_prefix.float() * prefix_weight + out.float() * own_weight) / (prefix_weight + own_weight)
     return out.reshape(rows, heads, queries, dim).transpose(1, 2).to(query.dtype), None
 
 
