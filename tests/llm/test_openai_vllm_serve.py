@@ -11,7 +11,6 @@ import pytest
 from fireact.llm.embedded import resolve_model_path
 from fireact.llm.openai_backend import OpenAIBackend
 
-from .rollouts import three_ways
 from .servers import VLLMServer, vllm_python
 
 pytestmark = pytest.mark.vllm
@@ -79,15 +78,6 @@ def test_concurrent_requests_come_back_in_order(server, tokenizer):
     assert all(c.error is None for c in completions)
     assert [c.prompt_tokens for c in completions] == [len(tokenizer(p).input_ids) for p in prompts]
     assert all("\n" not in c.text and c.completion_tokens <= 12 for c in completions)
-
-
-def test_rollout_streams_give_the_same_greedy_trajectories_alone_together_or_in_rounds(server):
-    """One prompt per request, 4 at once (the stream engine's way with an API backend): every
-    trajectory is the one the question gets alone and the one the round barrier gives."""
-    with backend(server, api="completions", concurrency=4) as llm:
-        runs = three_ways(llm)
-    assert runs["together"] == runs["alone"] == runs["in_rounds"]
-    assert sum(len(t["steps"]) for t in runs["together"]) > 4  # more than one round each
 
 
 def test_unknown_model_name_raises_naming_it(server):
