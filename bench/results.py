@@ -52,8 +52,9 @@ WHY = {
     "tracker.traces below 1 traces a share of the questions.",
     "rollout_memory": "the float32 model with the libraries (0.7 GB), each row's own KV cache in float32 (~46 KB "
     "a token) while its batch decodes, and the histories kept between rounds (backend.history_cache_tokens, "
-    "16384 tokens at most: ~0.75 GB; the few-shot prefix is kept once). backend.batch_size=16 or a smaller "
-    "history cache trade speed for memory (bench/NOTES.md).",
+    "16384 tokens at most: ~0.75 GB; the few-shot prefix is kept once). The straggler process's peak also "
+    "covers its long-reply runs, whose rows hold the longest caches (a run without them peaked at 2.08 GB, "
+    "bench/NOTES.md). backend.batch_size=16 or a smaller history cache trade speed for memory.",
     "stragglers": "a slow call holds only its own question, but the questions it holds leave the batches: with "
     "fewer rows the engine's steps do less work each, and a question held in its last round ends the run late.",
 }
