@@ -5,9 +5,11 @@
 
 The bench's work (bench/rollout.py's defaults: HotpotQA questions, 3 rounds of 48 tokens, 1
 re-ask, recorded search, the stream engine) on the hf backend, every forward of the model timed:
-a forward over more than one column per row encodes prompts (the shared prefix, or a batch's
-new tokens), one over a single column is a decoding step. Printed per batch (rows, seconds)
-and per encoding forward (rows x columns fed, seconds), then the totals and the peak RSS.
+a forward over more than one column per row encodes prompts (the shared prefix, or newcomers'
+new tokens), one over a single column is a decoding step of the running batch. Printed per
+encoding forward (rows x columns fed, seconds), the decoding steps by how many rows they decode,
+then the totals, the longest question's generated tokens (each a decoding step after the one
+before: the run's critical path) and the peak RSS.
 """
 
 from __future__ import annotations
@@ -45,26 +47,31 @@ def main() -> None:
         return out
 
     hf.lm.forward = timed_forward
-    decode = hf._decode
+    steps = []  # (rows decoding, seconds) per decoding step of the running batch
+    decode_step = hf._decode_step
 
-    def timed_decode(prompts, *a):
-        start = time.perf_counter()
-        out = decode(prompts, *a)
-        print(f"batch of {len(prompts):2d} rows: {time.perf_counter() - start:5.1f} s", flush=True)
-        return out
+    def timed_step(batch):
+        decoding, start = sum(row is not None and not row.ended for row in batch.rows), time.perf_counter()
+        decode_step(batch)
+        steps.append((decoding, time.perf_counter() - start))
 
-    hf._decode = timed_decode
+    hf._decode_step = timed_step
     start = time.perf_counter()
-    Rollout(hf, method, task, tool).run(task.questions())
+    trajectories = Rollout(hf, method, task, tool).run(task.questions())
     total = time.perf_counter() - start
     encoding = [f for f in forwards if f[1] > 1]
     for rows, columns, seconds in encoding:
         print(f"encoding {rows:2d} rows x {columns:4d} columns: {seconds:5.2f} s")
+    for low, high in ((1, 1), (2, 4), (5, 16), (17, 32), (33, 10**6)):
+        bucket = [seconds for rows, seconds in steps if low <= rows <= high]
+        if bucket:
+            print(f"decoding steps with {low}-{high} rows: {len(bucket):4d} steps, {sum(bucket):5.1f} s, "
+                  f"{sum(bucket) / len(bucket) * 1000:5.1f} ms a step")
     print(f"{args.format}, {args.questions} questions: {total:.1f} s; encoding {sum(f[2] for f in encoding):.1f} s "
-          f"({sum(f[0] * f[1] for f in encoding)} row-columns); decoding {sum(f[2] for f in forwards if f[1] == 1):.1f} s "
-          f"({sum(1 for f in forwards if f[1] == 1)} steps); peak RSS "
+          f"({sum(f[0] * f[1] for f in encoding)} row-columns); decoding {sum(s for _, s in steps):.1f} s "
+          f"({len(steps)} steps, {sum(r for r, _ in steps) / max(len(steps), 1):.1f} rows a step); the longest "
+          f"question generated {max(t.completion_tokens for t in trajectories)} tokens; peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
-
 
 if __name__ == "__main__":
     main()

@@ -25,21 +25,23 @@ TRAIN_RSS_GB = 3
 ROLLOUT_RSS_GB = 2
 TRACING_OVERHEAD = 0.05  # hf+traces' time over hf's, minus 1
 
+# The rollout bench's floor: with 32 questions the run lasts at least as long as its longest question.
+CRITICAL_PATH = ("requests join the running batch as they come (continuous batching), so the engine is never held "
+                 "by a batch; but a question's tokens are decoded one step after another, and the run ends with "
+                 "its longest question (up to (1 + max_retries) x max_rounds asks of max_tokens: 288 steps at "
+                 "the bench's defaults), its last steps decoding a row or two.")
+
 # Why a target can be missed on this machine; printed only under a missed target.
 WHY = {
-    ("hf", "fewshot"): "the few-shot prefix is encoded once and each question's earlier rounds are loaded from its "
-    "kept history, so what remains is mostly decoding: every step runs the model's linear layers on one row per "
-    "question, where MKL's sgemm reaches about a third to half of the matmul peak at 32 rows and less at fewer "
-    "(bench/NOTES.md), and a batch decodes until its longest reply, so a question's next ask waits for the whole "
-    "batch (requests do not join a running batch).",
-    ("hf", "alpaca"): "zero-shot prompts share no prefix worth caching; each question's earlier rounds are loaded "
-    "from its history, so decoding is most of the time, and the run's later batches (re-asks, last rounds) hold "
-    "a few rows each, whose steps cost nearly as much as a full batch's (the weights are read once per step "
-    "whatever the rows).",
-    ("vllm", "fewshot"): "vLLM's CPU engine runs eager (no torch.compile) unless --vllm-compile, and at 32 questions "
-    "its per-step scheduling is not amortised; check that backend.cpu_reserved_cores=0 gave it both cores.",
-    ("vllm", "alpaca"): "zero-shot prompts are short, so prefix caching saves little and the run is dominated by "
-    "decode steps, where vLLM's eager CPU engine gains only from batching.",
+    ("hf", "fewshot"): CRITICAL_PATH + " On the hf backend a step costs about 50 ms with one row (the float32 "
+    "weights are read once a step, whatever the rows) and 140 ms with 17-32; a run profiled with bench/profile_hf.py "
+    "(bench/NOTES.md): 283 decoding steps, 136 of them with one row left.",
+    ("hf", "alpaca"): CRITICAL_PATH + " Zero-shot prompts share no prefix worth caching, so each newcomer's encoding "
+    "is its own forward.",
+    ("vllm", "fewshot"): CRITICAL_PATH + " vLLM's CPU engine runs eager (no torch.compile) unless --vllm-compile; "
+    "check that backend.cpu_reserved_cores=0 gave it both cores.",
+    ("vllm", "alpaca"): CRITICAL_PATH + " vLLM's eager CPU engine gains only from batching, and the last steps "
+    "hold few rows.",
     "same": "greedy argmax over float32 logits computed with other kernels or matrix shapes (batched rows, a cached "
     "prefix, vLLM's paged attention) can flip a near-tie, after which the trajectory differs.",
     "train_speed": "length grouping removes the padding to the cutoff; what remains is the model's compute per real "
@@ -50,11 +52,12 @@ WHY = {
     "tracing": "each trace is written span by span (a few SQL statements each) and its assessments after it, on a "
     "thread beside the rollout: on 2 cores that thread's Python and SQLite time is taken from torch's compute. "
     "tracker.traces below 1 traces a share of the questions.",
-    "rollout_memory": "the float32 model with the libraries (0.7 GB), each row's own KV cache in float32 (~46 KB "
-    "a token) while its batch decodes, and the histories kept between rounds (backend.history_cache_tokens, "
-    "16384 tokens at most: ~0.75 GB; the few-shot prefix is kept once). The straggler process's peak also "
-    "covers its long-reply runs, whose rows hold the longest caches (a run without them peaked at 2.08 GB, "
-    "bench/NOTES.md). backend.batch_size=16 or a smaller history cache trade speed for memory.",
+    "rollout_memory": "the float32 model with the libraries (0.7 GB), the running batch's KV cache in float32 (~46 "
+    "KB a token: a slot per row, each with room for its prompt and max_tokens, all as wide as the widest; grown by a "
+    "quarter when a newcomer needs more, trimmed when half the slots are free), and the histories kept between "
+    "rounds (backend.history_cache_tokens, 16384 tokens at most: ~0.75 GB; the few-shot prefix is kept once). The "
+    "straggler process's peak also covers its long-reply runs, whose rows hold the longest caches. "
+    "backend.batch_size=16 or a smaller history cache trade speed for memory.",
     "stragglers": "a slow call holds only its own question, but the questions it holds leave the batches: with "
     "fewer rows the engine's steps do less work each, and a question held in its last round ends the run late.",
 }
@@ -135,9 +138,9 @@ def straggler_section(rollout: dict) -> list[str]:
             f"{r['same_trajectory_share']:.0%}. Peak RSS of that process (the hf side alone): {r['peak_rss_gb']:.2f} GB."]
     if "long_replies_stream_over_barrier" in r:
         out += ["", f"Long replies: the stream engine's throughput is {r['long_replies_stream_over_barrier']:.2f}x the "
-                f"barrier's (same trajectories: {r['long_replies_same_trajectory_share']:.0%}). With either engine the hf "
-                "backend decodes a batch until its longest row, so a long reply holds the questions of its batch "
-                "(requests do not join or leave a running batch)."]
+                f"barrier's (same trajectories: {r['long_replies_same_trajectory_share']:.0%}). The stream engine's "
+                "asks join the running batch (a row leaves it when its reply ends); the barrier's wait for every "
+                "question's round, so a long reply holds them all."]
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections import deque
 import re
 
 import pytest
@@ -33,9 +34,9 @@ PROMPTS = ["The capital of France is", REACT, CAPITAL, "Once upon a time, in a l
 
 
 def variant(backend: HFBackend, **settings) -> HFBackend:
-    """The same loaded model with other generation settings."""
+    """The same loaded model with other generation settings (and no request of the original's)."""
     other = copy.copy(backend)
-    other.__dict__.update(settings)
+    other.__dict__.update(_waiting=deque(), _batch=None, **settings)
     return other
 
 
@@ -121,17 +122,17 @@ def test_earliest_of_several_stop_strings_wins_per_prompt(hf_backend, react_free
 def test_seeded_sampling_is_reproducible(hf_backend):
     prompts = ["Once upon a time", CAPITAL]
     rng_before = torch.get_rng_state()
-    first = variant(hf_backend, temperature=1.0, top_p=0.95, seed=7, _calls=0)
-    again = variant(hf_backend, temperature=1.0, top_p=0.95, seed=7, _calls=0)
+    first = variant(hf_backend, temperature=1.0, top_p=0.95, seed=7, _seeded=0)
+    again = variant(hf_backend, temperature=1.0, top_p=0.95, seed=7, _seeded=0)
     runs = [b.generate(prompts, max_tokens=8) for b in (first, again, first, again)]
     assert runs[0] == runs[1] and runs[2] == runs[3]
     assert runs[0] != runs[2]  # the next call samples under the next seed
-    assert variant(hf_backend, temperature=1.0, seed=8, _calls=0).generate(prompts, max_tokens=8) != runs[0]
+    assert variant(hf_backend, temperature=1.0, seed=8, _seeded=0).generate(prompts, max_tokens=8) != runs[0]
     assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's RNG is left alone
 
 
 def test_a_seeded_prompt_samples_the_same_alone_or_in_any_batch(hf_backend):
-    sampler = variant(hf_backend, temperature=1.0, top_p=0.9, seed=None, _calls=0)
+    sampler = variant(hf_backend, temperature=1.0, top_p=0.9, seed=None, _seeded=0)
     alone = sampler.generate([CAPITAL], max_tokens=12, seeds=[11])[0]
     batched = sampler.generate(["Once upon a time", CAPITAL, REACT], max_tokens=12, seeds=[5, 11, 6])
     assert batched[1] == alone
@@ -140,7 +141,7 @@ def test_a_seeded_prompt_samples_the_same_alone_or_in_any_batch(hf_backend):
 
 
 def test_top_p_keeps_the_smallest_set_reaching_it(hf_backend):
-    sampler = variant(hf_backend, temperature=1.0, top_p=0.5, seed=None, _calls=0)
+    sampler = variant(hf_backend, temperature=1.0, top_p=0.5, seed=None, _seeded=0)
     logits = torch.log(torch.tensor([[0.1, 0.45, 0.3, 0.15]]))
     generator = torch.Generator().manual_seed(0)
     draws = {int(sampler._next_token(logits, [generator])) for _ in range(200)}
@@ -429,3 +430,27 @@ def test_rollout_streams_give_the_same_greedy_trajectories_alone_together_or_in_
     runs = three_ways(hf_backend, alone_llm=whole)
     assert runs["together"] == runs["alone"] == runs["in_rounds"]
     assert sum(len(t["steps"]) for t in runs["together"]) > 4  # more than one round each
+
+
+def test_a_request_joins_the_running_batch_and_leaves_it_when_done(hf_backend):
+    """Continuous batching: a request submitted while another decodes joins it at the next step,
+    comes back as soon as its own reply ends (before the long one), and both completions equal
+    the ones each prompt gets alone. The batch then compacts (free slots leave it)."""
+    backend = variant(hf_backend, _prefixes=type(hf_backend._prefixes)(), _history=HistoryCache(0))
+    long_alone = backend.generate([PROMPTS[3]], max_tokens=30)[0]
+    short_alone = backend.generate([PROMPTS[0]], max_tokens=4)[0]
+    backend.submit("long", PROMPTS[3], max_tokens=30)
+    finished = dict(backend.step() + backend.step() + backend.step())  # the long one's first tokens
+    backend.submit("short", PROMPTS[0], max_tokens=4)
+    steps = 0
+    while "short" not in finished:
+        finished.update(backend.step())
+        steps += 1
+    assert "long" not in finished and steps <= 4 and finished["short"] == short_alone
+    assert len(backend._batch.rows) == 1  # compacted: half its slots were free and none was waiting
+    while backend.running:
+        finished.update(backend.step())
+    assert finished["long"] == long_alone and backend._batch is None
+    with pytest.raises(RuntimeError, match="take them with step"):
+        backend.submit("left", PROMPTS[0], max_tokens=2)
+        backend.generate([PROMPTS[1]], max_tokens=2)

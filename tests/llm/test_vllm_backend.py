@@ -47,6 +47,8 @@ def run_backend(adapter: str, out: Path) -> None:
         results["stop"] = stop
         results["cut"] = llm.generate(TEXT[:1], stop=[stop], max_tokens=24)
         results["mixed"] = llm.generate([TEXT[0], [{"role": "user", "content": QUESTION}], TEXT[1]], max_tokens=24)
+        results["chat_tokens"] = len(llm.engine.get_tokenizer().apply_chat_template(
+            [{"role": "user", "content": QUESTION}], add_generation_prompt=True, return_dict=True)["input_ids"])
         results["too_long"] = llm.generate([TEXT[0], "word " * 3000, TEXT[1]], max_tokens=24)
         # Sampling with per-request seeds: the same engine asked to sample.
         sampler = copy.copy(llm)
@@ -139,8 +141,10 @@ def test_stop_strings_cut_the_completion(results):
 @pytest.mark.vllm
 def test_chat_and_text_prompts_in_one_batch(results):
     first, chat, third = results["mixed"]
-    assert "Paris" in chat["text"]
-    assert chat["prompt_tokens"] > len(QUESTION.split()) + 5  # rendered with the chat template
+    # Rendered with the model's chat template. (Its greedy reply is not checked: its first token is a
+    # near tie, "The" 25.33 against "L" 25.24 in float32, that vLLM's CPU kernels may flip.)
+    assert chat["prompt_tokens"] == results["chat_tokens"] > len(QUESTION.split()) + 5
+    assert chat["text"].strip() and chat["error"] is None
     assert first["prompt_tokens"] == results["free"][0]["prompt_tokens"]  # order kept
     assert third["prompt_tokens"] == results["free"][1]["prompt_tokens"]
 

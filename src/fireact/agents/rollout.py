@@ -1,11 +1,12 @@
 """One rollout loop for every method: each question its own stream, batched across questions.
 
 A question runs ask -> parse -> tool -> ask as soon as its own previous step is done; there is
-no round barrier, so a slow tool call or a retried API request holds only its own question (a
-long generation still holds the batch it is in: the local backends batch per call). The
-backend still gets batches: every ask that is ready when it is free goes in one call (an API
-backend gets one call per ask instead, several at once; `LLM.parallel_calls`), and a ready ask
-waits up to `gather_s` for tool calls still running so that their next asks join it. A reply
+no round barrier, so a slow tool call, a retried API request or a long generation holds only its
+own question. A local engine gets its asks as a stream (`LLM.submit`, then `LLM.step` on this
+thread, the tools running in a pool meanwhile): a continuously batching backend (hf, vllm) lets
+an ask join the batch already decoding at its next step, and when the engine is idle a ready ask
+waits up to `gather_s` for tool calls still running so that their next asks start with it. An
+API backend gets one call per ask instead, several at once (`LLM.parallel_calls`). A reply
 with no action is re-asked (up to `method.max_retries` times, then the round counts as
 `finish[]` and a format error).
 
@@ -21,6 +22,7 @@ tokens, times) and hands them to the tracer with the finished trajectory.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +48,7 @@ class ModelCall:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    start_ns: int  # wall-clock (time.time_ns) bounds of the batched request that carried it
+    start_ns: int  # wall-clock (time.time_ns) bounds of the request: submitted, and its completion back
     end_ns: int
     error: str | None = None
 
@@ -105,8 +107,9 @@ class Rollout:
     """Runs `method` on `task`'s questions with `llm`, `tool` and an optional `noise`.
 
     `cost(prompt_tokens, completion_tokens, wall_seconds)` prices one trajectory. `gather_s`: how
-    long a ready ask waits for tool calls still running, so that their next asks share its batch;
-    None waits for all of them: the round barrier (every question's round r before any round r+1).
+    long a ready ask waits for tool calls still running while the engine is idle, so that their
+    next asks start with it; None is the round barrier: an ask waits for every running tool call
+    and request (every question's round r before any round r+1), and none joins a running batch.
     """
 
     def __init__(
@@ -136,10 +139,11 @@ class Rollout:
         """One trajectory per question, in order; `samples[i]` is question i's sample number (default 0).
 
         Each question is its own stream, ask -> parse -> tool -> ask: no round barrier. Asks go to
-        the backend as they become ready: a local engine (llm.parallel_calls == 1) gets every
-        ready ask in one batch, one batch at a time, on this thread; an API backend gets each ask
-        as its own call, up to llm.parallel_calls at once, so a request being retried holds no
-        other question. Tools run in a pool meanwhile. At most `in_flight` questions run at once (all
+        the backend as they become ready: a local engine (llm.parallel_calls == 1) is submitted
+        every ready ask and stepped on this thread (a step decodes a token for its whole batch,
+        and tools that finished meanwhile queue their next asks to join it); an API backend gets
+        each ask as its own call, up to llm.parallel_calls at once, so a request being retried
+        holds no other question. Tools run in a pool meanwhile. At most `in_flight` questions run at once (all
         by default); one that finishes lets the next one start."""
         samples = list(samples) if samples is not None else [0] * len(questions)
         episodes = [Episode(q, sample, self.tool.new_episode(), calls=[] if self.tracer else None)
@@ -151,6 +155,8 @@ class Rollout:
         results: dict[tuple[str, int], Trajectory] = {}
         ready: list[Request] = []
         asks: dict[Future, tuple[list[Request], list[Prompt], int]] = {}  # future: (requests, prompts, start_ns)
+        submitted: dict[int, tuple[Request, Prompt, int]] = {}  # a local engine's requests by key: (request, prompt, start_ns)
+        keys = itertools.count()
         tools: dict[Future, tuple[Episode, Step]] = {}
         ready_since = 0.0  # when the oldest ready ask became ready
         running = 0
@@ -182,8 +188,7 @@ class Rollout:
                 self.tracer.add(trajectory, episode.calls)
             admit()
 
-        def answered(requests: list[Request], prompts: list[Prompt], completions, start_ns: int) -> None:
-            end_ns = time.time_ns()
+        def answered(requests: list[Request], prompts: list[Prompt], completions, start_ns: int, end_ns: int) -> None:
             for request, prompt, completion in zip(requests, prompts, completions, strict=True):
                 step = self._take(request, prompt, completion, start_ns, end_ns)
                 if isinstance(step, Request):
@@ -205,40 +210,51 @@ class Rollout:
             else:
                 queue(Request(episode, len(episode.steps) + 1))
 
+        def stepped(finished: list) -> None:
+            end_ns = time.time_ns()
+            for key, completion in sorted(finished, key=lambda f: order[id(submitted[f[0]][0].episode)]):
+                request, prompt, start_ns = submitted.pop(key)
+                answered([request], [prompt], [completion], start_ns, end_ns)
+
         def episode_of(future: Future) -> Episode:
             return asks[future][0][0].episode if future in asks else tools[future][0]
 
         def ask() -> None:
             ready.sort(key=lambda r: order[id(r.episode)])
             while ready and len(asks) < parallel:
-                count = 1 if parallel > 1 else len(ready)  # an API backend: one ask a call; a local engine: all
-                batch, ready[:] = ready[:count], ready[count:]
-                prompts = [self._prompt(r) for r in batch]
-                seeds = [request_seed(self.seed, r.episode.question.qid, r.episode.sample, r.round, r.attempt)
-                         for r in batch]
-                start_ns = time.time_ns()
-                if parallel == 1:  # a local engine computes on this thread while the tools run on theirs
-                    completions = self.llm.generate(prompts, stop=self.method.stop,
-                                                    max_tokens=self.method.max_tokens, seeds=seeds)
-                    answered(batch, prompts, completions, start_ns)
-                    return
-                future = ask_pool.submit(self.llm.generate, prompts, stop=self.method.stop,
-                                         max_tokens=self.method.max_tokens, seeds=seeds)
-                asks[future] = (batch, prompts, start_ns)
+                request = ready.pop(0)
+                prompt = self._prompt(request)
+                seed = request_seed(self.seed, request.episode.question.qid, request.episode.sample, request.round,
+                                    request.attempt)
+                if parallel == 1:  # a local engine: submitted now, stepped on this thread
+                    key = next(keys)
+                    submitted[key] = (request, prompt, time.time_ns())
+                    self.llm.submit(key, prompt, stop=self.method.stop, max_tokens=self.method.max_tokens, seed=seed)
+                    continue
+                future = ask_pool.submit(self.llm.generate, [prompt], stop=self.method.stop,
+                                         max_tokens=self.method.max_tokens, seeds=[seed])
+                asks[future] = ([request], [prompt], time.time_ns())
 
         admit()
         with ThreadPoolExecutor(self.tool_workers) as tool_pool, ThreadPoolExecutor(parallel) as ask_pool:
-            while ready or asks or tools:
-                # A ready ask goes now unless tools are still running and may join its batch.
+            while ready or asks or tools or submitted:
+                # A ready ask joins a running batch at once; to an idle engine it goes now unless tools
+                # are still running whose next asks may start with it. At the barrier it waits for all.
                 gather = None if self.gather_s is None else self.gather_s - (time.perf_counter() - ready_since)
-                if ready and len(asks) < parallel and (not tools or (gather is not None and gather <= 0)):
+                joins = bool(submitted) and self.gather_s is not None
+                idle = not submitted and (not tools or (gather is not None and gather <= 0))
+                if ready and len(asks) < parallel and (joins or idle):
                     ask()
-                timeout = gather if ready and tools and len(asks) < parallel and gather is not None else None
-                done, _ = wait([*asks, *tools], timeout=timeout, return_when=FIRST_COMPLETED)
+                if submitted:  # one step of the local engine, then whatever tools finished meanwhile
+                    stepped(self.llm.step())
+                    done = {future for future in tools if future.done()}
+                else:
+                    timeout = gather if ready and tools and len(asks) < parallel and gather is not None else None
+                    done, _ = wait([*asks, *tools], timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: order[id(episode_of(f))]):
                     if future in asks:
                         requests, prompts, start_ns = asks.pop(future)
-                        answered(requests, prompts, future.result(), start_ns)
+                        answered(requests, prompts, future.result(), start_ns, time.time_ns())
                     else:
                         episode, step = tools.pop(future)
                         observed(episode, step, future.result())

@@ -1,4 +1,5 @@
-"""The one interface every LLM backend implements: a batch of prompts in, completions out.
+"""The one interface every LLM backend implements: a batch of prompts in, completions out, or a
+stream of requests (`submit`, then `step` until each comes back).
 
 A prompt is either a string (continued as raw text) or a list of chat messages
 [{"role": ..., "content": ...}] (rendered with the model's chat template, or sent to a chat
@@ -6,6 +7,11 @@ API). Stop strings are honoured: the returned text ends before the first stop st
 A sampling backend takes one seed per prompt: the same prompt and seed give the same
 completion whatever else is in the batch (up to float rounding), so a sampled trajectory can
 be reproduced, or resumed, on its own.
+
+The stream: `submit` starts one request and `step` advances the backend and returns the
+requests that finished. A plain backend batches what was submitted into one `generate` call at
+the next step; a continuously batching one (`ContinuousBatching`: hf, vllm) lets a request join
+the requests already decoding, so no request waits for a batch to end.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Hashable, Sequence, Union
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
@@ -43,6 +49,32 @@ class LLM(ABC):
                  seeds: Sequence[int] | None = None) -> list[Completion]:
         """One completion per prompt, in order; `seeds` (one per prompt) seed sampling."""
 
+    def submit(self, key: Hashable, prompt: Prompt, stop: Sequence[str] = (), max_tokens: int = 256,
+               seed: int | None = None) -> None:
+        """Start a request; its completion comes back from a later `step()` under `key`. Here it
+        waits for the next step, which generates every waiting request in one `generate` call
+        (one call per stop strings and max_tokens)."""
+        if not hasattr(self, "_submitted"):
+            self._submitted = []
+        self._submitted.append((key, prompt, tuple(stop), max_tokens, seed))
+
+    def step(self) -> list[tuple[Hashable, Completion]]:
+        """Advance the submitted requests; those that finished, as (key, completion)."""
+        submitted, self._submitted = getattr(self, "_submitted", []), []
+        finished = []
+        for stop, max_tokens in dict.fromkeys((s, m) for _, _, s, m, _ in submitted):
+            group = [r for r in submitted if r[2:4] == (stop, max_tokens)]
+            seeds = [seed for *_, seed in group]
+            completions = self.generate([prompt for _, prompt, *_ in group], stop=stop, max_tokens=max_tokens,
+                                        seeds=None if None in seeds else seeds)
+            finished += [(key, completion) for (key, *_), completion in zip(group, completions, strict=True)]
+        return finished
+
+    @property
+    def running(self) -> int:
+        """How many submitted requests have not come back from `step` yet."""
+        return len(getattr(self, "_submitted", []))
+
     def close(self) -> None:
         """Release engines, threads, connections."""
 
@@ -51,6 +83,35 @@ class LLM(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ContinuousBatching(LLM):
+    """A backend that batches continuously: it implements `submit`, `step` and `running`, a request
+    joining the running batch at the next step; `generate` is submit-all, then step until all are back."""
+
+    @abstractmethod
+    def submit(self, key: Hashable, prompt: Prompt, stop: Sequence[str] = (), max_tokens: int = 256,
+               seed: int | None = None) -> None: ...
+
+    @abstractmethod
+    def step(self) -> list[tuple[Hashable, Completion]]: ...
+
+    @property
+    @abstractmethod
+    def running(self) -> int: ...
+
+    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
+                 seeds: Sequence[int] | None = None) -> list[Completion]:
+        if self.running:
+            raise RuntimeError(f"{type(self).__name__}.generate while {self.running} submitted requests run: "
+                               f"take them with step() first")
+        seeds = list(seeds) if seeds is not None else [None] * len(prompts)
+        for index, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
+            self.submit(index, prompt, stop, max_tokens, seed)
+        completions: dict[Hashable, Completion] = {}
+        while self.running:
+            completions.update(self.step())
+        return [completions[i] for i in range(len(prompts))]
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

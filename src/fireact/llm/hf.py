@@ -32,11 +32,11 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StopStringCriteria
@@ -46,7 +46,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from fireact.dtypes import torch_dtype
-from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop, request_seed
+from fireact.llm.base import ContinuousBatching, Completion, Prompt, cut_at_stop, request_seed
 from fireact.llm.embedded import resolve_model_path
 from fireact.logs import route_transformers, transformers_bars_off
 
@@ -56,7 +56,7 @@ route_transformers()
 MIN_SHARED_PREFIX = 32
 
 
-class HFBackend(LLM):
+class HFBackend(ContinuousBatching):
     """Generate with a transformers causal LM.
 
     model: the model group config (conf/model/*.yaml): `name` (logged with trajectories),
@@ -66,8 +66,8 @@ class HFBackend(LLM):
         "float32", "bfloat16" or "float16".
     batch_size: prompts per forward batch; longer prompt lists are split into chunks.
     temperature: 0 for greedy decoding, above 0 to sample (with `top_p`).
-    seed: makes sampling reproducible when the caller gives no per-prompt seeds: prompt i of
-        call k samples under a seed made from (seed, k, i).
+    seed: makes sampling reproducible when the caller gives no per-request seeds: the backend's
+        n-th such request samples under a seed made from (seed, n).
     prefix_cache_size: how many shared-prefix KV caches decoding keeps (0 turns the
         prefix cache off; each entry holds the prefix's keys and values, ~46 KB a token for
         SmolLM2-135M in float32).
@@ -147,7 +147,9 @@ class HFBackend(LLM):
         self.temperature = temperature
         self.top_p = top_p
         self.seed = seed
-        self._calls = 0
+        self._seeded = 0  # requests that brought no seed
+        self._waiting: deque[Row] = deque()
+        self._batch: RunningBatch | None = None
         self.prefix_cache_size = prefix_cache_size
         self._prefixes: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
         self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
@@ -170,30 +172,46 @@ class HFBackend(LLM):
         self._prefixes.clear()
         self._history.clear()
 
-    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
-                 seeds: Sequence[int] | None = None) -> list[Completion]:
+    def submit(self, key: Hashable, prompt: Prompt, stop: Sequence[str] = (), max_tokens: int = 256,
+               seed: int | None = None) -> None:
         if self.lm is None:
             raise RuntimeError("this HFBackend was closed; build a new one to generate")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-        stop = [s for s in stop if s]
-        seeds = list(seeds) if seeds is not None else self._call_seeds(len(prompts))
-        encoded = [self._encode(p) for p in prompts]
-        by_length = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        completions: list[Completion | None] = [None] * len(encoded)
-        for start in range(0, len(by_length), self.batch_size):
-            chunk = by_length[start : start + self.batch_size]
-            generated = self._decode([encoded[i] for i in chunk], stop, max_tokens, [seeds[i] for i in chunk])
-            for i, tokens in zip(chunk, generated):
-                completions[i] = self._completion(len(encoded[i]), tokens, stop)
-        self._calls += 1
-        return completions
+        if seed is None:
+            seed = self._fresh_seed()
+        generator = torch.Generator(self.device).manual_seed(seed) if self.temperature > 0 else None
+        self._waiting.append(Row(key, self._encode(prompt), tuple(s for s in stop if s), max_tokens, generator))
 
-    def _call_seeds(self, count: int) -> list[int]:
-        """Seeds for a call that brought none: from (seed, call number, position), or fresh ones."""
+    def step(self) -> list[tuple[Hashable, Completion]]:
+        """Admit waiting requests into the running batch (their prompts encoded: each row's first
+        token), then one decoding step for every row; the rows that ended leave the batch."""
+        with torch.inference_mode():
+            self._admit()
+            batch = self._batch
+            if batch is None:
+                return []
+            if any(row is not None and not row.ended for row in batch.rows):
+                self._decode_step(batch)
+            finished = [self._finish(batch, slot) for slot, row in enumerate(batch.rows) if row is not None and row.ended]
+            if all(row is None for row in batch.rows):
+                batch.release()
+                self._batch = None
+            elif batch.idle_share() >= 0.5 and not self._waiting:
+                batch.compact()
+        return finished
+
+    @property
+    def running(self) -> int:
+        rows = 0 if self._batch is None else sum(row is not None for row in self._batch.rows)
+        return len(self._waiting) + rows
+
+    def _fresh_seed(self) -> int:
+        """A seed for a request that brought none: from (seed, request number), or a fresh one."""
+        self._seeded += 1
         if self.seed is None:
-            return torch.randint(0, 2**62, (count,)).tolist()
-        return [request_seed(self.seed, self._calls, i) for i in range(count)]
+            return int(torch.randint(0, 2**62, ()).item())
+        return request_seed(self.seed, self._seeded)
 
     def close(self) -> None:
         self.lm = None
@@ -210,77 +228,114 @@ class HFBackend(LLM):
             )
         return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_dict=True)["input_ids"]
 
-    def _decode(self, prompts: list[list[int]], stop: list[str], max_tokens: int, seeds: list[int]) -> list[list[int]]:
-        """Decoding of [shared prefix][left padding][own tokens] rows with the model's forward:
-        greedy, or sampled with one generator per row. The own tokens a kept history covers are
-        loaded into the cache, not encoded: the first forward feeds only the last `new` columns,
-        the longest part any row has no history for."""
-        rows, pad = len(prompts), self.tokenizer.pad_token_id
-        with torch.inference_mode():
-            prefix, shared = self._shared_prefix(prompts)
-            suffixes = [p[prefix:] for p in prompts]
-            width = max(len(s) for s in suffixes)
-            histories = [self._history.take(p, prefix) for p in prompts]
-            new = max(len(s) - len(h) for s, h in zip(suffixes, histories))
+    def _admit(self) -> None:
+        """Waiting requests join the batch, in order, while it has room (batch_size rows): with no
+        batch running, the first batch_size start one (with the shared prefix they have a cache
+        for); with one running, those that start with its shared prefix fill its free slots (the
+        others wait until it ends)."""
+        if not self._waiting:
+            return
+        if self._batch is None:
+            rows = [self._waiting.popleft() for _ in range(min(self.batch_size, len(self._waiting)))]
+            prefix, shared = self._shared_prefix([row.prompt for row in rows])
             layers = self.lm.config.get_text_config(decoder=True).num_hidden_layers
-            cache = Cache(layers=[BufferLayer(width + max_tokens) for _ in range(layers)])
-            if new < width:  # every row's own tokens before the last `new` columns are in its history
-                for index, layer in enumerate(cache.layers):
-                    layer.load([h.layer(index, len(s) - new) for s, h in zip(suffixes, histories)], width - new)
-            del histories
-            ids = torch.full((rows, width), pad, dtype=torch.long)
-            mask = torch.zeros((rows, prefix + width), dtype=torch.long)
-            mask[:, :prefix] = 1
-            for row, suffix in enumerate(suffixes):
-                ids[row, width - len(suffix) :] = torch.tensor(suffix)
-                mask[row, prefix + width - len(suffix) :] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            # Each real token's position counts the real tokens before it (as generate does).
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix + width - new :]
-            mask = mask[:, prefix:]  # the cache holds the rows' own tokens; the prefix comes apart
-            end_ids = torch.tensor(sorted(self._end_ids), device=self.device)
-            criterion = self._stop_criterion(stop) if stop else None
-            done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-            ended = torch.full((rows,), max_tokens, device=self.device)  # the step of each row's last real token
-            generators = [torch.Generator(self.device).manual_seed(seed) for seed in seeds] if self.temperature > 0 else None
-            sequences, generated = ids, []
-            inputs = ids[:, width - new :]
-            for step in range(max_tokens):
-                out = self.lm(input_ids=inputs, attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=shared)
-                cache = out.past_key_values
-                token = self._next_token(out.logits[:, -1], generators).masked_fill(done, pad)
-                generated.append(token)
-                sequences = torch.cat([sequences, token[:, None]], dim=-1)
-                done |= torch.isin(token, end_ids)
-                if criterion is not None:
-                    done |= criterion(sequences, None).to(self.device)
-                ended = torch.where(done & (ended == max_tokens), step, ended)
-                if bool(done.all()):
-                    break
-                inputs = token[:, None]
-                mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=-1)
-                positions = positions[:, -1:] + 1
-            generated = torch.stack(generated, dim=1).tolist()
-            if self._history.capacity:
-                self._keep_histories(cache, prompts, prefix, width, generated, ended.tolist())
-        return generated
+            self._batch = RunningBatch(prefix, tuple(rows[0].prompt[:prefix]), shared, layers, self.batch_size)
+        else:
+            batch, room = self._batch, self.batch_size - self._batch.active()
+            rows, kept = [], deque()
+            for row in self._waiting:
+                fits = len(rows) < room and len(row.prompt) > batch.prefix and tuple(row.prompt[: batch.prefix]) == batch.prefix_tokens
+                (rows if fits else kept).append(row)
+            self._waiting.clear()
+            self._waiting.extend(kept)
+            if not rows:
+                return
+        self._prefill(self._batch, rows)
 
-    def _keep_histories(self, cache: Cache, prompts: list[list[int]], prefix: int, width: int,
-                        generated: list[list[int]], ended: list[int]) -> None:
-        """Keep each row's own keys and values (prompt after the prefix, then the generated tokens
-        that were fed back: all but the last step's, none past the row's end) for a later prompt
-        that extends them, releasing the batch's cache a layer at a time."""
-        fed = [min(end + 1, len(generated[0]) - 1) for end in ended]
-        spans = [(width - (len(p) - prefix), width + n) for p, n in zip(prompts, fed)]
-        kept = [[] for _ in prompts]
-        for layer in cache.layers:
-            for row, (start, end) in enumerate(spans):
-                kept[row].append((layer.keys[row : row + 1, :, start:end].clone(),
-                                  layer.values[row : row + 1, :, start:end].clone()))
-            layer.release()
-        for prompt, tokens, n, layers in zip(prompts, generated, fed, kept):
-            self._history.put(History(tuple(prompt) + tuple(tokens[:n]), prefix, layers))
+    def _prefill(self, batch: "RunningBatch", rows: list["Row"]) -> None:
+        """Encode the newcomers' prompts after the shared prefix (the own tokens a kept history covers
+        are loaded, not encoded: the forward feeds only the last `new` columns, the longest part any
+        row has no history for), in rows laid out [left padding][own tokens]; each row's first token
+        comes from it, and its keys and values move into its slot of the batch."""
+        prefix, pad = batch.prefix, self.tokenizer.pad_token_id
+        suffixes = [row.prompt[prefix:] for row in rows]
+        width = max(len(s) for s in suffixes)
+        histories = [self._history.take(row.prompt, prefix) for row in rows]
+        new = max(len(s) - len(h) for s, h in zip(suffixes, histories))
+        cache = Cache(layers=[BufferLayer(width) for _ in batch.layers])
+        if new < width:  # every row's own tokens before the last `new` columns are in its history
+            for index, layer in enumerate(cache.layers):
+                layer.load([h.layer(index, len(s) - new) for s, h in zip(suffixes, histories)], width - new)
+        del histories
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), prefix + width), dtype=torch.long)
+        mask[:, :prefix] = 1
+        for index, suffix in enumerate(suffixes):
+            ids[index, width - len(suffix) :] = torch.tensor(suffix)
+            mask[index, prefix + width - len(suffix) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        # Each real token's position counts the real tokens before it (as generate does).
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix + width - new :]
+        out = self.lm(input_ids=ids[:, width - new :], attention_mask=mask[:, prefix:], position_ids=positions,
+                      past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=batch.shared)
+        generators = [row.generator for row in rows] if self.temperature > 0 else None
+        tokens = self._next_token(out.logits[:, -1], generators).tolist()
+        slots = batch.place(rows, like=cache.layers[0].keys)
+        for layer, computed in zip(batch.layers, cache.layers):
+            layer.fill(slots, computed.keys, computed.values, [len(s) for s in suffixes])
+            computed.release()
+        for row, suffix in zip(rows, suffixes):
+            row.length = len(suffix)
+        self._take_tokens(rows, tokens)
+
+    def _decode_step(self, batch: "RunningBatch") -> None:
+        """One token for every row still decoding: each slot feeds its last token at its own column
+        (free and ended slots feed padding, their output unused)."""
+        pad = self.tokenizer.pad_token_id
+        decoding = [row is not None and not row.ended for row in batch.rows]
+        tokens = [row.generated[-1] if live else pad for row, live in zip(batch.rows, decoding)]
+        lengths = torch.tensor([row.length if live else 0 for row, live in zip(batch.rows, decoding)], device=self.device)
+        width = int(lengths.max()) + 1
+        visible = torch.arange(width, device=self.device)[None, :] <= lengths[:, None]
+        for layer in batch.layers:
+            layer.aim(len(batch.rows), lengths, width)
+        out = self.lm(input_ids=torch.tensor(tokens, device=self.device)[:, None], attention_mask=visible[:, None, None, :],
+                      position_ids=(lengths + batch.prefix)[:, None], past_key_values=batch.cache,
+                      use_cache=True, logits_to_keep=1, shared_prefix=batch.shared)
+        rows = [row for row, live in zip(batch.rows, decoding) if live]
+        generators = [row.generator for row in rows] if self.temperature > 0 else None
+        chosen = self._next_token(out.logits[torch.tensor(decoding, device=self.device), -1], generators).tolist()
+        for row in rows:
+            row.length += 1
+        self._take_tokens(rows, chosen)
+
+    def _take_tokens(self, rows: list[Row], tokens: list[int]) -> None:
+        """Append each row's generated token; a row ends at an end-of-sequence token, at max_tokens,
+        or at its first stop string (transformers' criterion over its sequence's last tokens, one
+        call per tuple of stop strings)."""
+        for row, token in zip(rows, tokens, strict=True):
+            row.generated.append(token)
+            row.ended = token in self._end_ids or len(row.generated) >= row.max_tokens
+        for stop in dict.fromkeys(row.stop for row in rows if row.stop and not row.ended):
+            group = [row for row in rows if row.stop == stop and not row.ended]
+            criterion = self._stop_criterion(list(stop))
+            width, pad = criterion.maximum_token_len, self.tokenizer.pad_token_id
+            tails = [(row.prompt[-width:] + row.generated)[-width:] for row in group]
+            tails = torch.tensor([[pad] * (width - len(tail)) + tail for tail in tails])
+            for row, hit in zip(group, criterion(tails, None).tolist()):
+                row.ended = bool(hit)
+
+    def _finish(self, batch: "RunningBatch", slot: int) -> tuple[Hashable, Completion]:
+        """The row's completion; its own keys and values (prompt after the prefix, then the generated
+        tokens fed back) are kept for a later prompt that extends them, and its slot is freed."""
+        row = batch.rows[slot]
+        own = len(row.prompt) - batch.prefix
+        if self._history.capacity:
+            fed = row.length - own
+            self._history.put(History(tuple(row.prompt) + tuple(row.generated[:fed]), batch.prefix,
+                                      [layer.row(slot, row.length) for layer in batch.layers]))
+        batch.rows[slot] = None
+        return row.key, self._completion(len(row.prompt), row.generated, list(row.stop))
 
     def _next_token(self, logits: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
         """The argmax (greedy), or a draw per row from softmax(logits / temperature) cut to the
@@ -387,6 +442,135 @@ class BufferLayer(DynamicLayer):
         """Free the buffers (the batch is done)."""
         self._keys = self._values = self.keys = self.values = None
         self.is_initialized, self.length = False, 0
+
+
+@dataclass
+class Row:
+    """A request in the hf backend: waiting, then decoding in a slot of the running batch."""
+
+    key: Hashable
+    prompt: list[int]
+    stop: tuple[str, ...]
+    max_tokens: int
+    generator: torch.Generator | None  # sampling only
+    generated: list[int] = field(default_factory=list)
+    length: int = 0  # own tokens (after the shared prefix) in its slot's cache
+    ended: bool = False
+
+
+class SlotLayer(DynamicLayer):
+    """One layer's keys and values for a running batch: a slot (buffer row) per request, its own
+    tokens from column 0 with room for its max_tokens. A decoding step writes each slot's new
+    token at that slot's own column (`aim`) and attends to columns [0, width) of the slots in
+    use, masked per row. The buffers grow (a copy) when a newcomer needs more slots or columns,
+    so that joining a batch never copies the requests already in it otherwise."""
+
+    def __init__(self):
+        super().__init__()
+        self._keys = self._values = None
+        self.slots = self.width = 0
+        self.at: torch.Tensor | None = None
+
+    def reserve(self, slots: int, capacity: int, limit: int, like: torch.Tensor) -> None:
+        """Room for `slots` rows of `capacity` columns: rows doubled (up to `limit`), columns grown
+        by a quarter at least, so that a run's growing prompts reallocate a few times, not at every
+        admission; new room is zeros (masked columns must hold finite numbers)."""
+        have_slots, have_capacity = (0, 0) if self._keys is None else (self._keys.shape[0], self._keys.shape[2])
+        if slots <= have_slots and capacity <= have_capacity:
+            return
+        slots = max(slots, min(limit, have_slots * 2)) if slots > have_slots else have_slots
+        capacity = max(capacity, have_capacity * 5 // 4) if capacity > have_capacity else have_capacity
+        shape = lambda like: (slots, like.shape[1], capacity, like.shape[-1])
+        keys, values = like.new_zeros(shape(like)), like.new_zeros(shape(like))
+        if self._keys is not None:
+            keys[:have_slots, :, :have_capacity] = self._keys
+            values[:have_slots, :, :have_capacity] = self._values
+        self._keys, self._values = keys, values
+        self.dtype, self.device, self.is_initialized = like.dtype, like.device, True
+
+    def fill(self, slots: list[int], keys: torch.Tensor, values: torch.Tensor, lengths: list[int]) -> None:
+        """Row i of `keys`/`values` (a prefill's cache, right-aligned) into slot slots[i]: its last
+        lengths[i] columns become the slot's columns [0, lengths[i])."""
+        for index, (slot, length) in enumerate(zip(slots, lengths)):
+            self._keys[slot, :, :length] = keys[index, :, keys.shape[-2] - length :]
+            self._values[slot, :, :length] = values[index, :, values.shape[-2] - length :]
+
+    def aim(self, slots: int, at: torch.Tensor, width: int) -> None:
+        """The next forward: `slots` rows, row i's token written at column at[i], `width` columns read."""
+        self.slots, self.at, self.width = slots, at, width
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if key_states.shape[-2] != 1:
+            raise RuntimeError("SlotLayer takes one token a row (a decoding step); prompts are encoded apart")
+        rows = torch.arange(self.slots, device=key_states.device)
+        self._keys[rows, :, self.at] = key_states[:, :, 0]
+        self._values[rows, :, self.at] = value_states[:, :, 0]
+        self.keys, self.values = self._keys[: self.slots, :, : self.width], self._values[: self.slots, :, : self.width]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return max(self.width - 1, 0)
+
+    def row(self, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A copy of slot `slot`'s first `length` columns ([1, kv heads, length, dim])."""
+        return (self._keys[slot : slot + 1, :, :length].clone(), self._values[slot : slot + 1, :, :length].clone())
+
+    def keep(self, slots: list[int], capacity: int) -> None:
+        """Keep only these slots, in this order, and their first `capacity` columns (the batch compacts)."""
+        index = torch.tensor(slots, device=self._keys.device)
+        self._keys = self._keys[:, :, :capacity].index_select(0, index)
+        self._values = self._values[:, :, :capacity].index_select(0, index)
+
+    def release(self) -> None:
+        self._keys = self._values = self.keys = self.values = None
+        self.is_initialized = False
+
+
+class RunningBatch:
+    """The hf backend's decoding batch: its shared prefix (length, tokens, keys and values), a
+    slot per request (None: free), and the slots' caches (`SlotLayer`, one per model layer)."""
+
+    def __init__(self, prefix: int, prefix_tokens: tuple[int, ...], shared, layers: int, limit: int):
+        self.prefix, self.prefix_tokens, self.shared, self.limit = prefix, prefix_tokens, shared, limit
+        self.cache = Cache(layers=[SlotLayer() for _ in range(layers)])
+        self.layers: list[SlotLayer] = self.cache.layers
+        self.rows: list[Row | None] = []
+
+    def active(self) -> int:
+        return sum(row is not None for row in self.rows)
+
+    def idle_share(self) -> float:
+        return 1 - self.active() / len(self.rows)
+
+    def place(self, rows: list[Row], like: torch.Tensor) -> list[int]:
+        """Slots for the newcomers (free ones first), each with room for its prompt and max_tokens."""
+        free = [slot for slot, row in enumerate(self.rows) if row is None]
+        slots = []
+        for row in rows:
+            slot = free.pop(0) if free else len(self.rows)
+            if slot == len(self.rows):
+                self.rows.append(None)
+            self.rows[slot] = row
+            slots.append(slot)
+        for layer in self.layers:
+            layer.reserve(len(self.rows), self.room(), self.limit, like)
+        return slots
+
+    def room(self) -> int:
+        """The columns the rows in it need: each its own prompt tokens and max_tokens."""
+        return max(len(row.prompt) - self.prefix + row.max_tokens for row in self.rows if row is not None)
+
+    def compact(self) -> None:
+        """Drop the free slots (their rows would still run through every decoding step) and the
+        columns no row in it needs."""
+        kept = [slot for slot, row in enumerate(self.rows) if row is not None]
+        for layer in self.layers:
+            layer.keep(kept, self.room())
+        self.rows = [self.rows[slot] for slot in kept]
+
+    def release(self) -> None:
+        for layer in self.layers:
+            layer.release()
 
 
 @dataclass

