@@ -191,10 +191,12 @@ class HFBackend(ContinuousBatching):
             batch = self._batch
             if batch is None:
                 return []
-            if any(row is not None and not row.ended for row in batch.rows):
+            # Rows that ended at their first token leave before the step (it writes in every slot).
+            finished = self._finish_ended(batch)
+            if batch.active():
                 self._decode_step(batch)
-            finished = [self._finish(batch, slot) for slot, row in enumerate(batch.rows) if row is not None and row.ended]
-            if all(row is None for row in batch.rows):
+                finished += self._finish_ended(batch)
+            if not batch.active():
                 batch.release()
                 self._batch = None
             elif batch.idle_share() >= 0.5 and not self._waiting:
@@ -203,8 +205,7 @@ class HFBackend(ContinuousBatching):
 
     @property
     def running(self) -> int:
-        rows = 0 if self._batch is None else sum(row is not None for row in self._batch.rows)
-        return len(self._waiting) + rows
+        return len(self._waiting) + (0 if self._batch is None else self._batch.active())
 
     def _fresh_seed(self) -> int:
         """A seed for a request that brought none: from (seed, request number), or a fresh one."""
@@ -289,10 +290,10 @@ class HFBackend(ContinuousBatching):
         self._take_tokens(rows, tokens)
 
     def _decode_step(self, batch: "RunningBatch") -> None:
-        """One token for every row still decoding: each slot feeds its last token at its own column
-        (free and ended slots feed padding, their output unused)."""
+        """One token for every row: each slot feeds its last token at its own column (free slots
+        feed padding at column 0, their output unused)."""
         pad = self.tokenizer.pad_token_id
-        decoding = [row is not None and not row.ended for row in batch.rows]
+        decoding = [row is not None for row in batch.rows]
         tokens = [row.generated[-1] if live else pad for row, live in zip(batch.rows, decoding)]
         lengths = torch.tensor([row.length if live else 0 for row, live in zip(batch.rows, decoding)], device=self.device)
         width = int(lengths.max()) + 1
@@ -325,17 +326,21 @@ class HFBackend(ContinuousBatching):
             for row, hit in zip(group, criterion(tails, None).tolist()):
                 row.ended = bool(hit)
 
-    def _finish(self, batch: "RunningBatch", slot: int) -> tuple[Hashable, Completion]:
-        """The row's completion; its own keys and values (prompt after the prefix, then the generated
-        tokens fed back) are kept for a later prompt that extends them, and its slot is freed."""
-        row = batch.rows[slot]
-        own = len(row.prompt) - batch.prefix
-        if self._history.capacity:
-            fed = row.length - own
-            self._history.put(History(tuple(row.prompt) + tuple(row.generated[:fed]), batch.prefix,
-                                      [layer.row(slot, row.length) for layer in batch.layers]))
-        batch.rows[slot] = None
-        return row.key, self._completion(len(row.prompt), row.generated, list(row.stop))
+    def _finish_ended(self, batch: "RunningBatch") -> list[tuple[Hashable, Completion]]:
+        """The ended rows' completions; each one's own keys and values (prompt after the prefix, then
+        the generated tokens fed back) are kept for a later prompt that extends them, and its slot
+        is freed."""
+        finished = []
+        for slot, row in enumerate(batch.rows):
+            if row is None or not row.ended:
+                continue
+            if self._history.capacity:
+                fed = row.length - (len(row.prompt) - batch.prefix)
+                self._history.put(History(tuple(row.prompt) + tuple(row.generated[:fed]), batch.prefix,
+                                          [layer.row(slot, row.length) for layer in batch.layers]))
+            batch.rows[slot] = None
+            finished.append((row.key, self._completion(len(row.prompt), row.generated, list(row.stop))))
+        return finished
 
     def _next_token(self, logits: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
         """The argmax (greedy), or a draw per row from softmax(logits / temperature) cut to the
