@@ -454,3 +454,22 @@ def test_a_request_joins_the_running_batch_and_leaves_it_when_done(hf_backend):
     with pytest.raises(RuntimeError, match="take them with step"):
         backend.submit("left", PROMPTS[0], max_tokens=2)
         backend.generate([PROMPTS[1]], max_tokens=2)
+
+
+def test_a_request_without_the_batch_prefix_waits_and_no_later_one_passes_it(hf_backend):
+    """The running batch's rows share its prefix's cache, so a prompt that does not start with it
+    waits for the batch to end; requests after it wait too (first come, first served), then
+    everything completes."""
+    backend = variant(hf_backend, _prefixes=type(hf_backend._prefixes)(), _history=HistoryCache(0))
+    backend.submit("a", REACT + " Paris", max_tokens=6)
+    backend.submit("b", REACT + " France", max_tokens=6)
+    finished = dict(backend.step())  # a and b start a batch with their common prefix (the ReAct text)
+    assert backend._batch.prefix > 32
+    backend.submit("other", PROMPTS[0], max_tokens=3)
+    backend.submit("c", REACT + " Europe", max_tokens=3)
+    finished.update(backend.step())
+    assert backend._batch.active() == 2 and [row.key for row in backend._waiting] == ["other", "c"]
+    while backend.running:
+        finished.update(backend.step())
+    assert set(finished) == {"a", "b", "other", "c"}
+    assert finished["other"] == backend.generate([PROMPTS[0]], max_tokens=3)[0]

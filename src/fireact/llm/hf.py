@@ -232,8 +232,9 @@ class HFBackend(ContinuousBatching):
     def _admit(self) -> None:
         """Waiting requests join the batch, in order, while it has room (batch_size rows): with no
         batch running, the first batch_size start one (with the shared prefix they have a cache
-        for); with one running, those that start with its shared prefix fill its free slots (the
-        others wait until it ends)."""
+        for); with one running, they fill its free slots until one does not start with its shared
+        prefix: that one and those after it wait until the batch ends (first come, first served:
+        no request waits behind later ones)."""
         if not self._waiting:
             return
         if self._batch is None:
@@ -242,13 +243,9 @@ class HFBackend(ContinuousBatching):
             layers = self.lm.config.get_text_config(decoder=True).num_hidden_layers
             self._batch = RunningBatch(prefix, tuple(rows[0].prompt[:prefix]), shared, layers, self.batch_size)
         else:
-            batch, room = self._batch, self.batch_size - self._batch.active()
-            rows, kept = [], deque()
-            for row in self._waiting:
-                fits = len(rows) < room and len(row.prompt) > batch.prefix and tuple(row.prompt[: batch.prefix]) == batch.prefix_tokens
-                (rows if fits else kept).append(row)
-            self._waiting.clear()
-            self._waiting.extend(kept)
+            batch, rows = self._batch, []
+            while self._waiting and len(rows) < self.batch_size - batch.active() and batch.takes(self._waiting[0].prompt):
+                rows.append(self._waiting.popleft())
             if not rows:
                 return
         self._prefill(self._batch, rows)
@@ -543,6 +540,10 @@ class RunningBatch:
 
     def active(self) -> int:
         return sum(row is not None for row in self.rows)
+
+    def takes(self, prompt: list[int]) -> bool:
+        """Whether a prompt can join: it starts with the shared prefix and has a token after it."""
+        return len(prompt) > self.prefix and tuple(prompt[: self.prefix]) == self.prefix_tokens
 
     def idle_share(self) -> float:
         return 1 - self.active() / len(self.rows)
