@@ -35,7 +35,7 @@ CRITICAL_PATH = ("requests join the running batch as they come (continuous batch
 WHY = {
     ("hf", "fewshot"): CRITICAL_PATH + " On the hf backend a step costs about 50 ms with one row (the float32 "
     "weights are read once a step, whatever the rows) and 140 ms with 17-32; a run profiled with bench/profile_hf.py "
-    "(bench/NOTES.md): 283 decoding steps, 136 of them with one row left.",
+    "(bench/NOTES.md, 2026-12-02, 32 questions): 283 decoding steps, 136 of them with one row left.",
     ("hf", "alpaca"): CRITICAL_PATH + " Zero-shot prompts share no prefix worth caching, so each newcomer's encoding "
     "is its own forward.",
     ("vllm", "fewshot"): CRITICAL_PATH + " vLLM's CPU engine runs eager (no torch.compile) unless --vllm-compile; "

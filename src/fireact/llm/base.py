@@ -53,7 +53,8 @@ class LLM(ABC):
                seed: int | None = None) -> None:
         """Start a request; its completion comes back from a later `step()` under `key`. Here it
         waits for the next step, which generates every waiting request in one `generate` call
-        (one call per stop strings and max_tokens)."""
+        (one call per stop strings and max_tokens; the seeds go with it when each of its requests
+        brought one, else the backend seeds the call itself)."""
         if not hasattr(self, "_submitted"):
             self._submitted = []
         self._submitted.append((key, prompt, tuple(stop), max_tokens, seed))

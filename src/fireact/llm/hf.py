@@ -2,23 +2,26 @@
 
 The model is loaded once (a hub id, a local or merged checkpoint folder, or the embedded
 default), optionally with a PEFT adapter merged in. Prompts are tokenized (chat message lists
-through the tokenizer's chat template), sorted by length to keep padding small, and generated
-in left-padded batches; transformers' own stop-string criterion (built once per tuple of stop
-strings, then a few tensor ops per step) ends each sequence at its first stop string, and the
-text is cut there and at end-of-sequence.
+through the tokenizer's chat template) and batched continuously: a submitted request joins the
+running batch at the next `step` (`RunningBatch`: a slot per request, up to batch_size) and
+leaves it when its reply ends; transformers' own stop-string criterion (built once per tuple of
+stop strings) ends each sequence at its first stop string, and the text is cut there and at
+end-of-sequence.
 
 Decoding (greedy or sampled) reuses a shared prefix: agents' prompts all start with the same few-shot
-examples, so the longest common token prefix of a batch is encoded once and its KV cache kept
-(a few, least recently used first out) for later batches and rounds that start with it. The
-prefix's keys and values stay one row: `shared_prefix_attention` (registered with transformers
-as the model's attention) attends to them and to each row's own tokens, so a forward reads
-the prefix once for the whole batch and never copies it into rows. Each row's own tokens are laid out
-[left padding][suffix] in a cache preallocated for the whole generation (`BufferLayer`: no copy
-per step), with attention mask 0 on the padding and position ids continuing from the prefix,
-and decoded with the model's forward in a plain loop; greedy, it gives the same tokens as `generate` up
-to float rounding. Sampling runs in the same loop: each row draws from its temperature-scaled,
-top-p-cut distribution with its own generator, seeded by the request's seed, so a prompt and a
-seed give the same completion whatever else shares the batch.
+examples, so the longest common token prefix of the requests that start a batch is encoded once
+and its KV cache kept (a few, least recently used first out) for later batches that start with
+it; a request joins a running batch only if it starts with that batch's prefix. The prefix's
+keys and values stay one row: `shared_prefix_attention` (registered with transformers as the
+model's attention) attends to them and to each row's own tokens, so a forward reads the prefix
+once for the whole batch and never copies it into rows. Newcomers' own tokens are encoded in a
+forward of their own, laid out [left padding][own tokens] (`BufferLayer`), then copied into
+their slots (`SlotLayer`), where a row's own tokens start at column 0 and each decoding step
+writes every row's token at that row's own column, masked per row, with position ids continuing
+from the prefix; greedy, it gives the same tokens as `generate` up to float rounding. Sampling
+draws each row from its temperature-scaled, top-p-cut distribution with its own generator,
+seeded by the request's seed, so a prompt and a seed give the same completion whatever else
+shares the batch.
 
 An agent's next prompt is its last one extended (the reply, the observation): each request's own
 KV cache (its tokens after the shared prefix, and the generated tokens fed back) is kept after
@@ -64,7 +67,7 @@ class HFBackend(ContinuousBatching):
     device: "auto" (cuda when available), "cpu", "cuda" or "cuda:N".
     dtype: "auto" (float32 on CPU; bfloat16 on GPUs that support it, else float16),
         "float32", "bfloat16" or "float16".
-    batch_size: prompts per forward batch; longer prompt lists are split into chunks.
+    batch_size: the most requests decoding at once (the running batch's rows); more wait for a free slot.
     temperature: 0 for greedy decoding, above 0 to sample (with `top_p`).
     seed: makes sampling reproducible when the caller gives no per-request seeds: the backend's
         n-th such request samples under a seed made from (seed, n).
@@ -295,8 +298,9 @@ class HFBackend(ContinuousBatching):
         lengths = torch.tensor([row.length if live else 0 for row, live in zip(batch.rows, decoding)], device=self.device)
         width = int(lengths.max()) + 1
         visible = torch.arange(width, device=self.device)[None, :] <= lengths[:, None]
+        slots = torch.arange(len(batch.rows), device=self.device)
         for layer in batch.layers:
-            layer.aim(len(batch.rows), lengths, width)
+            layer.aim(slots, lengths, width)
         out = self.lm(input_ids=torch.tensor(tokens, device=self.device)[:, None], attention_mask=visible[:, None, None, :],
                       position_ids=(lengths + batch.prefix)[:, None], past_key_values=batch.cache,
                       use_cache=True, logits_to_keep=1, shared_prefix=batch.shared)
@@ -470,7 +474,8 @@ class SlotLayer(DynamicLayer):
     def __init__(self):
         super().__init__()
         self._keys = self._values = None
-        self.slots = self.width = 0
+        self.width = 0
+        self.rows: torch.Tensor | None = None
         self.at: torch.Tensor | None = None
 
     def reserve(self, slots: int, capacity: int, limit: int, like: torch.Tensor) -> None:
@@ -497,17 +502,17 @@ class SlotLayer(DynamicLayer):
             self._keys[slot, :, :length] = keys[index, :, keys.shape[-2] - length :]
             self._values[slot, :, :length] = values[index, :, values.shape[-2] - length :]
 
-    def aim(self, slots: int, at: torch.Tensor, width: int) -> None:
-        """The next forward: `slots` rows, row i's token written at column at[i], `width` columns read."""
-        self.slots, self.at, self.width = slots, at, width
+    def aim(self, rows: torch.Tensor, at: torch.Tensor, width: int) -> None:
+        """The next forward: slot rows[i]'s token written at column at[i], `width` columns read."""
+        self.rows, self.at, self.width = rows, at, width
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if key_states.shape[-2] != 1:
             raise RuntimeError("SlotLayer takes one token a row (a decoding step); prompts are encoded apart")
-        rows = torch.arange(self.slots, device=key_states.device)
-        self._keys[rows, :, self.at] = key_states[:, :, 0]
-        self._values[rows, :, self.at] = value_states[:, :, 0]
-        self.keys, self.values = self._keys[: self.slots, :, : self.width], self._values[: self.slots, :, : self.width]
+        slots = len(self.rows)
+        self._keys[self.rows, :, self.at] = key_states[:, :, 0]
+        self._values[self.rows, :, self.at] = value_states[:, :, 0]
+        self.keys, self.values = self._keys[:slots, :, : self.width], self._values[:slots, :, : self.width]
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
