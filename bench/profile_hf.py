@@ -31,19 +31,24 @@ def main() -> None:
     parser.add_argument("--format", default="fewshot", choices=["fewshot", "alpaca"])
     parser.add_argument("--questions", type=int, default=32)
     parser.add_argument("--history-cache-tokens", type=int, default=16384)
+    parser.add_argument("--max-tokens", type=int, default=48, help="tokens per reply (144: the straggler bench's long replies)")
     args = parser.parse_args()
 
     task = HotpotQA(n=args.questions, shuffle_seed=233)
     tool = recorded_search()
     hf = HFBackend(MODEL, device="cpu", dtype="float32", history_cache_tokens=args.history_cache_tokens)
-    method = ReAct(format=args.format, max_rounds=3, max_tokens=48, max_retries=1)
+    method = ReAct(format=args.format, max_rounds=3, max_tokens=args.max_tokens, max_retries=1)
     forwards = []  # (rows, columns fed, seconds)
     forward = hf.lm.forward
+
+    highest = [0, ""]  # the highest resident size after a forward, and which forward it was
 
     def timed_forward(*a, **kw):
         start = time.perf_counter()
         out = forward(*a, **kw)
         forwards.append((*kw["input_ids"].shape, time.perf_counter() - start))
+        if resident() > highest[0]:
+            highest[:] = resident(), f"forward {len(forwards)} ({forwards[-1][0]} rows x {forwards[-1][1]} columns)"
         return out
 
     hf.lm.forward = timed_forward
@@ -71,7 +76,14 @@ def main() -> None:
           f"({sum(f[0] * f[1] for f in encoding)} row-columns); decoding {sum(s for _, s in steps):.1f} s "
           f"({len(steps)} steps, {sum(r for r, _ in steps) / max(len(steps), 1):.1f} rows a step); the longest "
           f"question generated {max(t.completion_tokens for t in trajectories)} tokens; peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB; the highest after a forward "
+          f"{highest[0] / 2**30:.2f} GB, after {highest[1]}")
+
+
+def resident() -> int:
+    """This process's resident bytes now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
 
 if __name__ == "__main__":
     main()

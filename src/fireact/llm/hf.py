@@ -33,6 +33,7 @@ row instead of encoding them again, so a question's next round encodes only its 
 from __future__ import annotations
 
 import copy
+import ctypes
 import itertools
 import os
 from collections import OrderedDict, deque
@@ -57,6 +58,14 @@ route_transformers()
 
 # A common prefix shorter than this is not worth a cache entry (the suffixes are encoded anyway).
 MIN_SHARED_PREFIX = 32
+
+# glibc serves a block below its mmap threshold from its heap and keeps it there once freed, and
+# by default that threshold rises to the largest mapped block freed (up to 32 MB): the running
+# batch's slot buffers, reallocated as requests come and go, then stay resident after they are
+# freed. A fixed threshold maps every block this size or larger apart, so that freeing it gives
+# it back (bench/NOTES.md, peak RSS).
+MMAP_THRESHOLD_BYTES = 4 * 2**20
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 class HFBackend(ContinuousBatching):
@@ -97,6 +106,8 @@ class HFBackend(ContinuousBatching):
             raise ValueError(f"HFBackend needs the model config with a `path` (conf/model/*.yaml), got {model!r}")
         self.device = _device(device)
         self.dtype = _dtype(dtype, self.device)
+        if self.device.type == "cpu":
+            map_large_blocks()  # before the model loads: its blocks too
         self.model = model.get("name") or model["path"]
         self._configure(batch_size, temperature, top_p, seed, prefix_cache_size, history_cache_tokens)
         path = _model_path(model["path"])
@@ -281,8 +292,10 @@ class HFBackend(ContinuousBatching):
                       past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=batch.shared)
         generators = [row.generator for row in rows] if self.temperature > 0 else None
         tokens = self._next_token(out.logits[:, -1], generators).tolist()
-        slots = batch.place(rows, like=cache.layers[0].keys)
-        for layer, computed in zip(batch.layers, cache.layers):
+        slots = batch.place(rows)
+        room = batch.room()
+        for layer, computed in zip(batch.layers, cache.layers):  # a layer at a time: its prefill buffers go as its slots grow
+            layer.reserve(len(batch.rows), room, batch.limit, like=computed.keys)
             layer.fill(slots, computed.keys, computed.values, [len(s) for s in suffixes])
             computed.release()
         for row, suffix in zip(rows, suffixes):
@@ -488,6 +501,7 @@ class SlotLayer(DynamicLayer):
         slots = max(slots, min(limit, have_slots * 2)) if slots > have_slots else have_slots
         capacity = max(capacity, have_capacity * 5 // 4) if capacity > have_capacity else have_capacity
         shape = lambda like: (slots, like.shape[1], capacity, like.shape[-1])
+        self.keys = self.values = None  # the last step's views would keep the old buffers alive beside the new
         keys, values = like.new_zeros(shape(like)), like.new_zeros(shape(like))
         if self._keys is not None:
             keys[:have_slots, :, :have_capacity] = self._keys
@@ -525,6 +539,7 @@ class SlotLayer(DynamicLayer):
     def keep(self, slots: list[int], capacity: int) -> None:
         """Keep only these slots, in this order, and their first `capacity` columns (the batch compacts)."""
         index = torch.tensor(slots, device=self._keys.device)
+        self.keys = self.values = None  # as in reserve: no view holds the old buffers
         self._keys = self._keys[:, :, :capacity].index_select(0, index)
         self._values = self._values[:, :, :capacity].index_select(0, index)
 
@@ -553,8 +568,8 @@ class RunningBatch:
     def idle_share(self) -> float:
         return 1 - self.active() / len(self.rows)
 
-    def place(self, rows: list[Row], like: torch.Tensor) -> list[int]:
-        """Slots for the newcomers (free ones first), each with room for its prompt and max_tokens."""
+    def place(self, rows: list[Row]) -> list[int]:
+        """Slots for the newcomers (free ones first); each layer then reserves room() columns for them."""
         free = [slot for slot, row in enumerate(self.rows) if row is None]
         slots = []
         for row in rows:
@@ -563,8 +578,6 @@ class RunningBatch:
                 self.rows.append(None)
             self.rows[slot] = row
             slots.append(slot)
-        for layer in self.layers:
-            layer.reserve(len(self.rows), self.room(), self.limit, like)
         return slots
 
     def room(self) -> int:
@@ -729,6 +742,16 @@ def plain_attend(query, key, value, visible, scale):
 
 AttentionInterface.register("fireact_shared_prefix", shared_prefix_attention)
 AttentionMaskInterface.register("fireact_shared_prefix", sdpa_mask)
+
+
+def map_large_blocks() -> None:
+    """Set glibc's mmap threshold to MMAP_THRESHOLD_BYTES for this process, unless the user set
+    MALLOC_MMAP_THRESHOLD_; nothing where the C library is not glibc."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def _device(device: str) -> torch.device:
