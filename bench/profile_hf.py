@@ -9,7 +9,7 @@ a forward over more than one column per row encodes prompts (the shared prefix, 
 new tokens), one over a single column is a decoding step of the running batch. Printed per
 encoding forward (rows x columns fed, seconds), the decoding steps by how many rows they decode,
 then the totals, the longest question's generated tokens (each a decoding step after the one
-before: the run's critical path) and the peak RSS.
+before: the run's critical path), the peak RSS and the highest resident size after a forward.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def main() -> None:
         start = time.perf_counter()
         out = forward(*a, **kw)
         forwards.append((*kw["input_ids"].shape, time.perf_counter() - start))
-        if resident() > highest[0]:
-            highest[:] = resident(), f"forward {len(forwards)} ({forwards[-1][0]} rows x {forwards[-1][1]} columns)"
+        if (now := resident()) > highest[0]:
+            highest[:] = now, f"forward {len(forwards)} ({forwards[-1][0]} rows x {forwards[-1][1]} columns)"
         return out
 
     hf.lm.forward = timed_forward
@@ -84,6 +84,7 @@ def resident() -> int:
     """This process's resident bytes now."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
+
 
 if __name__ == "__main__":
     main()
