@@ -15,7 +15,6 @@ before: the run's critical path), the peak RSS and the highest resident size aft
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 from fireact.agents.methods import ReAct
@@ -23,6 +22,7 @@ from fireact.agents.rollout import Rollout
 from fireact.llm.hf import HFBackend
 from fireact.tasks import HotpotQA
 
+from memory import peak_rss_gb, resident_bytes
 from rollout import MODEL, recorded_search
 
 
@@ -47,7 +47,7 @@ def main() -> None:
         start = time.perf_counter()
         out = forward(*a, **kw)
         forwards.append((*kw["input_ids"].shape, time.perf_counter() - start))
-        if (now := resident()) > highest[0]:
+        if (now := resident_bytes()) > highest[0]:
             highest[:] = now, f"forward {len(forwards)} ({forwards[-1][0]} rows x {forwards[-1][1]} columns)"
         return out
 
@@ -76,14 +76,8 @@ def main() -> None:
           f"({sum(f[0] * f[1] for f in encoding)} row-columns); decoding {sum(s for _, s in steps):.1f} s "
           f"({len(steps)} steps, {sum(r for r, _ in steps) / max(len(steps), 1):.1f} rows a step); the longest "
           f"question generated {max(t.completion_tokens for t in trajectories)} tokens; peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB; the highest after a forward "
+          f"{peak_rss_gb():.2f} GB; the highest after a forward "
           f"{highest[0] / 2**30:.2f} GB, after {highest[1]}")
-
-
-def resident() -> int:
-    """This process's resident bytes now."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
 
 
 if __name__ == "__main__":

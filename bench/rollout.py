@@ -65,9 +65,7 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -92,6 +90,7 @@ from fireact.tracking.secrets import Redactor
 from fireact.tracking.traces import TraceLogger
 
 from compute import FlopCounter, matmul_peak_gflops
+from memory import ChildMemory, peak_rss_gb
 from slow_search import SlowSearchServer
 
 MODEL = {"name": "SmolLM2-135M-Instruct", "path": "embedded:smollm2-135m-instruct"}
@@ -166,51 +165,6 @@ def reset_caches(llm) -> None:
         llm.engine.reset_prefix_cache()
 
 
-class ChildMemory(threading.Thread):
-    """Samples, every `every` seconds, the summed proportional set size (PSS: a page shared by n
-    processes counts 1/n in each) of this process's descendants, i.e. vLLM's engine core and
-    worker, and keeps the peak. RSS would count pages they share with this process (forked)."""
-
-    def __init__(self, every: float = 0.5):
-        super().__init__(daemon=True)
-        self.every, self.peak_bytes, self._done = every, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(self.every):
-            self.peak_bytes = max(self.peak_bytes, sum(map(_pss, _descendants(os.getpid()))))
-
-    def stop(self) -> float:
-        self._done.set()
-        self.join()
-        return self.peak_bytes / 2**30
-
-
-def _descendants(pid: int) -> list[int]:
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        found += (kids := children.get(todo.pop(), []))
-        todo += kids
-    return found
-
-
-def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def recorded_search():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return instantiate(compose(config_name="tool/recorded_search").tool)
@@ -244,10 +198,12 @@ def straggler_runs(args) -> dict:
             tokens = sorted(t.completion_tokens for t in trajectories[engine, case])
             runs[f"{engine}/{case}"] = run = run | {"tool_calls": server.calls, "slow_calls": server.slow_calls,
                                                     "median_question_tokens": tokens[len(tokens) // 2],
-                                                    "max_question_tokens": tokens[-1]}
+                                                    "max_question_tokens": tokens[-1],
+                                                    "peak_rss_gb_so_far": peak_rss_gb()}  # which run raised the peak
             print(f"  stragglers {engine:8s} {case:12s} {run['seconds']:7.1f} s  {run['trials_per_s']:.3f} trials/s  "
                   f"({run['slow_calls']} of {run['tool_calls']} calls slow; tokens a question: median "
-                  f"{run['median_question_tokens']}, most {run['max_question_tokens']})", flush=True)
+                  f"{run['median_question_tokens']}, most {run['max_question_tokens']}; peak RSS so far "
+                  f"{run['peak_rss_gb_so_far']:.2f} GB)", flush=True)
     same = lambda a, b: sum(map(same_trajectory, trajectories[a], trajectories[b])) / len(questions)
     throughput = lambda engine, case: runs[f"{engine}/{case}"]["trials_per_s"]
     return {
@@ -259,7 +215,7 @@ def straggler_runs(args) -> dict:
         "long_replies_same_trajectory_share": same(("stream", "long-replies"), ("barrier", "long-replies")),
         "latency": {"fast_s": args.fast_s, "slow_s": args.slow_s, "slow_share": args.slow_share},
         "long_max_tokens": args.long_max_tokens, "max_tokens": args.max_tokens,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_gb(),
     }
 
 
@@ -390,7 +346,7 @@ def main() -> None:
             show_summary(fmt, "hf+traces", traced)
             print(f"{fmt}: tracing costs {traced['tracing_overhead']:+.1%} of the hf run's time "
                   f"({traced['traces']} traces)", flush=True)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+    peak_gb = peak_rss_gb()
     print(f"peak RSS of this process (baseline and hf, one model loaded): {peak_gb:.2f} GB", flush=True)
 
     vllm = None

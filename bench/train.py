@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from fireact.paths import CONF_DIR
+
+from memory import peak_rss_gb
 
 
 def config(examples: int, cutoff: int, output_dir: str, checkpointing: str | None = None):
@@ -101,7 +102,7 @@ def side(name: str, examples: int, cutoff: int, checkpointing: str | None) -> di
         cfg = config(examples, cutoff, out, checkpointing)
         result = (run_ours if name == "ours" else run_baseline)(cfg)
     result["gradient_checkpointing"] = "on" if cfg.finetune.gradient_checkpointing else "off"
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result["peak_rss_gb"] = peak_rss_gb()
     result["tokens_per_s"] = result["tokens"] / result["seconds"]
     result["examples_per_s"] = result["examples"] / result["seconds"]
     result["mean_loss"] = sum(result["losses"]) / len(result["losses"])
