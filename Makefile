@@ -91,7 +91,7 @@ clean:  ## remove outputs (keeps .venv and mlruns)
 BENCH_ROLLOUT_ARGS ?=
 BENCH_TRAIN_ARGS ?=
 bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: about 32 min idle, much longer when shared)
-	$(VLLM_PY) bench/rollout.py $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
+	$(VLLM_PY) bench/rollout.py --hf-python $(PY) $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
 	$(PY) bench/train.py $(BENCH_TRAIN_ARGS) --json bench/train.json
 	$(PY) bench/results.py bench/rollout.json bench/train.json > bench/RESULTS.md
 

@@ -53,7 +53,8 @@ WHY = {
     "thread beside the rollout: on 2 cores that thread's Python and SQLite time is taken from torch's compute. "
     "tracker.traces below 1 traces a share of the questions.",
     "rollout_memory": "the float32 model with the libraries (0.7 GB), the running batch's KV cache in float32 (~46 "
-    "KB a token: a slot per row, each with room for its prompt and max_tokens, all as wide as the widest; grown by a "
+    "KB a token: a slot per row, each with room for its prompt and a reply (REPLY_ROOM tokens, more as a reply "
+    "needs them), all as wide as the widest; grown by a "
     "quarter when a newcomer needs more, trimmed when half the slots are free), and the histories kept between "
     "rounds (backend.history_cache_tokens, 16384 tokens at most: ~0.75 GB; the few-shot prefix is kept once). The "
     "straggler process's peak also covers its long-reply runs, whose rows hold the longest caches. "
@@ -122,17 +123,18 @@ def straggler_section(rollout: dict) -> list[str]:
         f"{r.get('long_max_tokens', '-')} tokens instead of {r.get('max_tokens', '-')} (one that misses the stop "
         "string runs that long). Stream: each question its own stream (fireact.agents.rollout); barrier: every "
         "question's round before any next round (gather_s=None), the loop as it was before. Run in a process of "
-        "its own.",
+        f"its own ({r.get('python', 'the Python of bench/rollout.py')}).",
         "",
-        "| engine | case | seconds | trials/s | slow calls | tokens a question (median, most) |",
-        "|---|---|---|---|---|---|",
+        "| engine | case | seconds | trials/s | slow calls | tokens a question (median, most) | peak RSS so far (GB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, run in r["runs"].items():
         engine, case = name.split("/")
         tokens = (f"{run['median_question_tokens']}, {run['max_question_tokens']}" if "max_question_tokens" in run
                   else "-")
+        high_water = f"{run['peak_rss_gb_so_far']:.2f}" if "peak_rss_gb_so_far" in run else "-"
         out.append(f"| {engine} | {case} | {run['seconds']:.1f} | {run['trials_per_s']:.4f} "
-                   f"| {run['slow_calls']} of {run['tool_calls']} | {tokens} |")
+                   f"| {run['slow_calls']} of {run['tool_calls']} | {tokens} | {high_water} |")
     out += ["", f"Throughput kept with heavy-tailed tools: stream {r['kept']['stream']:.0%}, barrier "
             f"{r['kept']['barrier']:.0%}. Same trajectories across the fast and heavy-tailed runs: "
             f"{r['same_trajectory_share']:.0%}. Peak RSS of that process (the hf side alone): {r['peak_rss_gb']:.2f} GB."]

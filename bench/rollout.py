@@ -25,6 +25,7 @@ so the baseline and hf run there too; `make bench` runs this file with it.
 --slow-share S    the share of the straggler runs' tool calls that are slow, default 0.1
 --slow-s T        how long a slow call takes, default 3.0 s; --fast-s: the others, default 0.02 s
 --long-max-tokens T   the straggler runs' long-reply case: replies may run to T tokens, default 144
+--hf-python PATH  the Python of the straggler runs' process, default this one (`make bench`: .venv's)
 --json PATH       also write the figures there (bench/RESULTS.md is made from it by `make bench`)
 
 Baseline: one question at a time, one `model.generate` call per round with
@@ -42,12 +43,12 @@ Every run starts with empty prefix caches. All use the same agent loop (Rollout)
 inference differs. Peak RSS: this process after the baseline and
 hf runs (one model loaded), and vLLM's engine process (its model and KV cache) apart.
 
-Stragglers (first, in a process of its own, whose peak RSS is the hf side's alone): hf on the
-prompted format with the search behind a loopback HTTP server (bench/slow_search.py), every
-call fast, then heavy-tailed (--slow-share of them --slow-s long), then fast with replies
-allowed --long-max-tokens (a reply that misses the stop string runs that long: a few questions
-generate much longer than the rest), each with the stream engine and with the round barrier
-(Rollout's gather_s=None). The figures: the share of its fast-tool throughput each engine
+Stragglers (first, in a process of its own run by --hf-python, whose peak RSS is the hf side's
+alone): hf on the prompted format with the search behind a loopback HTTP server
+(bench/slow_search.py), every call fast, then heavy-tailed (--slow-share of them --slow-s
+long), then fast with replies allowed --long-max-tokens (a reply that misses the stop string
+runs that long: a few questions generate much longer than the rest), each with the stream
+engine and with the round barrier (Rollout's gather_s=None). The figures: the share of its fast-tool throughput each engine
 keeps with heavy-tailed tools, and the stream engine's throughput over the barrier's with long
 replies.
 
@@ -62,12 +63,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import multiprocessing
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM logs every engine step's setup at INFO, to stdout
@@ -219,6 +220,19 @@ def straggler_runs(args) -> dict:
     }
 
 
+def straggler_process(args) -> dict:
+    """straggler_runs in a process of its own, run by --hf-python: the environment a user's hf
+    rollouts run in (the main venv's), not this one's vLLM venv with its own transformers."""
+    with tempfile.TemporaryDirectory(prefix="bench-stragglers-") as folder:
+        out = Path(folder) / "stragglers.json"
+        passed = ["questions", "max_rounds", "max_tokens", "max_retries", "slow_share", "slow_s", "fast_s", "long_max_tokens"]
+        options = [item for name in passed for item in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+        child = subprocess.run([args.hf_python, __file__, *options, "--straggler-json", str(out)])
+        if child.returncode != 0 or not out.exists():
+            sys.exit(f"the straggler runs failed (exit {child.returncode}; --hf-python {args.hf_python}): see above")
+        return json.loads(out.read_text()) | {"python": args.hf_python}
+
+
 def show_stragglers(r) -> None:
     print(f"stragglers: the stream engine keeps {r['kept']['stream']:.0%} of its fast-tool throughput, the round "
           f"barrier {r['kept']['barrier']:.0%}; same trajectories {r['same_trajectory_share']:.0%}; long replies: "
@@ -285,7 +299,12 @@ def main() -> None:
     parser.add_argument("--fast-s", type=float, default=0.02)
     parser.add_argument("--long-max-tokens", type=int, default=144)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--hf-python", default=sys.executable)
+    parser.add_argument("--straggler-json", type=Path, help=argparse.SUPPRESS)  # the straggler runs alone, in a child
     args = parser.parse_args()
+    if args.straggler_json:
+        args.straggler_json.write_text(json.dumps(straggler_runs(args)))
+        return
     if "vllm" in args.backends and importlib.util.find_spec("vllm") is None:
         parser.error("--backends vllm needs vLLM: run with .venv-vllm/bin/python (make install-vllm), "
                      "or pass --backends hf")
@@ -297,8 +316,7 @@ def main() -> None:
     print(f"fp32 matmul peak (2048 x 2048, torch.mm): {peak_gflops:.1f} GFLOP/s", flush=True)
     stragglers = None
     if not args.no_stragglers:  # first, in a process of its own: its peak RSS is the hf side's alone
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-            stragglers = child.submit(straggler_runs, args).result()
+        stragglers = straggler_process(args)
         show_stragglers(stragglers)
 
     task = HotpotQA(n=args.questions, shuffle_seed=233)

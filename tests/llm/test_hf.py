@@ -10,7 +10,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from fireact.llm.hf import HFBackend, History, HistoryCache
+import fireact.llm.hf as hf_module
+from fireact.llm.hf import HFBackend, History, HistoryCache, SlotLayer
 
 from .rollouts import three_ways
 
@@ -234,6 +235,21 @@ def react_prompts(n: int = 4) -> list[str]:
     examples = task.prompt("react")
     earlier = [Step("I need to search it.", "search", "Irene Jacob", "Irène Jacob is a French-Swiss actress.")]
     return [fewshot(q.question, earlier if i % 2 else [], examples) for i, q in enumerate(task.questions())]
+
+
+def test_slots_grow_as_replies_outrun_their_room_and_decode_the_same(hf_backend, monkeypatch):
+    """A slot starts with room for REPLY_ROOM reply tokens, not max_tokens: a longer reply grows
+    the batch's columns at a decoding step, and the completions stay the ones each prompt gets
+    alone with the default room."""
+    one_by_one = [hf_backend.generate([p], max_tokens=12)[0] for p in PROMPTS]
+    monkeypatch.setattr(hf_module, "REPLY_ROOM", 2)
+    backend = variant(hf_backend, _prefixes=type(hf_backend._prefixes)(), _history=HistoryCache(0))
+    grown = []
+    reserve = SlotLayer.reserve
+    monkeypatch.setattr(SlotLayer, "reserve", lambda layer, *a, **kw: (grown.append(a[1]), reserve(layer, *a, **kw))[1])
+    assert backend.generate(PROMPTS, max_tokens=12) == one_by_one
+    widest = max(len(hf_backend._encode(p)) for p in PROMPTS)
+    assert min(grown) < widest + 12 and len(set(grown)) > 1  # less room at first, more as replies grew
 
 
 def test_prefix_cached_greedy_equals_plain_one_prompt_at_a_time(hf_backend):

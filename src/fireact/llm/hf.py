@@ -58,6 +58,10 @@ route_transformers()
 
 # A common prefix shorter than this is not worth a cache entry (the suffixes are encoded anyway).
 MIN_SHARED_PREFIX = 32
+# Columns a slot gets for its reply before the batch has to grow: a ReAct step (a thought and an
+# action) is usually shorter; reserving max_tokens for every row instead holds columns that most
+# rows never fill, in every layer (bench/NOTES.md, peak RSS).
+REPLY_ROOM = 32
 
 # glibc serves a block below its mmap threshold from its heap and keeps it there once freed, and
 # by default that threshold rises to the largest mapped block freed (up to 32 MB): the running
@@ -312,6 +316,9 @@ class HFBackend(ContinuousBatching):
         width = int(lengths.max()) + 1
         visible = torch.arange(width, device=self.device)[None, :] <= lengths[:, None]
         slots = torch.arange(len(batch.rows), device=self.device)
+        if width > batch.layers[0].capacity:  # a reply outgrew REPLY_ROOM
+            for layer in batch.layers:
+                layer.reserve(len(batch.rows), batch.room(), batch.limit)
         for layer in batch.layers:
             layer.aim(slots, lengths, width)
         out = self.lm(input_ids=torch.tensor(tokens, device=self.device)[:, None], attention_mask=visible[:, None, None, :],
@@ -479,10 +486,11 @@ class Row:
 
 class SlotLayer(DynamicLayer):
     """One layer's keys and values for a running batch: a slot (buffer row) per request, its own
-    tokens from column 0 with room for its max_tokens. A decoding step writes each slot's new
-    token at that slot's own column (`aim`) and attends to columns [0, width) of the slots in
-    use, masked per row. The buffers grow (a copy) when a newcomer needs more slots or columns,
-    so that joining a batch never copies the requests already in it otherwise."""
+    tokens from column 0 with room for its reply (REPLY_ROOM, more when a reply needs it). A
+    decoding step writes each slot's new token at that slot's own column (`aim`) and attends to
+    columns [0, width) of the slots in use, masked per row. The buffers grow (a copy) when a
+    newcomer needs more slots or columns or a reply more columns, so that joining a batch never
+    copies the requests already in it otherwise."""
 
     def __init__(self):
         super().__init__()
@@ -491,10 +499,12 @@ class SlotLayer(DynamicLayer):
         self.rows: torch.Tensor | None = None
         self.at: torch.Tensor | None = None
 
-    def reserve(self, slots: int, capacity: int, limit: int, like: torch.Tensor) -> None:
+    def reserve(self, slots: int, capacity: int, limit: int, like: torch.Tensor | None = None) -> None:
         """Room for `slots` rows of `capacity` columns: rows doubled (up to `limit`), columns grown
-        by a quarter at least, so that a run's growing prompts reallocate a few times, not at every
-        admission; new room is zeros (masked columns must hold finite numbers)."""
+        by a quarter at least, so that a run's growing prompts and replies reallocate a few times,
+        not at every admission or step; new room is zeros (masked columns must hold finite
+        numbers). `like` gives the dtype and shape of a row (the buffers' own when None)."""
+        like = self._keys if like is None else like
         have_slots, have_capacity = (0, 0) if self._keys is None else (self._keys.shape[0], self._keys.shape[2])
         if slots <= have_slots and capacity <= have_capacity:
             return
@@ -531,6 +541,11 @@ class SlotLayer(DynamicLayer):
 
     def get_seq_length(self) -> int:
         return max(self.width - 1, 0)
+
+    @property
+    def capacity(self) -> int:
+        """The columns each slot has room for."""
+        return self._keys.shape[2]
 
     def row(self, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A copy of slot `slot`'s first `length` columns ([1, kv heads, length, dim])."""
@@ -581,8 +596,10 @@ class RunningBatch:
         return slots
 
     def room(self) -> int:
-        """The columns the rows in it need: each its own prompt tokens and max_tokens."""
-        return max(len(row.prompt) - self.prefix + row.max_tokens for row in self.rows if row is not None)
+        """The columns the rows in it need: each its own prompt tokens, what it generated and
+        REPLY_ROOM more (at most max_tokens in all); a decoding step grows them when a reply needs more."""
+        return max(len(row.prompt) - self.prefix + min(row.max_tokens, len(row.generated) + REPLY_ROOM)
+                   for row in self.rows if row is not None)
 
     def compact(self) -> None:
         """Drop the free slots (their rows would still run through every decoding step) and the
