@@ -52,13 +52,14 @@ WHY = {
     "tracing": "each trace is written span by span (a few SQL statements each) and its assessments after it, on a "
     "thread beside the rollout: on 2 cores that thread's Python and SQLite time is taken from torch's compute. "
     "tracker.traces below 1 traces a share of the questions.",
-    "rollout_memory": "the float32 model with the libraries (0.7 GB), the running batch's KV cache in float32 (~46 "
-    "KB a token: a slot per row, each with room for its prompt and a reply (REPLY_ROOM tokens, more as a reply "
-    "needs them), all as wide as the widest; grown by a "
-    "quarter when a newcomer needs more, trimmed when half the slots are free), and the histories kept between "
-    "rounds (backend.history_cache_tokens, 16384 tokens at most: ~0.75 GB; the few-shot prefix is kept once). The "
-    "straggler process's peak also covers its long-reply runs, whose rows hold the longest caches. "
-    "backend.batch_size=16 or a smaller history cache trade speed for memory.",
+    "rollout_memory": "the libraries (torch, transformers, mlflow, hydra: 0.5 GB in the main venv), the float32 "
+    "weights (0.54 GB), the running batch's KV cache in float32 (~46 KB a token: a slot per row, each with room for "
+    "its prompt and a reply of REPLY_ROOM tokens, more as a reply needs them, all as wide as the widest; grown by a "
+    "quarter, trimmed when half the slots are free: 0.45-0.6 GB at the peaks profiled) and the histories kept "
+    "between rounds (backend.history_cache_tokens, 16384 tokens at most: ~0.75 GB; 0.1-0.15 GB at those peaks; the "
+    "few-shot prefix is kept once). The straggler process's peak also covers its long-reply runs, whose rows hold "
+    "the longest caches (bench/NOTES.md, peak RSS). backend.batch_size=16 or a smaller history cache trade speed "
+    "for memory.",
     "stragglers": "a slow call holds only its own question, but the questions it holds leave the batches: with "
     "fewer rows the engine's steps do less work each, and a question held in its last round ends the run late.",
 }

@@ -7,7 +7,8 @@ decoding and recorded search.
     .venv/bin/python bench/rollout.py --backends hf        # without vLLM (the main venv has none)
 
 vLLM only imports in .venv-vllm (`make install-vllm`), which also has transformers and torch,
-so the baseline and hf run there too; `make bench` runs this file with it.
+so the baseline and hf run there too; `make bench` runs this file with it (and the straggler
+runs below with the main venv's Python, where users run hf rollouts).
 
 --questions N     HotpotQA dev questions (HotpotQA(n=N, shuffle_seed=233)), default 32
 --max-rounds R    rounds per question (method.max_rounds), default 3
@@ -48,9 +49,9 @@ alone): hf on the prompted format with the search behind a loopback HTTP server
 (bench/slow_search.py), every call fast, then heavy-tailed (--slow-share of them --slow-s
 long), then fast with replies allowed --long-max-tokens (a reply that misses the stop string
 runs that long: a few questions generate much longer than the rest), each with the stream
-engine and with the round barrier (Rollout's gather_s=None). The figures: the share of its fast-tool throughput each engine
-keeps with heavy-tailed tools, and the stream engine's throughput over the barrier's with long
-replies.
+engine and with the round barrier (Rollout's gather_s=None). The figures: the share of its
+fast-tool throughput each engine keeps with heavy-tailed tools, and the stream engine's
+throughput over the barrier's with long replies.
 
 Compute: the fp32 matmul peak is measured once (bench/compute.py); the baseline's and hf's
 forward passes are counted (FlopCounter: parameters x tokens, plus attention over the cached
@@ -225,7 +226,8 @@ def straggler_process(args) -> dict:
     rollouts run in (the main venv's), not this one's vLLM venv with its own transformers."""
     with tempfile.TemporaryDirectory(prefix="bench-stragglers-") as folder:
         out = Path(folder) / "stragglers.json"
-        passed = ["questions", "max_rounds", "max_tokens", "max_retries", "slow_share", "slow_s", "fast_s", "long_max_tokens"]
+        passed = ["questions", "max_rounds", "max_tokens", "max_retries", "slow_share", "slow_s", "fast_s",
+                  "long_max_tokens"]
         options = [item for name in passed for item in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
         child = subprocess.run([args.hf_python, __file__, *options, "--straggler-json", str(out)])
         if child.returncode != 0 or not out.exists():

@@ -189,6 +189,8 @@ class HFBackend(ContinuousBatching):
         with the old weights), or to start cold."""
         self._prefixes.clear()
         self._history.clear()
+        if self.device.type == "cpu":
+            release_free_memory()
 
     def submit(self, key: Hashable, prompt: Prompt, stop: Sequence[str] = (), max_tokens: int = 256,
                seed: int | None = None) -> None:
@@ -769,6 +771,16 @@ def map_large_blocks() -> None:
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def release_free_memory() -> None:
+    """Have glibc give its heaps' free pages back (malloc_trim): the kept histories are blocks
+    under the mmap threshold, and once dropped their pages stay resident, so that a process
+    running rollout after rollout grew by their size each time (bench/NOTES.md, peak RSS);
+    nothing where the C library is not glibc."""
+    malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def _device(device: str) -> torch.device:
