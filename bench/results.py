@@ -57,9 +57,10 @@ WHY = {
     "its prompt and a reply of REPLY_ROOM tokens, more as a reply needs them, all as wide as the widest; grown by a "
     "quarter, trimmed when half the slots are free: 0.45-0.6 GB at the peaks profiled) and the histories kept "
     "between rounds (backend.history_cache_tokens, 16384 tokens at most: ~0.75 GB; 0.1-0.15 GB at those peaks; the "
-    "few-shot prefix is kept once). The straggler process's peak also covers its long-reply runs, whose rows hold "
-    "the longest caches (bench/NOTES.md, peak RSS). backend.batch_size=16 or a smaller history cache trade speed "
-    "for memory.",
+    "few-shot prefix is kept once). The straggler process runs six rollouts one after another, the last two with "
+    "long replies, whose rows hold the longest caches; its peak rose run after run (the table's last column) while "
+    "the dropped histories' pages stayed in the heap, which HFBackend.clear_caches() now gives back (malloc_trim; "
+    "bench/NOTES.md, peak RSS). backend.batch_size=16 or a smaller history cache trade speed for memory.",
     "stragglers": "a slow call holds only its own question, but the questions it holds leave the batches: with "
     "fewer rows the engine's steps do less work each, and a question held in its last round ends the run late.",
 }
