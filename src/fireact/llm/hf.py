@@ -58,9 +58,9 @@ route_transformers()
 
 # A common prefix shorter than this is not worth a cache entry (the suffixes are encoded anyway).
 MIN_SHARED_PREFIX = 32
-# Columns a slot gets for its reply before the batch has to grow: a ReAct step (a thought and an
-# action) is usually shorter; reserving max_tokens for every row instead holds columns that most
-# rows never fill, in every layer (bench/NOTES.md, peak RSS).
+# Columns a slot gets for its reply before the batch has to grow; a ReAct step (a thought and an
+# action) usually fits. Reserving max_tokens for every row held columns that most rows never
+# fill, in every layer (bench/NOTES.md, peak RSS).
 REPLY_ROOM = 32
 
 # glibc serves a block below its mmap threshold from its heap and keeps it there once freed, and
