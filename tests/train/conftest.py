@@ -54,6 +54,26 @@ def finals(shortest, released) -> list[Trajectory]:
     return [replace(t, steps=t.steps[-1:]) for t in shortest]
 
 
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, tokenizer) -> str:
+    """A Llama-architecture model built from a config (2 layers of width 64, random weights seeded,
+    tied embeddings as SmolLM2's) with the embedded model's tokenizer: trains in a fraction of a
+    second a step, for tests that launch several processes."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 @pytest.fixture
 def write_trajectories(tmp_path):
     def write(trajectories: list[Trajectory], name: str = "train.jsonl") -> Path:

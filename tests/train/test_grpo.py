@@ -74,3 +74,10 @@ def test_rollouts_are_prompted_in_the_format_the_policy_trains_in(tmp_path, toke
     for name in ("alpaca", "chat"):
         data = instantiate(grpo_config(tmp_path, f"format={name}").data, tokenizer=tokenizer)
         assert data.method.format == name == data.format.name
+
+
+@pytest.mark.parametrize("strategy", [["trainer=fsdp"], ["trainer=deepspeed", "trainer.strategy.stage=3"]])
+def test_grpo_under_a_strategy_that_shards_the_weights_is_a_clear_error(strategy, tmp_path):
+    with pytest.raises(ValueError, match="use trainer=cpu, gpu, ddp or deepspeed"):
+        train(grpo_config(tmp_path, *strategy))
+    assert not (tmp_path / "checkpoints").exists()

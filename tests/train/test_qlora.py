@@ -1,5 +1,6 @@
 """QLoRA on CPU: a 4-bit bitsandbytes base with LoRA on top trains, and its adapter loads on
-the full-precision base (where the hf backend and vLLM put it)."""
+the full-precision base (where the hf backend and vLLM put it). bitsandbytes is installed by
+`make install` (the qlora extra): these tests never skip."""
 
 import pytest
 import torch
@@ -7,8 +8,6 @@ from transformers import AutoModelForCausalLM
 
 from fireact.train.run import train
 from tests.train.conftest import train_config
-
-pytest.importorskip("bitsandbytes", reason="QLoRA needs the qlora extra: pip install -c constraints.txt -e '.[qlora]'")
 
 
 def test_qlora_base_is_4bit(model_path):

@@ -65,16 +65,23 @@ def load_trajectories(path: str | Path) -> list[Trajectory]:
 
 
 class ResumableLoader(DataLoader):
-    """A training DataLoader that a run resumed mid-epoch continues where it stopped.
+    """A training DataLoader that a run resumed mid-epoch continues where it stopped, and that tells
+    each batch how many tokens its optimizer step trains.
 
     Lightning restores the step count from a checkpoint but restarts the epoch's iteration.
     This loader's state is how many of the epoch's batches went into finished optimizer
     steps; the resumed epoch, drawn in the same seeded order, skips them. The skip is read at
     the first batch, not when the iterator is made: Lightning makes it before restoring.
+
+    The batches of one optimizer step (`accumulate_grad_batches` of them) are read together, and
+    each gets `step_tokens`, the labeled tokens of all of them on this process, and `step_last`
+    on the step's last batch: a loss normalised by the step's tokens (SFT) is then the same
+    however the step's examples are split into batches and processes (TRL's num_items_in_batch).
     `trainer` is set by the DataModule.
     """
 
     trainer: pl.Trainer | None = None
+    counts_step_tokens = True  # false for batches that are not token batches yet (GRPO's questions)
     _skip = 0
     _epoch_start_step = 0
 
@@ -85,7 +92,15 @@ class ResumableLoader(DataLoader):
             skip, self._skip = self._skip, 0
             if not skip and self.trainer is not None:
                 self._epoch_start_step = self.trainer.global_step
-            yield from itertools.islice(batches, skip, None)
+            accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+            rest = itertools.islice(batches, skip, None)
+            if not self.counts_step_tokens:
+                yield from rest
+                return
+            while step := list(itertools.islice(rest, accumulate)):
+                tokens = sum(labeled_tokens(batch["labels"]) for batch in step)
+                for i, batch in enumerate(step):
+                    yield {**batch, "step_tokens": torch.tensor(tokens), "step_last": i == len(step) - 1}
 
         return resumed()
 
@@ -100,6 +115,11 @@ class ResumableLoader(DataLoader):
         if state["batches_done"] < len(self):  # saved mid-epoch; a finished epoch starts the next afresh
             self._epoch_start_step = state["epoch_start_step"]
             self._skip = state["batches_done"]
+
+
+def labeled_tokens(labels: torch.Tensor) -> int:
+    """The tokens a batch trains: those whose label (the next token's) is not masked."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 class TrajectoryDataModule(pl.LightningDataModule):
@@ -119,6 +139,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
     """
 
     gives = "trajectories"  # what an objective's `trains_on` must be (fireact.train.objectives)
+    loader_gives_tokens = True  # the training loader's batches are token batches (not GRPO's questions)
 
     def __init__(
         self,
@@ -257,9 +278,12 @@ class TrajectoryDataModule(pl.LightningDataModule):
         # A DistributedSampler subclass is left alone by Lightning, so length grouping
         # survives multi-process training; with one process it is a seeded shuffle.
         if self.group_by_length:
+            # Grouped by the examples of one optimizer step, over all processes and accumulated
+            # batches: every split of a step (processes x accumulation) then trains the same examples.
+            accumulate = self.trainer.accumulate_grad_batches if getattr(self, "trainer", None) is not None else 1
             lengths = [self.record_length(r) for r in self.train_set]
             sampler = DistributedLengthGroupedSampler(
-                self.batch_size * world, lengths=lengths, num_replicas=world, rank=rank, seed=self.seed
+                self.batch_size * world * accumulate, lengths=lengths, num_replicas=world, rank=rank, seed=self.seed
             )
         else:
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
@@ -268,6 +292,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             collate_fn=self.collate, num_workers=self.num_workers,
         )
         loader.trainer = getattr(self, "trainer", None)
+        loader.counts_step_tokens = self.loader_gives_tokens
         if self._loader_state is not None:
             loader.load_state_dict(self._loader_state)
         self.train_loader = loader

@@ -16,11 +16,12 @@ from transformers import AutoModelForCausalLM
 from fireact.logs import transformers_bars_off
 
 
-def save(model, tokenizer, folder: Path) -> Path:
-    """A PeftModel saves its adapter only; a plain model saves every weight."""
+def save(model, tokenizer, folder: Path, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """A PeftModel saves its adapter only; a plain model saves every weight. `weights`: the full
+    weights by name when the model's own are sharded (fireact.train.run.trained_weights)."""
     model.config.use_cache = True  # turned off for training; generation wants it back
     with transformers_bars_off():
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, state_dict=weights)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -10,6 +10,7 @@ from transformers import get_scheduler
 
 from fireact.logs import route_transformers
 from fireact.train.objectives import SFT
+from fireact.train.strategies import shard_layers
 
 route_transformers()
 
@@ -46,14 +47,34 @@ class CausalLMModule(pl.LightningModule):
         self.metrics: list[dict[str, float]] = []  # the objective's own, per step (DPO: reward accuracy, margin)
         self.examples_seen = 0
         self.tokens_seen = 0
+        self._step_loss = 0.0  # this process's share of the current optimizer step's loss so far
+        self._sharded = False
 
     def forward(self, **batch):
         return self.model(**batch)
 
+    def configure_model(self) -> None:
+        """Under trainer=fsdp (a device mesh), shard the model over the data-parallel processes."""
+        if self.device_mesh is not None and not self._sharded:
+            shard_layers(self.model, self.device_mesh["data_parallel"])
+            self._sharded = True
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         """The objective's loss; None (the step skipped, the weights and optimizer state untouched)
-        when the objective finds nothing to learn from the batch (GRPO: every group's rewards equal)."""
+        when the objective finds nothing to learn from the batch (GRPO: every group's rewards equal).
+
+        An objective that sums over the optimizer step (SFT) gets the step's labeled tokens over
+        all processes (`step_tokens`) and returns this batch's share of the step's loss. The
+        strategies average gradients over processes and Lightning (or DeepSpeed) divides by the
+        accumulated batches, so the share is scaled back by both: the step's gradient is then
+        that of one batch holding all its examples. The step's loss is logged once, at its last batch.
+        """
+        step_tokens, step_last = batch.pop("step_tokens", None), batch.pop("step_last", True)
+        over_step = step_tokens is not None and self.objective.sums_over_step
+        if over_step:
+            batch["step_tokens"] = self.trainer.strategy.reduce(step_tokens, reduce_op="sum")
         loss, metrics = self.objective(self.model, batch)
+        batch.pop("step_tokens", None)
         size = batch["input_ids"].size(0)
         for name, value in metrics.items():
             self.log(f"train/{name}", value, batch_size=size)
@@ -64,9 +85,17 @@ class CausalLMModule(pl.LightningModule):
             if self.trainer.world_size > 1:  # every process must take part in the gradient all-reduce
                 return sum(0.0 * p.sum() for p in self.model.parameters() if p.requires_grad)
             return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        self.losses.append(loss.item())
-        return loss
+        if not over_step:
+            self.log("train/loss", loss, prog_bar=True, batch_size=size)
+            self.losses.append(loss.item())
+            return loss
+        self._step_loss = self._step_loss + loss.detach()
+        if step_last:
+            step_loss = self.trainer.strategy.reduce(self._step_loss, reduce_op="sum")
+            self._step_loss = 0.0
+            self.log("train/loss", step_loss, prog_bar=True, batch_size=size)
+            self.losses.append(step_loss.item())
+        return loss * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, metrics = self.objective(self.model, batch)
@@ -93,6 +122,8 @@ class CausalLMModule(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "state_dict" not in checkpoint:  # the strategy loaded the weights itself (FSDP2, DeepSpeed)
+            return
         trainable = self._trainable_names()
         saved = set(checkpoint["state_dict"])
         if saved != trainable:

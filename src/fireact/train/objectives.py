@@ -60,14 +60,23 @@ class Reference(nn.Module):
 
 
 class SFT(nn.Module):
+    """The mean cross-entropy over the labeled tokens of a whole optimizer step: a batch that comes
+    with its step's token count (`step_tokens`, all processes and accumulated batches) returns its
+    share, the sum of its tokens' losses over that count; a batch without (validation) its own mean."""
+
     name = "sft"
     trains_on = "trajectories"
+    sums_over_step = True
 
     def attach(self, model: nn.Module) -> None:
         """Nothing to keep of the starting model."""
 
     def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return labeled_loss(model, batch), {}
+        step_tokens = batch.get("step_tokens")
+        if step_tokens is None:
+            return labeled_loss(model, batch), {}
+        batch = {k: v for k, v in batch.items() if k != "step_tokens"}
+        return labeled_loss(model, batch, reduction="sum") / step_tokens, {}
 
 
 class DPO(nn.Module):
@@ -76,6 +85,7 @@ class DPO(nn.Module):
 
     name = "dpo"
     trains_on = "pairs"
+    sums_over_step = False  # a mean over the batch's pairs
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 0.0):
         super().__init__()
@@ -129,6 +139,7 @@ class GRPO(nn.Module):
 
     name = "grpo"
     trains_on = "rollouts"
+    sums_over_step = False  # normalised over the batch's trajectories
 
     def __init__(self, clip: float = 0.2, beta: float = 0.0, scale_rewards: bool = True, temperature: float = 1.0):
         super().__init__()
@@ -257,11 +268,12 @@ def labeled_logits(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.T
     return logits, targets[keep], keep
 
 
-def labeled_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+def labeled_loss(model: nn.Module, batch: dict, reduction: str = "mean") -> torch.Tensor:
     """The causal LM loss of `model(**batch).loss` (mean next-token cross-entropy over the labeled
-    positions), equal to it up to float rounding, with the vocabulary projection run only there."""
+    positions), equal to it up to float rounding, with the vocabulary projection run only there;
+    reduction="sum": their sum."""
     logits, targets, _ = labeled_logits(model, batch)
-    return F.cross_entropy(logits.float(), targets)
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 
 def token_logps(model: nn.Module, batch: dict, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

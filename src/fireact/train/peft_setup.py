@@ -59,8 +59,10 @@ class FullFinetune:
     def load_model(self, path: str) -> torch.nn.Module:
         return self.load_base(path)
 
-    def export(self, model, tokenizer, output_dir: Path, base_path: str, merge: bool) -> dict[str, str]:
-        return {"model": str(export.save(model, tokenizer, output_dir / "model"))}
+    def export(self, model, tokenizer, output_dir: Path, base_path: str, merge: bool,
+               weights: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
+        """Save what was trained; `weights`: the full weights when the model's own are sharded."""
+        return {"model": str(export.save(model, tokenizer, output_dir / "model", weights))}
 
 
 class LoraFinetune(FullFinetune):
@@ -100,8 +102,9 @@ class LoraFinetune(FullFinetune):
         log.info("LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total)
         return model
 
-    def export(self, model, tokenizer, output_dir: Path, base_path: str, merge: bool) -> dict[str, str]:
-        adapter = export.save(model, tokenizer, output_dir / "adapter")
+    def export(self, model, tokenizer, output_dir: Path, base_path: str, merge: bool,
+               weights: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
+        adapter = export.save(model, tokenizer, output_dir / "adapter", weights)
         paths = {"adapter": str(adapter)}
         if merge:
             paths["merged"] = str(export.merge_adapter(base_path, adapter, tokenizer, output_dir / "merged", self.dtype))

@@ -64,6 +64,7 @@ class RolloutDataModule(TrajectoryDataModule):
     settings. tool_workers: tool calls run at once. The other settings are TrajectoryDataModule's."""
 
     gives = "rollouts"
+    loader_gives_tokens = False  # a step's questions; they become tokens after the rollouts
 
     def __init__(self, task: Task, method, tool, noise, format, tokenizer, group_size: int = 4,
                  temperature: float = 1.0, top_p: float = 1.0, reward: dict | None = None,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
@@ -35,6 +36,7 @@ from fireact.llm.embedded import resolve_model_path
 from fireact.train.module import CausalLMModule
 from fireact.train.openai_finetune import OpenAIFinetune
 from fireact.train.peft_setup import FullFinetune
+from fireact.train.strategies import full_state_dict, shards_weights
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,6 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
     tracking.log_dataset(data.table(), name=data.dataset_name, source=data.dataset_source, context="training")
     ckpt_path = resolve_resume(cfg.resume, output_dir)
 
-    module = CausalLMModule(strategy.load_model(model_path), objective=objective, **strategy.optim)
     no_validation = {} if data.val_set else {"limit_val_batches": 0}  # data.val_fraction=0 or too few examples
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -83,13 +84,21 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
         callbacks=[instantiate(c) for c in cfg.callbacks.values()] + list(callbacks),
         **no_validation,
     )
+    if objective.trains_on == "rollouts" and shards_weights(trainer.strategy):
+        raise ValueError(
+            f"objective={objective.name} samples its rollouts from each process's policy one forward at a time, "
+            f"which a strategy that shards the weights ({type(trainer.strategy).__name__}) would make every process "
+            f"wait on the others; use trainer=cpu, gpu, ddp or deepspeed (ZeRO stage 2)"
+        )
+    module = CausalLMModule(strategy.load_model(model_path), objective=objective, **strategy.optim)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
+    weights = trained_weights(trainer)  # every process takes part in gathering sharded weights
     if not trainer.is_global_zero:
         return {}
 
-    exported = strategy.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge)
+    exported = strategy.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge, weights=weights)
     for folder in exported.values():  # evaluate's method.format=auto prompts in the format trained in
         write_trained_format(folder, data.format.name)
     world = trainer.world_size
@@ -117,6 +126,19 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
     return summary
 
 
+def trained_weights(trainer: pl.Trainer) -> dict[str, torch.Tensor]:
+    """The trained model's full weights, named as in the model (not the LightningModule), on rank 0;
+    whatever the strategy (one process, DDP, FSDP2's shards, DeepSpeed ZeRO-3's partitions). A
+    weight tied to another (the output embedding to the input one) is left to the tie, as
+    save_pretrained does: gathered, the two are separate copies."""
+    model = trainer.lightning_module.model
+    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - {name for name, _ in model.named_parameters()}
+    prefix = "model."
+    state = full_state_dict(trainer.strategy)
+    weights = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+    return {name: tensor for name, tensor in weights.items() if name not in tied}
+
+
 def objective_summary(module: CausalLMModule, trainer: pl.Trainer, window: int = 10) -> dict[str, float | None]:
     """The objective's own metrics (DPO: reward accuracy, margin; GRPO: reward, rollout seconds): the
     mean over all steps, over the first and the last `window` steps (fewer when there are not
@@ -140,10 +162,10 @@ def resolve_resume(resume, output_dir: Path) -> str | None:
     if resume in (None, False):
         return None
     folder = output_dir if resume is True else Path(str(resume)).expanduser()
-    if folder.is_file():
+    if folder.is_file() or (folder.suffix == ".ckpt" and folder.is_dir()):  # DeepSpeed's checkpoints are folders
         return str(folder)
     for candidate in (folder / "checkpoints" / "last.ckpt", folder / "last.ckpt"):
-        if candidate.is_file():
+        if candidate.exists():
             return str(candidate)
     raise FileNotFoundError(
         f"resume={resume!r}: no last.ckpt under {folder}; pass resume=<the interrupted run's folder or its .ckpt>, "
