@@ -140,6 +140,28 @@ def test_group_advantages_equal_a_hand_computation():
     assert group_advantages(rewards, groups, scale=False).tolist() == [0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("rewards", [(0.85, 0.85, 0.85), (1 / 3, 1 / 3, 1 / 3), (0.1, 0.1, 0.1, 0.1, 0.1)],
+                         ids=["0.85x3", "f1-thirds", "0.1x5"])
+def test_tied_groups_of_any_size_get_exactly_no_advantage(rewards):
+    groups = torch.zeros(len(rewards), dtype=torch.long)
+    assert group_advantages(torch.tensor(rewards), groups).tolist() == [0.0] * len(rewards)
+    assert group_advantages(torch.tensor(rewards), groups, scale=False).tolist() == [0.0] * len(rewards)
+
+
+def test_a_batch_of_tied_groups_skips_the_step():
+    """Rewards 0.85 (e.g. F1, or EM less a search cost) in a group of 4: no loss, so the
+    module skips the step and AdamW neither moves a weight nor keeps state (a float32 mean once gave
+    them advantages of 6e-4, all one sign, and a full step)."""
+    model = lora(tiny_model())
+    loss, metrics = GRPO()(model, rollout_batch(rewards=(0.85, 0.85, 0.85, 0.85), groups=(0, 0, 0, 0)))
+    assert loss is None and metrics["groups_without_signal"].item() == 1.0
+
+
+def test_a_group_of_one_is_a_clear_error():
+    with pytest.raises(ValueError, match="group of one trajectory"):
+        group_advantages(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]))
+
+
 def test_grpo_loss_equals_a_hand_computation():
     # Row 0 has tokens 0-1 (advantage 1), row 1 token 2 (advantage -1); a third row of the
     # batch had no advantage and was not run, but counts in the mean.

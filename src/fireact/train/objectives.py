@@ -184,15 +184,24 @@ class GRPO(nn.Module):
 
 def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
     """Each reward minus its group's mean, over its group's std (unbiased, as TRL) + eps when `scale`.
-    A group whose rewards are all equal gets advantages of exactly 0."""
-    rewards = rewards.float()
+
+    A group whose rewards are all equal gets advantages of exactly 0, whatever the rewards and the
+    group's size: its mean, taken in floating point, need not equal them (three rewards of 0.85 have
+    a float32 mean 6e-8 off, which the std + eps would turn into advantages of 6e-4, all one sign).
+    A group of one member has no one to be compared with: an error."""
+    rewards = rewards.double()
     count = torch.zeros_like(rewards).index_add(0, groups, torch.ones_like(rewards))
+    if (count[groups] < 2).any():
+        raise ValueError(f"a GRPO group of one trajectory (group sizes {count[count > 0].long().tolist()}): its reward "
+                         f"is compared with nobody's, so it has no advantage; sample data.group_size >= 2 per question")
+    low = torch.full_like(rewards, float("inf")).scatter_reduce(0, groups, rewards, "amin")
+    high = torch.full_like(rewards, float("-inf")).scatter_reduce(0, groups, rewards, "amax")
     mean = torch.zeros_like(rewards).index_add(0, groups, rewards) / count.clamp(min=1)
-    centered = rewards - mean[groups]
-    if not scale:
-        return centered
-    var = torch.zeros_like(rewards).index_add(0, groups, centered**2) / (count - 1).clamp(min=1)
-    return centered / (var.sqrt()[groups] + eps)
+    centered = torch.where((low == high)[groups], 0.0, rewards - mean[groups])
+    if scale:
+        var = torch.zeros_like(rewards).index_add(0, groups, centered**2) / (count - 1).clamp(min=1)
+        centered = centered / (var.sqrt()[groups] + eps)
+    return centered.float()
 
 
 def grpo_loss(

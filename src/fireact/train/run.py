@@ -5,6 +5,8 @@
     python -m fireact.train finetune=full format=chat   # every weight; the model's chat template
     python -m fireact.train finetune=qlora trainer=gpu model=llama2_7b merge=true
     python -m fireact.train trainer=ddp trainer.devices=2      # 2 processes (CPU: gloo; GPU: nccl)
+    python -m fireact.train trainer=fsdp finetune=full         # FSDP2: decoder layers sharded over the processes
+    python -m fireact.train trainer=deepspeed trainer.strategy.stage=3   # DeepSpeed ZeRO-3
     python -m fireact.train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
     python -m fireact.train resume=outputs/train/<run>         # go on from that run's last checkpoint
     python -m fireact.train objective=dpo data=preference data.path=outputs/generate/<samples run> model.path=<SFT model>
