@@ -200,9 +200,10 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
                 folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", [trained_model(improved)], root)
                 comparisons.append((name, "fine-tuned", f"paired_{name.replace('-', '')}"))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
-        paired = {}
+        paired = {(agent, baseline): stats.compare(per_question_scores(folders[agent]), per_question_scores(folders[baseline]))
+                  for agent, baseline, _ in comparisons}
+        stats.adjust_for_multiple(list(paired.values()))
         for agent, baseline, prefix in comparisons:
-            paired[agent, baseline] = stats.compare(per_question_scores(folders[agent]), per_question_scores(folders[baseline]))
             tracking.log_metrics({f"{prefix}_{key}": value for key, value in paired[agent, baseline].items()})
         tables = write_comparison(results, paired, root)
         if rounds:
@@ -244,6 +245,11 @@ def paired_rows(result: dict, agent: str, baseline: str) -> list[tuple[str, str,
         ("only the agent right (EM)", f"only {agent} right (EM)", str(result["only_a_right"])),
         ("only the baseline right (EM)", f"only {baseline} right (EM)", str(result["only_b_right"])),
         ("McNemar exact p (EM)", "McNemar exact p (EM)", f"{result['mcnemar_p']:.3g}"),
+        *([("Holm-adjusted p (EM)", "Holm-adjusted p over the comparisons (EM)", f"{result['mcnemar_p_holm']:.3g}")]
+          if "mcnemar_p_holm" in result else []),
+        *([("questions missing (failures)", "questions missing (counted as failures)",
+            f"{agent} {result['missing_a']}, {baseline} {result['missing_b']}")]
+          if result["missing_a"] or result["missing_b"] else []),
     ]
 
 

@@ -46,18 +46,53 @@ def test_paired_difference_resamples_questions_not_agents():
     assert unpaired_width > 0.1  # unpaired intervals of the two would overlap
 
 
-def test_compare_pairs_by_question_id_and_counts_missing_ones_out():
+def test_compare_pairs_by_question_id_and_counts_a_missing_question_as_a_failure():
     a = {"q1": {"em": 1.0, "f1": 1.0}, "q2": {"em": 0.0, "f1": 0.5}, "q3": {"em": 1.0, "f1": 1.0}}
     b = {"q2": {"em": 1.0, "f1": 1.0}, "q1": {"em": 0.0, "f1": 0.0}}
     result = stats.compare(a, b)
-    assert result["n_paired"] == 2 and result["only_a_right"] == 1 and result["only_b_right"] == 1
-    assert result["em_diff"] == 0.0 and result["f1_diff"] == pytest.approx(0.25)
+    assert result["n_paired"] == 3 and result["missing_a"] == 0 and result["missing_b"] == 1
+    assert result["only_a_right"] == 2 and result["only_b_right"] == 1
+    # the same difference the summaries' tables show, each over the 3 questions (b's q3 a failure)
+    assert result["em_diff"] == pytest.approx(2 / 3 - 1 / 3) and result["f1_diff"] == pytest.approx(2.5 / 3 - 1 / 3)
     assert result["mcnemar_p"] == 1.0
-    assert "No significant EM difference" in stats.verdict(result, "A", "B")
+    text = stats.verdict(result, "A", "B")
+    assert "No significant EM difference" in text and "B lacked 1, counted as failures" in text
+    over = stats.compare(a, b, questions=["q1", "q2", "q3", "q4"])  # the set both were asked
+    assert over["n_paired"] == 4 and over["missing_a"] == 1 and over["missing_b"] == 2
+    assert over["em_diff"] == pytest.approx(2 / 4 - 1 / 4)
     strong = stats.compare({f"q{i}": {"em": 1.0, "f1": 1.0} for i in range(20)},
                            {f"q{i}": {"em": 0.0, "f1": 0.0} for i in range(20)})
     assert strong["mcnemar_p"] == pytest.approx(2 * 0.5 ** 20)
     assert stats.verdict(strong, "A", "B").startswith("A beats B on EM at the 0.05 level")
+
+
+def test_an_unscored_question_is_a_failure_and_never_reaches_a_verdict_as_nan():
+    a = {"q1": {"em": float("nan"), "f1": None}, "q2": {"em": 1.0, "f1": 1.0}}
+    b = {"q1": {"em": 0.0, "f1": 0.0}, "q2": {"em": 1.0, "f1": 1.0}}
+    result = stats.compare(a, b)
+    assert result["em_diff"] == 0.0 and result["f1_diff"] == 0.0 and result["only_b_right"] == 0
+    assert stats.verdict(result, "A", "B").startswith("No significant EM difference")
+
+
+def test_holm_adjusts_each_p_value_step_down():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5]) == [0.5] and stats.holm([0.4, 0.9]) == pytest.approx([0.8, 0.9])
+
+
+def test_several_comparisons_are_read_at_their_holm_adjusted_p():
+    """Two comparisons, each significant alone (A alone right on 6 questions of 10, p = 0.031), are
+    not once adjusted for being two (Holm: 0.062 each)."""
+    a = {f"q{i}": {"em": 1.0, "f1": 1.0} for i in range(10)}
+    b = {f"q{i}": {"em": float(i >= 6), "f1": 0.0} for i in range(10)}
+    c = {f"q{i}": {"em": float(i < 4), "f1": 0.0} for i in range(10)}
+    one, two = stats.compare(a, b), stats.compare(a, c)
+    assert one["mcnemar_p"] == two["mcnemar_p"] == pytest.approx(0.03125)
+    assert stats.verdict(one, "A", "B").startswith("A beats B")
+    stats.adjust_for_multiple([one, two])
+    assert one["mcnemar_p_holm"] == two["mcnemar_p_holm"] == pytest.approx(0.0625)
+    for comparison in (one, two):
+        text = stats.verdict(comparison, "A", "B")
+        assert text.startswith("No significant EM difference") and "Holm-adjusted 0.062" in text
 
 
 def test_summary_intervals_count_missing_questions_as_failures():

@@ -104,10 +104,9 @@ def rescore(trajectories: Sequence[Trajectory], task: Task, questions: Sequence[
     return Rescored(rescored, summary, disagreements)
 
 
-def scores_by_qid(result: Rescored, questions: Sequence[Question]) -> dict[str, dict[str, float]]:
-    """{qid: {em, f1}} over every question of the set (a missing one scores 0)."""
-    found = {t.qid: {"em": t.em or 0.0, "f1": t.f1 or 0.0} for t in result.trajectories}
-    return {q.qid: found.get(q.qid, {"em": 0.0, "f1": 0.0}) for q in questions}
+def scores_by_qid(result: Rescored) -> dict[str, dict[str, float]]:
+    """{qid: {em, f1}} of the questions the file has (stats.compare counts the others as failures)."""
+    return {t.qid: {"em": t.em, "f1": t.f1} for t in result.trajectories}
 
 
 def print_results(results: dict[str, Rescored], choice: dict[str, float] | None, console: Console) -> None:
@@ -127,12 +126,15 @@ def print_results(results: dict[str, Rescored], choice: dict[str, float] | None,
         first, *others = results
         paired = Table(title=f"each file - {first}, question by question over all {n} (95% paired-bootstrap intervals)")
         paired.add_column("file", overflow="fold", min_width=20)
-        for header in ("EM difference", "F1 difference", "only it right", f"only {first} right", "McNemar p"):
+        holm = len(others) > 1  # several comparisons: each also read at its Holm-adjusted p
+        for header in ("EM difference", "F1 difference", "only it right", f"only {first} right", "McNemar p",
+                       *(["Holm p"] if holm else [])):
             paired.add_column(header, justify="right", overflow="fold")
         for name in others:
             s = {k.removesuffix("_vs_first"): v for k, v in results[name].summary.items() if k.endswith("_vs_first")}
             paired.add_row(name, stats.with_interval(s, "em_diff"), stats.with_interval(s, "f1_diff"),
-                           str(s["only_a_right"]), str(s["only_b_right"]), f"{s['mcnemar_p']:.3g}")
+                           str(s["only_a_right"]), str(s["only_b_right"]), f"{s['mcnemar_p']:.3g}",
+                           *([f"{s['mcnemar_p_holm']:.3g}"] if holm else []))
         console.print(paired)
         rows = Table(title=f"the same as {first} (over the questions both have)")
         rows.add_column("file", overflow="fold", min_width=20)
@@ -171,11 +173,13 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 tracking.log_evaluation(results[name].summary, files)
         choice = None
         if len(results) > 1:
-            first = next(iter(results.values()))
-            for result in list(results.values())[1:]:
+            first, *others = results.values()
+            qids = [q.qid for q in questions]
+            paired = [stats.compare(scores_by_qid(result), scores_by_qid(first), qids) for result in others]
+            stats.adjust_for_multiple(paired)
+            for result, comparison in zip(others, paired):
                 result.summary.update({f"{k}_as_first": v for k, v in agreement(first.trajectories, result.trajectories).items()})
-                paired = stats.compare(scores_by_qid(result, questions), scores_by_qid(first, questions))
-                result.summary.update({f"{k}_vs_first": v for k, v in paired.items()})
+                result.summary.update({f"{k}_vs_first": v for k, v in comparison.items()})
             scores = {name: em_by_qid(result.trajectories) for name, result in results.items()}
             choice = method_choice(scores, [q.qid for q in questions], seed=cfg.seed)
             tracking.log_metrics(choice)
