@@ -214,3 +214,20 @@ def test_grpo_steps_raise_the_reward_of_the_better_trajectory():
         optimizer.step()
     moved = sequence_logps(model, batch).detach() - start
     assert moved[0] > 0 and moved[3] > 0 and moved[1] < 0 and moved[2] < 0  # rewards 1, 0, 0, 1
+
+
+@pytest.mark.parametrize("objective", [DPO(beta=0.1), GRPO(beta=0.1), GRPO(beta=0.0)], ids=["dpo", "grpo-kl", "grpo"])
+def test_policy_objectives_train_without_dropout(objective):
+    """LoRA dropout 0.5 and attention dropout in the config: after attach, two forwards of the
+    policy in train mode give the same log-probabilities (TRL turns dropout off for DPO and GRPO)."""
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         attention_dropout=0.3)
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                                lora_dropout=0.5))
+    model.train()
+    batch = pair_batch()
+    assert not torch.equal(sequence_logps(model, batch), sequence_logps(model, batch))  # dropout on
+    objective.attach(model)
+    assert torch.equal(sequence_logps(model, batch), sequence_logps(model, batch))

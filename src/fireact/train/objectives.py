@@ -59,6 +59,17 @@ class Reference(nn.Module):
                 return score(model, batch)
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off in every layer (LoRA's too), as TRL does for DPO and GRPO: the policy's
+    log-probabilities are compared with the reference's and the sampling-time ones, and dropout
+    noise in one side only would count as a change of policy."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # transformers' attention layers
+            module.attention_dropout = 0.0
+
+
 class SFT(nn.Module):
     """The mean cross-entropy over the labeled tokens of a whole optimizer step: a batch that comes
     with its step's token count (`step_tokens`, all processes and accumulated batches) returns its
@@ -97,6 +108,7 @@ class DPO(nn.Module):
         self.reference = Reference()
 
     def attach(self, model: nn.Module) -> None:
+        disable_dropout(model)
         self.reference.attach(model)
 
     def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -153,6 +165,7 @@ class GRPO(nn.Module):
         self.reference = Reference()
 
     def attach(self, model: nn.Module) -> None:
+        disable_dropout(model)
         if self.beta > 0:  # without a KL term nothing is scored against the reference
             self.reference.attach(model)
 
