@@ -48,16 +48,16 @@ class CausalLMModule(pl.LightningModule):
         self.examples_seen = 0
         self.tokens_seen = 0
         self._step_loss = 0.0  # this process's share of the current optimizer step's loss so far
-        self._sharded = False
 
     def forward(self, **batch):
         return self.model(**batch)
 
     def configure_model(self) -> None:
         """Under trainer=fsdp (a device mesh), shard the model over the data-parallel processes."""
-        if self.device_mesh is not None and not self._sharded:
+        from torch.distributed.fsdp import FSDPModule
+
+        if self.device_mesh is not None and not isinstance(self.model, FSDPModule):  # not sharded yet
             shard_layers(self.model, self.device_mesh["data_parallel"])
-            self._sharded = True
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         """The objective's loss; None (the step skipped, the weights and optimizer state untouched)
