@@ -183,3 +183,19 @@ def test_accumulated_batches_train_as_one_batch(one_process, data, shortest, tok
     assert accumulated["optimizer_steps"] == expected["optimizer_steps"]
     assert accumulated["losses"] == pytest.approx(expected["losses"], rel=TOLERANCE)
     assert_same_weights(tmp_path, reference)
+
+
+def test_a_sharded_run_is_tracked_once_in_mlflow(data, tiny_model_path, tmp_path):
+    """tracker=mlflow and logger=mlflow (the defaults) under 2 processes: the first process's run gets
+    the curves; the second process opens no run and does not fail (its logger once reached for a
+    file store MLflow refuses)."""
+    import mlflow
+
+    args = [f"model.path={tiny_model_path}", f"data.path={data}", "data.limit=null", "data.max_length=160",
+            "data.val_fraction=0", "trainer.enable_progress_bar=false", "trainer=ddp", "data.batch_size=1",
+            "experiment_name=sharded_tracked"]
+    run = launch(tmp_path / "run", args)
+    assert run["world_size"] == 2
+    runs = mlflow.search_runs(experiment_names=["sharded_tracked"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train/loss")) == run["optimizer_steps"]

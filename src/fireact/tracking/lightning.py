@@ -6,6 +6,7 @@ Kept apart from fireact.tracking so that importing tracking does not import torc
 
 from __future__ import annotations
 
+import os
 from argparse import Namespace
 from typing import Any
 
@@ -13,7 +14,7 @@ from lightning_fabric.utilities.logger import _convert_params, _flatten_dict
 from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from fireact.tracking.run import active_run, secondary_rank
+from fireact.tracking.run import active_run, local_store_uri, secondary_rank
 from fireact.tracking.secrets import Redactor
 
 
@@ -30,7 +31,9 @@ class MLflowLogger(LightningMLFlowLogger):
             raise ValueError("logger=mlflow writes the training curves into the stage's MLflow run, but tracking "
                              "is off (~tracker): use logger=csv, or keep tracker=mlflow")
         super().__init__(
-            tracking_uri=run.uri if run else None,
+            # A secondary process logs nothing, but Lightning's logger opens a client all the same:
+            # at the store the first process uses, not Lightning's default file store (which MLflow refuses).
+            tracking_uri=run.uri if run else (os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()),
             run_id=run.run_id if run else None,
             log_model=log_model,
             prefix=prefix,
