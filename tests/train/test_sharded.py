@@ -61,10 +61,10 @@ def overrides(model: str, data: Path, *extra: str) -> list[str]:
             "~tracker", "logger=csv", *extra]
 
 
-def launch(out_dir: Path, args: list[str]) -> dict:
+def launch(out_dir: Path, args: list[str], **env: str) -> dict:
     """`python -m fireact.train` as a user runs it; Lightning starts the second process."""
     command = [sys.executable, "-m", "fireact.train", f"hydra.run.dir={out_dir}", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on two cores
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}  # two processes on two cores
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((out_dir / "train_summary.json").read_text())
@@ -189,13 +189,15 @@ def test_a_sharded_run_is_tracked_once_in_mlflow(data, tiny_model_path, tmp_path
     """tracker=mlflow and logger=mlflow (the defaults) under 2 processes: the first process's run gets
     the curves; the second process opens no run and does not fail (its logger once reached for a
     file store MLflow refuses)."""
-    import mlflow
+    from mlflow import MlflowClient
 
     args = [f"model.path={tiny_model_path}", f"data.path={data}", "data.limit=null", "data.max_length=160",
             "data.val_fraction=0", "trainer.enable_progress_bar=false", "trainer=ddp", "data.batch_size=1",
             "experiment_name=sharded_tracked"]
-    run = launch(tmp_path / "run", args)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # its own: earlier tests move this process's tracking URI
+    run = launch(tmp_path / "run", args, MLFLOW_TRACKING_URI=store)
     assert run["world_size"] == 2
-    runs = mlflow.search_runs(experiment_names=["sharded_tracked"], output_format="list")
+    client = MlflowClient(tracking_uri=store)
+    runs = client.search_runs([client.get_experiment_by_name("sharded_tracked").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert len(mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "train/loss")) == run["optimizer_steps"]
+    assert len(client.get_metric_history(runs[0].info.run_id, "train/loss")) == run["optimizer_steps"]
