@@ -16,10 +16,12 @@ A field may run over several lines; a line that starts no field continues the la
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
 import re
+from array import array
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -80,6 +82,65 @@ def parse_action(text: str) -> tuple[str, str | None]:
 
 
 @dataclass
+class TokenTrace:
+    """What a local engine's rollout fed the model and what it sampled, as token ids in order: the
+    first prompt, then for each model call the ids the policy sampled and the ids the harness added
+    before the next call (the observation, the cues). What was sampled is never tokenized again, so
+    the sequence is the one the policy saw and wrote, and a trainer scores exactly those tokens.
+
+    format: the prompt format the ids were rendered in (fireact.agents.formats). ids: the whole
+    sequence. sampled: the [start, end) spans of ids the policy sampled (the rest the harness put
+    there). logprobs: each sampled id's log-probability as it was drawn, in order. Written
+    compactly (`to_record`): ids as base64 int32, logprobs as base64 float32."""
+
+    format: str = ""
+    ids: list[int] = field(default_factory=list)
+    sampled: list[list[int]] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+    def add(self, ids: list[int], logprobs: list[float] | None = None) -> None:
+        """Append ids: the policy's with their `logprobs`, the harness's without."""
+        if logprobs is not None and ids:
+            if len(logprobs) != len(ids):
+                raise ValueError(f"{len(ids)} sampled ids with {len(logprobs)} log-probabilities")
+            if self.sampled and self.sampled[-1][1] == len(self.ids):
+                self.sampled[-1][1] += len(ids)  # continues the span before it
+            else:
+                self.sampled.append([len(self.ids), len(self.ids) + len(ids)])
+            self.logprobs.extend(logprobs)
+        self.ids.extend(ids)
+
+    def mask(self) -> list[int]:
+        """1 for each id the policy sampled, 0 for the harness's."""
+        mask = [0] * len(self.ids)
+        for start, end in self.sampled:
+            mask[start:end] = [1] * (end - start)
+        return mask
+
+    def to_record(self) -> dict[str, Any]:
+        return {"format": self.format, "ids": _pack("i", self.ids), "sampled": self.sampled,
+                "logprobs": _pack("f", self.logprobs)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "TokenTrace":
+        trace = cls(record["format"], _unpack("i", record["ids"]), [list(span) for span in record["sampled"]],
+                    _unpack("f", record["logprobs"]))
+        if sum(end - start for start, end in trace.sampled) != len(trace.logprobs):
+            raise ValueError(f"a token trace with {len(trace.logprobs)} log-probabilities for spans {trace.sampled}")
+        return trace
+
+
+def _pack(kind: str, values: list) -> str:
+    return base64.b64encode(array(kind, values).tobytes()).decode("ascii")
+
+
+def _unpack(kind: str, text: str) -> list:
+    values = array(kind)
+    values.frombytes(base64.b64decode(text))
+    return values.tolist()
+
+
+@dataclass
 class Trajectory:
     task: str
     qid: str
@@ -104,6 +165,7 @@ class Trajectory:
     format_errors: int = 0
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    tokens: TokenTrace | None = None  # a local engine's rollout: the ids fed and sampled
 
     @property
     def turns(self) -> int:
@@ -121,7 +183,9 @@ class Trajectory:
         return sum(step.is_tool_call for step in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(replace(self, tokens=None))
+        record["tokens"] = None if self.tokens is None else self.tokens.to_record()
+        return record
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "Trajectory":
@@ -131,6 +195,8 @@ class Trajectory:
             raise ValueError(f"unknown trajectory fields {sorted(unknown)}")
         data = dict(record)
         data["steps"] = [Step(**step) for step in data.get("steps", [])]
+        if data.get("tokens") is not None:
+            data["tokens"] = TokenTrace.from_record(data["tokens"])
         return cls(**data)
 
     # --- the ReAct text format -------------------------------------------------------

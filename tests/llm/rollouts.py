@@ -22,8 +22,9 @@ def three_ways(llm, alone_llm=None, questions: int = 4) -> dict[str, list[dict]]
 
     task = HotpotQA(n=questions)
     method, tool = ReAct(max_rounds=3, max_tokens=40, max_retries=1), RecordedSearch()
-    plain = lambda trajectories: [{k: v for k, v in t.to_dict().items() if k not in ("wall_time", "started_at")}
-                                  for t in trajectories]
+    # Clock times apart; of the token trace the ids (log-probabilities differ in the last bits).
+    plain = lambda trajectories: [{**{k: v for k, v in t.to_dict().items() if k not in ("wall_time", "started_at")},
+                                   "tokens": t.tokens and (t.tokens.ids, t.tokens.sampled)} for t in trajectories]
     return {
         "together": plain(Rollout(llm, method, task, tool).run(task.questions())),
         "alone": plain(Rollout(alone_llm or llm, method, task, tool).run(task.questions(), in_flight=1)),

@@ -11,6 +11,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 import fireact.llm.hf as hf_module
+from fireact.llm.base import TokenIds
 from fireact.llm.hf import HFBackend, History, HistoryCache, SlotLayer
 
 from .rollouts import three_ways
@@ -145,7 +146,7 @@ def test_top_p_keeps_the_smallest_set_reaching_it(hf_backend):
     sampler = variant(hf_backend, temperature=1.0, top_p=0.5, seed=None, _seeded=0)
     logits = torch.log(torch.tensor([[0.1, 0.45, 0.3, 0.15]]))
     generator = torch.Generator().manual_seed(0)
-    draws = {int(sampler._next_token(logits, [generator])) for _ in range(200)}
+    draws = {sampler._next_token(logits, [generator])[0][0] for _ in range(200)}
     assert draws == {1, 2}  # 0.45 alone is short of 0.5; with 0.3 it reaches it
 
 
@@ -248,7 +249,7 @@ def test_slots_grow_as_replies_outrun_their_room_and_decode_the_same(hf_backend,
     reserve = SlotLayer.reserve
     monkeypatch.setattr(SlotLayer, "reserve", lambda layer, *a, **kw: (grown.append(a[1]), reserve(layer, *a, **kw))[1])
     assert backend.generate(PROMPTS, max_tokens=12) == one_by_one
-    widest = max(len(hf_backend._encode(p)) for p in PROMPTS)
+    widest = max(len(hf_backend.encode(p)) for p in PROMPTS)
     assert min(grown) < widest + 12 and len(set(grown)) > 1  # less room at first, more as replies grew
 
 
@@ -263,7 +264,7 @@ def test_prefix_cached_greedy_equals_plain_one_prompt_at_a_time(hf_backend):
     assert cached.generate(prompts, stop=stop, max_tokens=12) == one_by_one
     shared = next(iter(cached._prefixes))
     assert len(cached._prefixes) == 1 and len(shared) > 900  # the few-shot examples, encoded once
-    assert all(list(shared) == hf_backend._encode(p)[: len(shared)] for p in prompts)
+    assert all(list(shared) == hf_backend.encode(p)[: len(shared)] for p in prompts)
     # A later call (the next round, or one prompt alone: a re-ask) reuses it and decodes the same.
     assert cached.generate(prompts[::-1], stop=stop, max_tokens=12) == one_by_one[::-1]
     assert cached.generate(prompts[1:2], stop=stop, max_tokens=12) == one_by_one[1:2]
@@ -296,7 +297,7 @@ def test_a_next_round_loads_its_history_and_encodes_only_its_new_tokens(hf_backe
     later = [p + c.text + "\nObservation: It is a city in France.\nThought:" for p, c in zip(prompts, first)]
     (loaded, loaded_widths), (encoded, whole_widths) = (generate_counting(b, later, **settings) for b in (with_history, whole))
     assert loaded == encoded
-    new_tokens = max(len(hf_backend._encode(n)) - len(hf_backend._encode(p)) for n, p in zip(later, prompts))
+    new_tokens = max(len(hf_backend.encode(n)) - len(hf_backend.encode(p)) for n, p in zip(later, prompts))
     assert loaded_widths[0] <= new_tokens < whole_widths[0] // 4  # whole: the examples and the question again
 
     mixed = later[:2] + prompts[3:]  # two next rounds and a first one
@@ -489,3 +490,29 @@ def test_a_request_without_the_batch_prefix_waits_and_no_later_one_passes_it(hf_
         finished.update(backend.step())
     assert set(finished) == {"a", "b", "other", "c"}
     assert finished["other"] == backend.generate([PROMPTS[0]], max_tokens=3)[0]
+
+
+def test_a_completion_carries_the_tokens_it_sampled_and_their_logprobs(hf_backend, react_free):
+    """The sampled ids run through the token that completed the stop string; their decoding, cut
+    there, is the text; each log-probability is the token's under the distribution it was drawn
+    from (greedy: the model's own), as a full forward over prompt + ids gives it."""
+    [stopped] = hf_backend.generate([REACT], stop=["\nObservation:"], max_tokens=64)
+    assert hf_backend.decode(stopped.token_ids).startswith(stopped.text + "\nObservation:")
+    assert len(stopped.token_ids) == len(stopped.logprobs) == stopped.completion_tokens
+    prompt = hf_backend.encode(REACT)
+    with torch.no_grad():
+        logits = hf_backend.lm(torch.tensor([prompt + stopped.token_ids])).logits[0, len(prompt) - 1 : -1]
+    expected = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(stopped.token_ids)[:, None])[:, 0]
+    assert stopped.logprobs == pytest.approx(expected.tolist(), abs=1e-3)
+    # Sent back as token ids, the prompt is taken as it is: the same greedy reply.
+    assert hf_backend.generate([TokenIds(prompt)], stop=["\nObservation:"], max_tokens=64) == [stopped]
+
+
+def test_sampled_logprobs_are_under_the_temperature(hf_backend):
+    hot = variant(hf_backend, temperature=2.0)
+    [sampled] = hot.generate(["The capital of France is"], max_tokens=6, seeds=[3])
+    prompt = hf_backend.encode("The capital of France is")
+    with torch.no_grad():
+        logits = hf_backend.lm(torch.tensor([prompt + sampled.token_ids])).logits[0, len(prompt) - 1 : -1]
+    expected = torch.log_softmax(logits.float() / 2.0, -1).gather(-1, torch.tensor(sampled.token_ids)[:, None])[:, 0]
+    assert sampled.logprobs == pytest.approx(expected.tolist(), abs=1e-3)

@@ -33,6 +33,8 @@ def run_backend(adapter: str, out: Path) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from fireact.llm.base import TokenIds
+
     cfg = OmegaConf.create({"model": OmegaConf.load(CONF / "model/smollm2_135m.yaml"),
                             "backend": OmegaConf.load(CONF / "backend/vllm.yaml")})
     cfg.backend.update(TEST_ENGINE)
@@ -46,6 +48,9 @@ def run_backend(adapter: str, out: Path) -> None:
         stop = results["free"][0].text.split()[1]
         results["stop"] = stop
         results["cut"] = llm.generate(TEXT[:1], stop=[stop], max_tokens=24)
+        results["cut_decoded"] = llm.decode(results["cut"][0].token_ids)
+        results["prompt_ids"] = llm.encode(TEXT[0])
+        results["from_ids"] = llm.generate([TokenIds(results["prompt_ids"])], stop=[stop], max_tokens=24)
         results["mixed"] = llm.generate([TEXT[0], [{"role": "user", "content": QUESTION}], TEXT[1]], max_tokens=24)
         results["chat_tokens"] = len(llm.engine.get_tokenizer().apply_chat_template(
             [{"role": "user", "content": QUESTION}], add_generation_prompt=True, return_dict=True)["input_ids"])
@@ -58,6 +63,8 @@ def run_backend(adapter: str, out: Path) -> None:
         results["seeded_batch"] = sampler.generate([TEXT[0], TEXT[1], TEXT[2]], max_tokens=24, seeds=[5, 11, 6])
         results["seeded_again"] = sampler.generate([TEXT[0], TEXT[1], TEXT[2]], max_tokens=24, seeds=[5, 11, 6])
         results["seeded_others"] = [sampler.generate(story, max_tokens=24, seeds=[seed])[0] for seed in range(4)]
+        sampler._sampling = {**llm._sampling, "temperature": 2.0}
+        results["hot"] = sampler.generate(story, max_tokens=24, seeds=[7])
         for n in (1, 16):
             prompts = [f"Story {i}: once upon a time" for i in range(n)]
             began = time.monotonic()
@@ -136,6 +143,34 @@ def test_stop_strings_cut_the_completion(results):
     free, stop, [cut] = results["free"][0]["text"], results["stop"], results["cut"]
     assert cut["text"] == free[: free.index(stop)]
     assert cut["finish_reason"] == "stop" and cut["completion_tokens"] < results["free"][0]["completion_tokens"]
+
+
+@pytest.mark.vllm
+def test_completions_carry_the_sampled_ids_and_a_token_prompt_is_taken_as_it_is(results):
+    [cut], [from_ids] = results["cut"], results["from_ids"]
+    assert results["cut_decoded"].startswith(cut["text"] + results["stop"])
+    assert len(cut["token_ids"]) == len(cut["logprobs"]) == cut["completion_tokens"]
+    assert from_ids["token_ids"] == cut["token_ids"] and from_ids["text"] == cut["text"]
+
+
+@pytest.mark.vllm
+def test_sampled_logprobs_are_the_ones_a_trainer_scores(results, hf_backend):
+    """vLLM's log-probability of each token it sampled at temperature 2 is transformers'
+    log_softmax(logits / 2) at that position, not the model's untempered one; the engine runs in
+    bfloat16 (dtype auto on CPU), so they agree to bfloat16's rounding."""
+    import torch
+
+    [sampled] = results["hot"]
+    prompt = hf_backend.encode(TEXT[1])
+    with torch.no_grad():
+        logits = hf_backend.lm(torch.tensor([prompt + sampled["token_ids"]])).logits[0, len(prompt) - 1 : -1].float()
+    ids = torch.tensor(sampled["token_ids"])[:, None]
+    tempered = torch.log_softmax(logits / 2, -1).gather(-1, ids)[:, 0]
+    untempered = torch.log_softmax(logits, -1).gather(-1, ids)[:, 0]
+    got = torch.tensor(sampled["logprobs"])
+    print(f"\nmean |vLLM - tempered| {(got - tempered).abs().mean():.4f}, |vLLM - untempered| {(got - untempered).abs().mean():.4f}")
+    assert (got - tempered).abs().mean() < 0.03 and (got - tempered).abs().max() < 0.15
+    assert (got - untempered).abs().mean() > 3 * (got - tempered).abs().mean()
 
 
 @pytest.mark.vllm

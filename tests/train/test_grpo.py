@@ -81,3 +81,17 @@ def test_grpo_under_a_strategy_that_shards_the_weights_is_a_clear_error(strategy
     with pytest.raises(ValueError, match="use trainer=cpu, gpu, ddp or deepspeed"):
         train(grpo_config(tmp_path, *strategy))
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_two_iterations_update_twice_on_one_rollout_step_and_the_ratio_moves(tmp_path):
+    """num_iterations=2: a step's rollouts (sampled once) make two optimizer steps. At the first
+    the policy is the one that sampled, so each token's ratio against its sampling log-probability
+    is 1 up to float rounding (the trained ids are the sampled ids, scored under the sampling
+    temperature); at the second the policy has moved and so has the ratio."""
+    summary = train(grpo_config(tmp_path / "run", "data.num_iterations=2", "trainer.max_steps=2", "finetune.lr=1e-2", "format=chat", "data.reward.metric=f1"))
+    first, second = summary["step_metrics"]
+    assert summary["optimizer_steps"] == 2
+    assert len(read_jsonl(tmp_path / "run" / "rollouts.jsonl")[0]) == 4  # 2 questions x 2, sampled once
+    assert first["rollout_seconds"] == second["rollout_seconds"] and first["reward"] == second["reward"]
+    assert abs(first["ratio"] - 1) < 1e-3
+    assert abs(second["ratio"] - 1) > 10 * abs(first["ratio"] - 1)

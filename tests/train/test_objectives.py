@@ -91,15 +91,22 @@ def norm_output_gradient(objective, model, batch) -> torch.Tensor:
     return kept["hidden"].grad.abs().sum(-1)  # [rows, positions]
 
 
-def rollout_batch(rewards=(1.0, 0.0, 0.0, 1.0), groups=(0, 0, 1, 1)) -> dict:
-    """pair_batch's four rows as two groups of two rollouts, with their rewards."""
-    return {**pair_batch(), "rewards": torch.tensor(rewards), "groups": torch.tensor(groups), "rollout": {"reward": 0.5}}
+def rollout_batch(model, rewards=(1.0, 0.0, 0.0, 1.0), groups=(0, 0, 1, 1)) -> dict:
+    """pair_batch's four rows as two groups of two rollouts, with their rewards, each token's
+    log-probability as `model` would have sampled it (old_logps, at the id's position)."""
+    batch = pair_batch()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    old = torch.zeros(batch["input_ids"].shape)
+    old[:, 1:] = torch.log_softmax(logits[:, :-1], -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+    return {**batch, "old_logps": old, "rewards": torch.tensor(rewards), "groups": torch.tensor(groups),
+            "rollout": {"reward": 0.5}}
 
 
 @pytest.mark.parametrize("objective", [SFT(), DPO(beta=0.5), GRPO(beta=0.1)], ids=["sft", "dpo", "grpo"])
 def test_no_masked_position_gets_a_gradient(objective):
     model = lora(tiny_model())
-    batch = rollout_batch() if isinstance(objective, GRPO) else pair_batch()
+    batch = rollout_batch(model) if isinstance(objective, GRPO) else pair_batch()
     objective.attach(model)
     if isinstance(objective, DPO):  # move the policy off its reference, so DPO's gradient is not zero by symmetry
         with torch.no_grad():
@@ -153,7 +160,7 @@ def test_a_batch_of_tied_groups_skips_the_step():
     module skips the step and AdamW neither moves a weight nor keeps state (a float32 mean once gave
     them advantages of 6e-4, all one sign, and a full step)."""
     model = lora(tiny_model())
-    loss, metrics = GRPO()(model, rollout_batch(rewards=(0.85, 0.85, 0.85, 0.85), groups=(0, 0, 0, 0)))
+    loss, metrics = GRPO()(model, rollout_batch(model, rewards=(0.85, 0.85, 0.85, 0.85), groups=(0, 0, 0, 0)))
     assert loss is None and metrics["groups_without_signal"].item() == 1.0
 
 
@@ -169,15 +176,34 @@ def test_grpo_loss_equals_a_hand_computation():
     ratios = torch.tensor([1.1, 2.0, 0.7])
     logps = old + ratios.log()
     rows = torch.tensor([0, 0, 1])
-    loss, clipped, kl = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), rows, rows=3, clip=0.2)
+    loss, metrics = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), rows, normaliser=3, clip=0.2)
     # row 0: -(min(1.1, 1.1) + min(2.0, 1.2)) / 2 = -1.15; row 1: -min(-0.7, -0.8) = 0.8
     assert loss.item() == pytest.approx((-1.15 + 0.8) / 3, abs=1e-6)
-    assert clipped.item() == pytest.approx(2 / 3) and kl is None
+    assert metrics["clip_fraction"].item() == pytest.approx(2 / 3) and "kl" not in metrics
+    assert (metrics["clip_high"].item(), metrics["clip_low"].item()) == pytest.approx((1 / 3, 1 / 3))
     reference = logps + torch.log(torch.tensor([0.5, 1.0, 2.0]))  # ref / policy probability ratios
-    with_kl, _, kl = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), rows, rows=3, clip=0.2, reference_logps=reference, beta=0.1)
+    with_kl, metrics = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), rows, normaliser=3, clip=0.2,
+                                 reference_logps=reference, beta=0.1)
     k3 = [r - math.log(r) - 1 for r in (0.5, 1.0, 2.0)]  # exp(d) - d - 1 with d = log(ref / policy)
-    assert kl.item() == pytest.approx(sum(k3) / 3, abs=1e-6)
+    assert metrics["kl"].item() == pytest.approx(sum(k3) / 3, abs=1e-6)
     assert with_kl.item() == pytest.approx((-1.15 + 0.1 * (k3[0] + k3[1]) / 2 + 0.8 + 0.1 * k3[2]) / 3, abs=1e-6)
+    # dapo: the tokens' sum over the batch's token count; dr_grpo: over rows x max_length (here 3 x 5)
+    summed, _ = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), rows, normaliser=4, clip=0.2, per_row_mean=False)
+    assert summed.item() == pytest.approx((-1.1 - 1.2 + 0.8) / 4, abs=1e-6)
+
+
+def test_the_clip_fraction_counts_only_tokens_the_clip_takes_out_of_the_gradient():
+    """A ratio off by more than the clip counts only on the side where the min picks the clipped
+    term: below 1 - clip with a negative advantage, above 1 + clip with a positive one."""
+    old = torch.log(torch.tensor([0.4, 0.3, 0.25, 0.2]))
+    ratios = torch.tensor([0.7, 2.0, 1.5, 0.5])  # advantages +1, +1, -1, -1
+    logps = (old + ratios.log()).requires_grad_()
+    loss, metrics = grpo_loss(logps, old, torch.tensor([1.0, -1.0]), torch.tensor([0, 0, 1, 1]), normaliser=2, clip=0.2)
+    loss.backward()
+    clipped = logps.grad == 0
+    assert clipped.tolist() == [False, True, False, True]
+    assert metrics["clip_fraction"].item() == clipped.float().mean().item() == 0.5
+    assert (metrics["clip_high"].item(), metrics["clip_low"].item()) == (0.25, 0.25)
 
 
 @pytest.mark.parametrize("adapter", [True, False], ids=["lora", "full"])
@@ -186,17 +212,17 @@ def test_with_the_policy_equal_to_its_reference_the_kl_is_0(adapter):
     objective = GRPO(beta=0.5)
     objective.attach(model)
     assert (objective.reference.copy is None) == adapter
-    loss, metrics = objective(model, rollout_batch())
-    without_kl, _ = GRPO(beta=0.0)(model, rollout_batch())
+    loss, metrics = objective(model, rollout_batch(model))
+    without_kl, _ = GRPO(beta=0.0)(model, rollout_batch(model))
     assert metrics["kl"].item() == pytest.approx(0.0, abs=1e-6)
     assert loss.item() == pytest.approx(without_kl.item(), abs=1e-6)
 
 
 def test_a_group_with_equal_rewards_gets_no_gradient_and_all_equal_skips_the_step():
     model = lora(tiny_model())
-    grad = norm_output_gradient(GRPO(), model, rollout_batch(rewards=(1.0, 0.0, 1.0, 1.0)))
+    grad = norm_output_gradient(GRPO(), model, rollout_batch(model, rewards=(1.0, 0.0, 1.0, 1.0)))
     assert (grad[2:] == 0).all() and (grad[:2] > 0).any()  # group 1's rows: no gradient at all
-    loss, metrics = GRPO()(model, rollout_batch(rewards=(0.0, 0.0, 1.0, 1.0)))
+    loss, metrics = GRPO()(model, rollout_batch(model, rewards=(0.0, 0.0, 1.0, 1.0)))
     assert loss is None and metrics["groups_without_signal"].item() == 1.0
 
 
@@ -205,7 +231,7 @@ def test_grpo_steps_raise_the_reward_of_the_better_trajectory():
     model = lora(tiny_model())
     objective = GRPO()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = rollout_batch()
+    batch = rollout_batch(model)
     start = sequence_logps(model, batch).detach()
     for _ in range(10):
         loss, _ = objective(model, batch)

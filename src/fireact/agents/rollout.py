@@ -14,6 +14,12 @@ A question may be run several times (samples 0, 1, ...); every request carries a
 from (run seed, question, sample, round, attempt), so a sampling backend draws the same
 trajectory for a (question, sample) whatever else is in the batch, and a resumed run
 continues exactly; greedy, a question's trajectory does not depend on what shares its batches.
+On a local engine (`LLM.samples_tokens`: hf, vllm) the rollout is token in, token out: an
+episode keeps the ids it fed and sampled (`TokenTrace`), each next prompt is those ids with the
+harness's new ids after them (the observation and the cues, as the method's prompt renders
+them), and the sampled ids are never decoded and tokenized again; the trajectory carries them, so
+a trainer scores what the policy wrote, not a re-rendering of it. A re-ask continues the reply in
+the same turn (chat too), and a reply forced to finish[] keeps the ids the policy did write.
 A finished question becomes a `Trajectory` at once and is handed to `on_finish` (the caller
 appends it to the output JSONL), so a killed run loses nothing done. With a `tracer`
 (fireact.tracking.traces), each episode also keeps its model and tool calls (prompt, reply,
@@ -30,12 +36,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from fireact.agents.methods import Method
-from fireact.llm.base import LLM, Completion, Prompt, request_seed
+from fireact.llm.base import LLM, Completion, Prompt, TokenIds, request_seed
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool, ToolError
-from fireact.trajectory import Step, Trajectory, final_answer
+from fireact.trajectory import Step, TokenTrace, Trajectory, final_answer
 
 log = logging.getLogger(__name__)
+
+# Stands for the reply in a prompt rendered to find the text the harness adds after it.
+REPLY_MARK = "\x00reply\x00"
 
 
 @dataclass
@@ -81,6 +90,8 @@ class Episode:
     calls: list[ModelCall | ToolCall] | None = None  # kept only for a tracer
     started_at: float = 0.0  # time.time() at its first ask
     started: float = 0.0  # time.perf_counter() then: its wall_time counts from here
+    trace: TokenTrace | None = None  # token in, token out (a local engine)
+    pending: Completion | None = None  # a reply whose ids wait for the observation that follows them
 
     @property
     def name(self) -> str:
@@ -133,6 +144,7 @@ class Rollout:
         self.tracer = tracer  # .add(trajectory, calls) for each finished episode
         self.gather_s = gather_s
         self.prompt = method.prompter(task)
+        self.tokens = llm.samples_tokens
 
     def run(self, questions: Sequence[Question], on_finish: Callable[[Trajectory], None] = lambda t: None,
             samples: Sequence[int] | None = None, in_flight: int | None = None) -> list[Trajectory]:
@@ -146,7 +158,8 @@ class Rollout:
         holds no other question. Tools run in a pool meanwhile. At most `in_flight` questions run at once (all
         by default); one that finishes lets the next one start."""
         samples = list(samples) if samples is not None else [0] * len(questions)
-        episodes = [Episode(q, sample, self.tool.new_episode(), calls=[] if self.tracer else None)
+        episodes = [Episode(q, sample, self.tool.new_episode(), calls=[] if self.tracer else None,
+                            trace=TokenTrace(self.method.format) if self.tokens else None)
                     for q, sample in zip(questions, samples, strict=True)]
         order = {id(e): i for i, e in enumerate(episodes)}  # batches and writes go in question order
         waiting = episodes[::-1]  # popped from the end: in question order
@@ -202,9 +215,13 @@ class Rollout:
         def observed(episode: Episode, step: Step, observation: str) -> None:
             step.observation = observation
             episode.steps.append(step)
+            ends = step.is_finish or len(episode.steps) >= self.method.max_rounds
+            if episode.trace is not None:
+                reply, episode.pending = episode.pending, None
+                self._add_reply(episode.trace, reply, None if ends else reply.text + self._harness_text(episode))
             if step.is_finish:
                 finish(episode)
-            elif len(episode.steps) >= self.method.max_rounds:
+            elif ends:
                 episode.error = episode.error or f"no finish[] within {self.method.max_rounds} rounds"
                 finish(episode)
             else:
@@ -262,8 +279,40 @@ class Rollout:
 
     # --- one answer and one tool call --------------------------------------------------
     def _prompt(self, request: Request) -> Prompt:
-        prompt = self.prompt(request.episode.question.question, request.episode.steps, request.round)
-        return prompt if request.attempt == 0 else self.method.reask(prompt, request.reply)
+        episode = request.episode
+        if episode.trace is None:
+            prompt = self.prompt(episode.question.question, episode.steps, request.round)
+            return prompt if request.attempt == 0 else self.method.reask(prompt, request.reply)
+        if not episode.trace.ids:  # the first ask: the method's prompt, tokenized once
+            episode.trace.add(self.llm.encode(self.prompt(episode.question.question, episode.steps, request.round)))
+        return TokenIds(episode.trace.ids)
+
+    def _harness_text(self, episode: Episode) -> str:
+        """What the harness adds after the reply that made the episode's last step: the text that
+        follows that reply in the method's next prompt (the observation, the next cue), found by
+        rendering the prompt with a mark in the reply's place."""
+        *before, last = episode.steps
+        marked = [*before, Step("", REPLY_MARK, None, last.observation)]
+        prompt = self.prompt(episode.question.question, marked, len(episode.steps) + 1)
+        text = prompt if isinstance(prompt, str) else self.llm.decode(self.llm.encode(prompt))
+        return text[text.index(REPLY_MARK) + len(REPLY_MARK):]
+
+    def _add_reply(self, trace: TokenTrace, reply: Completion, follows: str | None) -> None:
+        """The reply's sampled ids into the trace, then the harness's ids up to the next ask.
+        follows: the text from the reply's start to the next ask (the reply as the parser read it,
+        then what the harness adds); the sampled ids kept are the most that spell a prefix of it
+        (a stop string the policy wrote stays; a token past it goes), and the rest of it is
+        tokenized as the harness's. None: the episode ends here, every sampled id kept."""
+        ids, logprobs = reply.token_ids, reply.logprobs
+        if follows is None:
+            trace.add(ids, logprobs)
+            return
+        keep, text = len(ids), self.llm.decode(ids)
+        while keep and not follows.startswith(text):
+            keep -= 1
+            text = self.llm.decode(ids[:keep])
+        trace.add(ids[:keep], logprobs[:keep])
+        trace.add(self.llm.encode(follows[len(text):], special_tokens=False))
 
     def _take(self, request: Request, prompt: Prompt, completion: Completion, start_ns: int,
               end_ns: int) -> Step | Request | None:
@@ -272,7 +321,8 @@ class Rollout:
         episode = request.episode
         episode.add_usage(completion)
         if episode.calls is not None:
-            episode.calls.append(ModelCall(request.round, request.attempt, prompt, completion.text,
+            shown = self.llm.decode(prompt) if isinstance(prompt, TokenIds) else prompt
+            episode.calls.append(ModelCall(request.round, request.attempt, shown, completion.text,
                                            completion.prompt_tokens, completion.completion_tokens,
                                            start_ns, end_ns, completion.error))
         if completion.error is not None:
@@ -281,10 +331,13 @@ class Rollout:
         reply = completion.text if request.attempt == 0 else self.method.joined(request.reply, completion.text)
         step = self.method.parse(reply, request.round)
         if step is None and request.attempt < self.method.max_retries:
+            if episode.trace is not None:  # the reply continues after the cue
+                self._add_reply(episode.trace, completion, completion.text.rstrip() + self.method.retry_cue)
             return Request(episode, request.round, request.attempt + 1, reply)
         if step is None:
             episode.format_errors += 1
-            step = Step(reply.strip().split("\n", 1)[0], "finish", "")
+            step = Step(reply.strip().split("\n", 1)[0], "finish", "")  # never sampled: the trace keeps what was
+        episode.pending = completion
         return step
 
     def _observe(self, episode: Episode, step: Step, round_number: int) -> str:
@@ -319,5 +372,5 @@ class Rollout:
             prompt_tokens=episode.prompt_tokens, completion_tokens=episode.completion_tokens,
             cost=self.cost(episode.prompt_tokens, episode.completion_tokens, wall_time),
             wall_time=wall_time, started_at=started_at, seed=self.seed, sample=episode.sample, format_errors=episode.format_errors, error=episode.error,
-            **self.labels,
+            tokens=episode.trace, **self.labels,
         )

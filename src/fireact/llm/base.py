@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable, Sequence, Union
 
 Message = dict[str, str]
-Prompt = Union[str, list[Message]]
+
+
+class TokenIds(tuple):
+    """A prompt given as the model's token ids, sent as they are (never detokenized and encoded
+    again): how a rollout on a local engine continues what the policy sampled."""
+
+
+Prompt = Union[str, list[Message], TokenIds]
 
 
 @dataclass
@@ -32,6 +39,12 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (stop string or end of sequence) or "length"
     error: str | None = None  # set when the request failed after every retry
+    # A local engine's (hf, vllm): every token it sampled, through the one that completed a stop
+    # string or the end-of-sequence token, so `text` is their decoding cut at the stop; and each
+    # one's log-probability under the distribution it was drawn from (logits over the temperature,
+    # before top-p; greedy: temperature 1). None from an API, which returns text.
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = field(default=None, compare=False)  # equal up to float rounding across batches
 
 
 class LLM(ABC):
@@ -43,6 +56,18 @@ class LLM(ABC):
     # batches what it is given (the rollout sends every ready request in one call); more: an API
     # backend that sends each prompt as its own request (the rollout sends one prompt per call).
     parallel_calls: int = 1
+    # A local engine with a tokenizer (`encode`, `decode`): it takes TokenIds prompts and returns
+    # the token ids it sampled, so a rollout never tokenizes sampled text again.
+    samples_tokens: bool = False
+
+    def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
+        """The prompt's token ids, as the backend would feed them (chat messages through the chat
+        template); special_tokens=False: a text continuation, with no BOS of its own."""
+        raise NotImplementedError(f"backend {self.backend} returns text, not tokens")
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids, special tokens included (what the model saw)."""
+        raise NotImplementedError(f"backend {self.backend} returns text, not tokens")
 
     @abstractmethod
     def generate(self, prompts: Sequence[Prompt], stop: Sequence[str] = (), max_tokens: int = 256,

@@ -50,7 +50,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from fireact.dtypes import torch_dtype
-from fireact.llm.base import ContinuousBatching, Completion, Prompt, cut_at_stop, request_seed
+from fireact.llm.base import ContinuousBatching, Completion, Prompt, TokenIds, cut_at_stop, request_seed
 from fireact.llm.embedded import resolve_model_path
 from fireact.logs import route_transformers, transformers_bars_off
 
@@ -93,6 +93,7 @@ class HFBackend(ContinuousBatching):
     """
 
     backend = "hf"
+    samples_tokens = True
 
     def __init__(
         self,
@@ -201,7 +202,7 @@ class HFBackend(ContinuousBatching):
         if seed is None:
             seed = self._fresh_seed()
         generator = torch.Generator(self.device).manual_seed(seed) if self.temperature > 0 else None
-        self._waiting.append(Row(key, self._encode(prompt), tuple(s for s in stop if s), max_tokens, generator))
+        self._waiting.append(Row(key, self.encode(prompt), tuple(s for s in stop if s), max_tokens, generator))
 
     def step(self) -> list[tuple[Hashable, Completion]]:
         """Admit waiting requests into the running batch (their prompts encoded: each row's first
@@ -239,15 +240,20 @@ class HFBackend(ContinuousBatching):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _encode(self, prompt: Prompt) -> list[int]:
+    def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
+        if isinstance(prompt, TokenIds):
+            return list(prompt)
         if isinstance(prompt, str):
-            return self.tokenizer(prompt)["input_ids"]
+            return self.tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"]
         if self.tokenizer.chat_template is None:
             raise ValueError(
                 f"model {self.model!r} has no chat template, so chat-message prompts cannot be rendered; "
                 f"send string prompts or use a chat/instruct model"
             )
         return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_dict=True)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def _admit(self) -> None:
         """Waiting requests join the batch, in order, while it has room (batch_size rows): with no
@@ -297,7 +303,7 @@ class HFBackend(ContinuousBatching):
         out = self.lm(input_ids=ids[:, width - new :], attention_mask=mask[:, prefix:], position_ids=positions,
                       past_key_values=cache, use_cache=True, logits_to_keep=1, shared_prefix=batch.shared)
         generators = [row.generator for row in rows] if self.temperature > 0 else None
-        tokens = self._next_token(out.logits[:, -1], generators).tolist()
+        tokens = self._next_token(out.logits[:, -1], generators)
         slots = batch.place(rows)
         room = batch.room()
         for layer, computed in zip(batch.layers, cache.layers):  # a layer at a time: its prefill buffers go as its slots grow
@@ -328,17 +334,18 @@ class HFBackend(ContinuousBatching):
                       use_cache=True, logits_to_keep=1, shared_prefix=batch.shared)
         rows = [row for row, live in zip(batch.rows, decoding) if live]
         generators = [row.generator for row in rows] if self.temperature > 0 else None
-        chosen = self._next_token(out.logits[torch.tensor(decoding, device=self.device), -1], generators).tolist()
+        chosen = self._next_token(out.logits[torch.tensor(decoding, device=self.device), -1], generators)
         for row in rows:
             row.length += 1
         self._take_tokens(rows, chosen)
 
-    def _take_tokens(self, rows: list[Row], tokens: list[int]) -> None:
-        """Append each row's generated token; a row ends at an end-of-sequence token, at max_tokens,
-        or at its first stop string (transformers' criterion over its sequence's last tokens, one
-        call per tuple of stop strings)."""
-        for row, token in zip(rows, tokens, strict=True):
+    def _take_tokens(self, rows: list[Row], chosen: tuple[list[int], list[float]]) -> None:
+        """Append each row's generated token and its log-probability; a row ends at an
+        end-of-sequence token, at max_tokens, or at its first stop string (transformers' criterion
+        over its sequence's last tokens, one call per tuple of stop strings)."""
+        for row, token, logprob in zip(rows, *chosen, strict=True):
             row.generated.append(token)
+            row.logprobs.append(logprob)
             row.ended = token in self._end_ids or len(row.generated) >= row.max_tokens
         for stop in dict.fromkeys(row.stop for row in rows if row.stop and not row.ended):
             group = [row for row in rows if row.stop == stop and not row.ended]
@@ -362,20 +369,24 @@ class HFBackend(ContinuousBatching):
                 self._history.put(History(tuple(row.prompt) + tuple(row.generated[:fed]), batch.prefix,
                                           [layer.row(slot, row.length) for layer in batch.layers]))
             batch.rows[slot] = None
-            finished.append((row.key, self._completion(len(row.prompt), row.generated, list(row.stop))))
+            finished.append((row.key, self._completion(len(row.prompt), row, list(row.stop))))
         return finished
 
-    def _next_token(self, logits: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
-        """The argmax (greedy), or a draw per row from softmax(logits / temperature) cut to the
-        smallest set of tokens whose probability reaches top_p."""
+    def _next_token(self, logits: torch.Tensor, generators: list[torch.Generator] | None) -> tuple[list[int], list[float]]:
+        """Each row's token, the argmax (greedy) or a draw from softmax(logits / temperature) cut to
+        the smallest set of tokens whose probability reaches top_p; and its log-probability under
+        log_softmax(logits / temperature) (greedy: temperature 1), the distribution a trainer scores."""
+        logps = torch.log_softmax(logits.float() / (self.temperature if generators is not None else 1.0), dim=-1)
         if generators is None:
-            return logits.argmax(-1)
-        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
-        if self.top_p < 1:
-            sorted_probs, order = probs.sort(-1, descending=True)
-            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p  # the mass before a token already reaches top_p
-            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-        return torch.stack([torch.multinomial(row, 1, generator=g)[0] for row, g in zip(probs, generators)])
+            tokens = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+            if self.top_p < 1:
+                sorted_probs, order = probs.sort(-1, descending=True)
+                outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p  # the mass before a token already reaches top_p
+                probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+            tokens = torch.stack([torch.multinomial(row, 1, generator=g)[0] for row, g in zip(probs, generators)])
+        return tokens.tolist(), logps.gather(-1, tokens[:, None])[:, 0].tolist()
 
     def _shared_prefix(self, prompts: list[list[int]]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
         """The length of the token prefix all prompts share that has a KV cache, and that cache's
@@ -410,14 +421,16 @@ class HFBackend(ContinuousBatching):
             self._stop_criteria[key] = StopStringCriteria(self.tokenizer, list(stop))
         return self._stop_criteria[key]
 
-    def _completion(self, prompt_tokens: int, tokens: list[int], stop: list[str]) -> Completion:
+    def _completion(self, prompt_tokens: int, row: Row, stop: list[str]) -> Completion:
+        tokens = row.generated
         end = next((i for i, t in enumerate(tokens) if t in self._end_ids), len(tokens))
         text, stopped = cut_at_stop(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), stop)
+        sampled = {"token_ids": list(tokens), "logprobs": list(row.logprobs)}
         if stopped:  # generation halted on the token that completed the stop string
-            return Completion(text, prompt_tokens, end, "stop")
+            return Completion(text, prompt_tokens, end, "stop", **sampled)
         if end < len(tokens):  # an end-of-sequence token, counted as generated
-            return Completion(text, prompt_tokens, end + 1, "stop")
-        return Completion(text, prompt_tokens, len(tokens), "length")
+            return Completion(text, prompt_tokens, end + 1, "stop", **sampled)
+        return Completion(text, prompt_tokens, len(tokens), "length", **sampled)
 
 
 class BufferLayer(DynamicLayer):
@@ -482,6 +495,7 @@ class Row:
     max_tokens: int
     generator: torch.Generator | None  # sampling only
     generated: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)  # each generated token's, as it was drawn
     length: int = 0  # own tokens (after the shared prefix) in its slot's cache
     ended: bool = False
 

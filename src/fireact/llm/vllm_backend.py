@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
-from fireact.llm.base import Completion, ContinuousBatching, Prompt
+from fireact.llm.base import Completion, ContinuousBatching, Prompt, TokenIds
 from fireact.llm.embedded import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,11 @@ CPU_MEMORY_UTILIZATION = 0.3  # of the machine's memory for the KV cache; more i
 
 
 class VLLMBackend(ContinuousBatching):
+    """Completions carry the sampled token ids and their log-probabilities ("processed": under the
+    temperature, and with top_p < 1 renormalised over the top-p set the token was drawn from)."""
+
     backend = "vllm"
+    samples_tokens = True
 
     def __init__(
         self,
@@ -86,7 +90,9 @@ class VLLMBackend(ContinuousBatching):
             enable_lora=adapter is not None,
             max_lora_rank=max_lora_rank,
             enforce_eager=enforce_eager,  # True skips torch.compile / graph capture: faster start, slower steps
+            logprobs_mode="processed_logprobs",  # each sampled token's log-probability as it was drawn
         )
+        self._tokenizer = self.engine.get_tokenizer()
         self._lora = LoRARequest("adapter", 1, str(adapter)) if adapter else None
         self._sampling_params = vllm.SamplingParams
         self._refused = refused
@@ -100,11 +106,15 @@ class VLLMBackend(ContinuousBatching):
         longer than max_model_len) comes back from the next step with `error` set."""
         stop = [s for s in stop if s] or None
         sampling = dict(self._sampling) if seed is None else {**self._sampling, "seed": seed}  # vLLM's per-request seed
-        params = self._sampling_params(**sampling, max_tokens=max_tokens, stop=stop)
-        enqueue = self.engine.enqueue if isinstance(prompt, str) else self.engine.enqueue_chat
+        params = self._sampling_params(**sampling, max_tokens=max_tokens, stop=stop, logprobs=0)
+        if isinstance(prompt, TokenIds):
+            enqueue, prompt = self.engine.enqueue, {"prompt_token_ids": list(prompt)}
+        elif isinstance(prompt, str):
+            enqueue = self.engine.enqueue
+        else:
+            enqueue, prompt = self.engine.enqueue_chat, list(prompt)
         try:
-            [request_id] = enqueue([prompt if isinstance(prompt, str) else list(prompt)], [params],
-                                   lora_request=self._lora, use_tqdm=False)
+            [request_id] = enqueue([prompt], [params], lora_request=self._lora, use_tqdm=False)
         except self._refused as err:
             log.warning("vLLM refused a prompt: %s", err)
             self._failed.append((key, Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="error",
@@ -128,6 +138,16 @@ class VLLMBackend(ContinuousBatching):
     def running(self) -> int:
         return len(self._keys) + len(self._failed)
 
+    def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
+        if isinstance(prompt, TokenIds):
+            return list(prompt)
+        if isinstance(prompt, str):
+            return self._tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"]
+        return list(self._tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+
     def close(self) -> None:
         self.engine.llm_engine.engine_core.shutdown()  # the engine core process ends now, not at garbage collection
 
@@ -139,4 +159,6 @@ def _completion(output) -> Completion:
         prompt_tokens=len(output.prompt_token_ids),
         completion_tokens=len(sample.token_ids),
         finish_reason="length" if sample.finish_reason == "length" else "stop",
+        token_ids=list(sample.token_ids),
+        logprobs=[step[token].logprob for step, token in zip(sample.logprobs, sample.token_ids)],
     )

@@ -25,7 +25,7 @@ from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 from fireact.data.export import TRAJECTORIES
 from fireact.data.pairs import distinct_per_question
 from fireact.paths import data_dir
-from fireact.train.templates import IGNORE_INDEX, Example, build_example
+from fireact.train.templates import IGNORE_INDEX, Example, build_example, sampled_example
 from fireact.trajectory import Trajectory, read_trajectory_file
 
 log = logging.getLogger(__name__)
@@ -77,23 +77,33 @@ class ResumableLoader(DataLoader):
     each gets `step_tokens`, the labeled tokens of all of them on this process, and `step_last`
     on the step's last batch: a loss normalised by the step's tokens (SFT) is then the same
     however the step's examples are split into batches and processes (TRL's num_items_in_batch).
-    `trainer` is set by the DataModule.
+    `iterations`: how many optimizer steps each step's batches go into, one after the other (GRPO's
+    num_iterations: the same rollouts, several updates). `trainer` is set by the DataModule.
     """
 
     trainer: pl.Trainer | None = None
     counts_step_tokens = True  # false for batches that are not token batches yet (GRPO's questions)
+    iterations = 1
     _skip = 0
     _epoch_start_step = 0
 
+    def __len__(self) -> int:
+        return super().__len__() * self.iterations
+
     def __iter__(self):
         batches = super().__iter__()
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+
+        def steps():
+            while step := list(itertools.islice(batches, accumulate)):
+                for _ in range(self.iterations):
+                    yield from step
 
         def resumed():
             skip, self._skip = self._skip, 0
             if not skip and self.trainer is not None:
                 self._epoch_start_step = self.trainer.global_step
-            accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
-            rest = itertools.islice(batches, skip, None)
+            rest = itertools.islice(steps(), skip, None)
             if not self.counts_step_tokens:
                 yield from rest
                 return
@@ -140,6 +150,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     gives = "trajectories"  # what an objective's `trains_on` must be (fireact.train.objectives)
     loader_gives_tokens = True  # the training loader's batches are token batches (not GRPO's questions)
+    iterations = 1  # optimizer steps per step's batches (ResumableLoader)
 
     def __init__(
         self,
@@ -253,7 +264,15 @@ class TrajectoryDataModule(pl.LightningDataModule):
         return len(record["input_ids"])
 
     def encode(self, trajectory: Trajectory) -> Example:
+        """A trajectory a local engine sampled in this format: the ids it sampled (fireact.agents.rollout),
+        trained where the policy sampled them. Any other (an API's, another format's, a released
+        file's): rendered in this format and tokenized, trained on its agent segments."""
         segments = self.format.segments(trajectory, self.tokenizer)
+        trace = trajectory.tokens
+        # The trace's own prompt must be this format's, in this tokenizer: then it was sampled here.
+        if (trace is not None and trace.format == self.format.name and not self.train_on_observations
+                and trace.ids[: len(segments[0].ids)] == segments[0].ids):
+            return sampled_example(trace, self.max_length)
         return build_example(segments, self.train_on_observations, self.max_length)
 
     # --- resuming: Lightning keeps the DataModule's state in checkpoints -------------------
@@ -293,6 +312,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         )
         loader.trainer = getattr(self, "trainer", None)
         loader.counts_step_tokens = self.loader_gives_tokens
+        loader.iterations = self.iterations
         if self._loader_state is not None:
             loader.load_state_dict(self._loader_state)
         self.train_loader = loader

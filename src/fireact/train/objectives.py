@@ -12,12 +12,14 @@ tool observations carry IGNORE_INDEX, so only thoughts and actions are scored or
   memory), for full fine-tuning a frozen copy.
 - `GRPO` (Shao et al. 2024, DeepSeekMath; multi-turn with the tool in the loop as in Search-R1):
   on groups of trajectories the policy itself just sampled for the same question
-  (fireact.train.rollout_data), each trajectory's advantage is its reward minus its group's
-  mean (divided by the group's std with `scale_rewards`), and the loss is PPO's clipped
-  surrogate over its labeled tokens, averaged over each trajectory's tokens, then over the
-  trajectories (TRL's loss_type "grpo"), plus `beta` times the k3 estimate of the KL to the
-  reference. One update per sampled batch: the ratio is 1 at the update and the clip does not
-  bind (TRL's num_iterations=1); `grpo_loss` takes other old log-probabilities for reuse.
+  (fireact.train.rollout_data), as the token ids it sampled, each trajectory's advantage is its
+  reward minus its group's mean (divided by the group's std with `scale_rewards`), and the loss
+  is PPO's clipped surrogate over its sampled tokens, the ratio taken against the log-probabilities
+  the tokens were drawn with, plus `beta` times the k3 estimate of the KL to the reference. With
+  the data's num_iterations above 1 the same rollouts make several updates and the clip binds.
+  `loss_type` says how token losses become the loss, with TRL's names: "grpo" (each trajectory's
+  token mean, then the mean over trajectories), "dapo" (the sum over the batch's sampled tokens
+  over their count) and "dr_grpo" (the sum over trajectories x max_length, a constant).
 
 Each objective names the data it trains on (`trains_on`), matched against the data module's
 `gives`: "trajectories" (SFT), "pairs" (DPO), "rollouts" (GRPO).
@@ -143,18 +145,29 @@ def dpo_loss(
     return losses.mean(), chosen_rewards.detach(), rejected_rewards.detach()
 
 
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+
+
 class GRPO(nn.Module):
     """clip: PPO's ε, the ratio's allowed move per update. beta: weight of the KL to the
     reference (0, TRL's default: no reference kept). scale_rewards: divide advantages by the
     group's reward std (false: Dr. GRPO's unscaled advantages). temperature: the rollouts'
-    sampling temperature; log-probabilities are taken under it, as the tokens were drawn."""
+    sampling temperature; log-probabilities are taken under it, as the tokens were drawn.
+    loss_type: grpo | dapo | dr_grpo (module doc). max_length: dr_grpo's constant, the
+    data's tokens per trajectory."""
 
     name = "grpo"
     trains_on = "rollouts"
     sums_over_step = False  # normalised over the batch's trajectories
 
-    def __init__(self, clip: float = 0.2, beta: float = 0.0, scale_rewards: bool = True, temperature: float = 1.0):
+    def __init__(self, clip: float = 0.2, beta: float = 0.0, scale_rewards: bool = True, temperature: float = 1.0,
+                 loss_type: str = "grpo", max_length: int | None = None):
         super().__init__()
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"objective.loss_type={loss_type!r}: choose one of {list(LOSS_TYPES)}")
+        if loss_type == "dr_grpo" and not max_length:
+            raise ValueError("objective.loss_type=dr_grpo divides by trajectories x max_length; set data.max_length")
+        self.loss_type, self.max_length = loss_type, max_length
         if not 0 < clip < 1:
             raise ValueError(f"objective.clip must be in (0, 1), got {clip}")
         if beta < 0:
@@ -186,13 +199,14 @@ class GRPO(nn.Module):
             return None, metrics
         tensors = {key: batch[key][used] for key in ("input_ids", "attention_mask", "labels")}
         logps, token_rows = self.token_logps(model, tensors)
+        sampled = tensors["labels"][:, 1:] != IGNORE_INDEX
+        old_logps = batch["old_logps"][used][:, 1:][sampled]  # each token's as it was drawn
         reference = self.reference(self.token_logps, model, tensors)[0] if self.beta > 0 else None
-        loss, clipped, kl = grpo_loss(logps, logps.detach(), advantages[used], token_rows, rows, self.clip,
-                                      reference, self.beta)
-        metrics["clip_fraction"] = clipped
-        if kl is not None:
-            metrics["kl"] = kl
-        return loss, metrics
+        normaliser = {"grpo": rows, "dapo": int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),
+                      "dr_grpo": rows * (self.max_length or 0)}[self.loss_type]
+        loss, token_metrics = grpo_loss(logps, old_logps, advantages[used], token_rows, normaliser, self.clip,
+                                        reference, self.beta, per_row_mean=self.loss_type == "grpo")
+        return loss, {**metrics, **token_metrics}
 
 
 def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
@@ -222,31 +236,41 @@ def grpo_loss(
     old_logps: torch.Tensor,
     advantages: torch.Tensor,
     token_rows: torch.Tensor,
-    rows: int,
+    normaliser: int,
     clip: float,
     reference_logps: torch.Tensor | None = None,
     beta: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    per_row_mean: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The GRPO loss from per-token log-probabilities (policy, sampling-time, reference) and
-    per-row advantages; token i belongs to row token_rows[i] of the used rows. Each used row's
-    token mean, summed, over `rows` (every trajectory of the batch, used or not). Returns the
-    loss, the share of tokens whose ratio was clipped, and the mean per-token KL (k3) when
-    there is a reference."""
+    per-row advantages; token i belongs to row token_rows[i] of the used rows. per_row_mean: each
+    used row's token mean, summed (loss_type grpo); else the tokens' sum; over `normaliser`.
+
+    Metrics: clip_fraction, the share of tokens the clip took out of the gradient (ratio below
+    1 - clip with a negative advantage, or above 1 + clip with a positive one: only there does
+    the min pick the clipped term), and its low and high parts; ratio, the mean importance ratio;
+    kl, the mean per-token k3 KL when there is a reference."""
     ratio = torch.exp(logps - old_logps)
     advantage = advantages[token_rows]
     surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
     per_token = -surrogate
-    kl = None
+    metrics = {}
     if reference_logps is not None and beta > 0:
         delta = reference_logps - logps
         token_kl = torch.exp(delta) - delta - 1
         per_token = per_token + beta * token_kl
-        kl = token_kl.detach().mean()
-    used = advantages.shape[0]
-    tokens = torch.zeros(used, device=logps.device).index_add(0, token_rows, torch.ones_like(logps))
-    per_row = torch.zeros(used, device=logps.device).index_add(0, token_rows, per_token) / tokens.clamp(min=1)
-    clipped = ((ratio - 1).abs() > clip).float().mean().detach()
-    return per_row.sum() / rows, clipped, kl
+        metrics["kl"] = token_kl.detach().mean()
+    if per_row_mean:
+        used = advantages.shape[0]
+        tokens = torch.zeros(used, device=logps.device).index_add(0, token_rows, torch.ones_like(logps))
+        loss = (torch.zeros(used, device=logps.device).index_add(0, token_rows, per_token) / tokens.clamp(min=1)).sum()
+    else:
+        loss = per_token.sum()
+    ratio = ratio.detach()
+    low = ((ratio < 1 - clip) & (advantage < 0)).float()
+    high = ((ratio > 1 + clip) & (advantage > 0)).float()
+    metrics.update(clip_fraction=(low + high).mean(), clip_low=low.mean(), clip_high=high.mean(), ratio=ratio.mean())
+    return loss / normaliser, metrics
 
 
 def _groups_without_signal(rewards: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:

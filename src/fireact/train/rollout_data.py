@@ -9,13 +9,19 @@ trajectory is rewarded (the task's score, less a format penalty and a cost per t
 tokenized and masked exactly as SFT data (the prompt and the observations carry no label), so
 the objective sees rows of the agent's own tokens, each with its reward and its question's
 group number. Every trajectory is also appended to `<output_dir>/rollouts.jsonl`, sample number
-step x group_size + its place in the group, so the file says what the policy did at each step; a
-resumed run redoes the steps after its last checkpoint under the same seeds and writes only the
-(question, sample) records the file does not hold yet.
+rollout step x group_size + its place in the group, so the file says what the policy did at each
+step. A resumed run takes a step's trajectories from the file when it holds them all (a run
+stopped between a step's rollouts and its last update), and otherwise samples them again under
+the same seeds, writing only the (question, sample) records the file does not hold yet.
 
-The rollouts re-render each step from its parsed Thought/Action (as SFT data are), so the tokens
-scored are the canonical rendering of what the policy wrote; a reply the parser repaired is
-scored as repaired.
+The rollouts are token in, token out (fireact.agents.rollout): the rows are the ids the policy
+saw and sampled, labeled only where it sampled them, with each sampled id's log-probability as it
+was drawn (the old log-probabilities of GRPO's ratio). Nothing is tokenized again: a reply the
+parser repaired is trained as written, a forced finish[] is not trained at all, and the harness's
+cues carry no label.
+
+With `num_iterations` above 1 a step's rollouts go into that many optimizer steps, one after the
+other (the loader yields the step's questions again; the rollouts are kept, not sampled again).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from fireact.llm.base import request_seed
 from fireact.llm.hf import HFBackend
 from fireact.tasks.base import Question, Task
 from fireact.train.datamodule import TrajectoryDataModule
+from fireact.train.templates import sampled_example
 from fireact.trajectory import Trajectory, append_jsonl, read_jsonl
 
 ROLLOUTS = "rollouts.jsonl"
@@ -60,6 +67,7 @@ class RolloutDataModule(TrajectoryDataModule):
     class with its settings (a partial), built here in the data's format, so the policy is
     always prompted as it is trained. batch_size:
     questions per step; group_size: trajectories per question (GRPO's G, at least 2).
+    num_iterations: optimizer steps on each step's rollouts (TRL's num_iterations).
     temperature, top_p: how the policy samples. reward: fireact.train.rollout_data.Reward's
     settings. tool_workers: tool calls run at once. The other settings are TrajectoryDataModule's."""
 
@@ -67,12 +75,15 @@ class RolloutDataModule(TrajectoryDataModule):
     loader_gives_tokens = False  # a step's questions; they become tokens after the rollouts
 
     def __init__(self, task: Task, method, tool, noise, format, tokenizer, group_size: int = 4,
-                 temperature: float = 1.0, top_p: float = 1.0, reward: dict | None = None,
-                 tool_workers: int = 8, **settings):
+                 num_iterations: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+                 reward: dict | None = None, tool_workers: int = 8, **settings):
         super().__init__(path=f"task {task.name}", format=format, tokenizer=tokenizer,
                          val_fraction=0.0, group_by_length=False, **settings)
         if group_size < 2:
             raise ValueError(f"data.group_size={group_size}: GRPO compares trajectories within a group, so it needs at least 2")
+        if not isinstance(num_iterations, int) or num_iterations < 1:
+            raise ValueError(f"data.num_iterations={num_iterations!r}: the optimizer steps on each step's rollouts, "
+                             f"an integer >= 1 (1: one update per sampled batch)")
         if temperature <= 0:
             raise ValueError(f"data.temperature={temperature}: a group of greedy trajectories is one trajectory repeated; "
                              f"set data.temperature above 0 (e.g. 1.0)")
@@ -81,11 +92,13 @@ class RolloutDataModule(TrajectoryDataModule):
         self.group_size, self.temperature, self.top_p = group_size, temperature, top_p
         self.reward = Reward(**(reward or {}))
         self.tool_workers = tool_workers
+        self.iterations = num_iterations
         # The loader yields a step's questions (a list); they become token batches after the rollouts.
         self.collate_tokens, self.collate = self.collate, list
         self.policy: HFBackend | None = None
         self.rollouts: Rollout | None = None
-        self.written: set[tuple[str, int]] | None = None  # (qid, sample) already in rollouts.jsonl
+        self.recorded: dict[tuple[str, int], Trajectory] | None = None  # rollouts.jsonl, by (qid, sample)
+        self.rolled: dict[tuple, dict] = {}  # the current rollout step's token batches, by their questions
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -103,34 +116,34 @@ class RolloutDataModule(TrajectoryDataModule):
                               "question": q.question, "gold": q.gold} for q in self.train_set])
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """A step's questions in, the policy's rewarded and tokenized trajectories out."""
+        """A step's questions in, the policy's rewarded trajectories out as token rows; the same
+        rows again for the step's later iterations."""
         if not (isinstance(batch, list) and batch and isinstance(batch[0], Question)):
             return batch
-        model = self.trainer.lightning_module.model
-        step = self.trainer.global_step
-        if self.policy is None:
-            self.policy = HFBackend.of(model, self.tokenizer, name="policy", temperature=self.temperature, top_p=self.top_p)
-            labels = {"backend": "hf", "model": "policy", "tool": self.tool.name, "noise": self.noise.name}
-            self.rollouts = Rollout(self.policy, self.method, self.task, self.tool, self.noise,
-                                    tool_workers=self.tool_workers, labels=labels)
-        self.policy.clear_caches()
-        # Each request's seed comes from (this step's seed, question, sample, round, attempt):
-        # a resumed step draws as it first did.
-        self.rollouts.seed = request_seed(self.seed, "grpo", step)
+        step = self.trainer.global_step // self.iterations  # the rollout step
+        key = (step, tuple(q.qid for q in batch))
+        if key not in self.rolled:
+            self.rolled = {key: self.roll(batch, step)}
+        return dict(self.rolled[key])
+
+    def roll(self, batch: list[Question], step: int) -> dict:
+        """The rollout step's trajectories for the questions (from rollouts.jsonl when it holds them
+        all, else sampled), rewarded, as token rows."""
         questions = [q for q in batch for _ in range(self.group_size)]
         samples = [step * self.group_size + g for _ in batch for g in range(self.group_size)]
-        training = model.training
-        model.eval()
         started = time.perf_counter()
-        try:
-            trajectories = self.rollouts.run(questions, samples=samples)
-        finally:
-            model.train(training)
+        trajectories = self.read_back(questions, samples) or self.sample(questions, samples, step)
         seconds = time.perf_counter() - started
         self.record(trajectories)
         rewards = [self.reward(t) for t in trajectories]
-        tokens = self.collate_tokens([{"input_ids": e.input_ids, "labels": e.labels}
-                                      for e in (self.encode(t) for t in trajectories)])
+        if any(t.tokens is None for t in trajectories):
+            raise ValueError(f"{ROLLOUTS} holds trajectories without token traces (written before rollouts kept their "
+                             f"tokens); move it away to sample the step again")
+        examples = [sampled_example(t.tokens, self.max_length) for t in trajectories]
+        tokens = self.collate_tokens([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+        tokens["old_logps"] = torch.zeros(tokens["input_ids"].shape)
+        for row, example in enumerate(examples):
+            tokens["old_logps"][row, : len(example.logprobs)] = torch.tensor(example.logprobs)
         tokens["rewards"] = torch.tensor(rewards, dtype=torch.float32)
         tokens["groups"] = torch.arange(len(batch)).repeat_interleave(self.group_size)
         n = len(trajectories)
@@ -141,20 +154,49 @@ class RolloutDataModule(TrajectoryDataModule):
             "tool_calls": sum(t.tool_calls for t in trajectories) / n,
             "format_errors": sum(t.format_errors > 0 for t in trajectories) / n,
             "completion_tokens": sum(t.completion_tokens for t in trajectories) / n,
+            "truncated": sum(e.truncated for e in examples) / n,
             "rollout_seconds": seconds,
         }
         return tokens
 
+    def sample(self, questions: list[Question], samples: list[int], step: int) -> list[Trajectory]:
+        """The policy's trajectories, each under a seed from (the step's seed, question, sample,
+        round, attempt): a step sampled again draws as it first did from the same weights."""
+        model = self.trainer.lightning_module.model
+        if self.policy is None:
+            self.policy = HFBackend.of(model, self.tokenizer, name="policy", temperature=self.temperature, top_p=self.top_p)
+            labels = {"backend": "hf", "model": "policy", "tool": self.tool.name, "noise": self.noise.name}
+            self.rollouts = Rollout(self.policy, self.method, self.task, self.tool, self.noise,
+                                    tool_workers=self.tool_workers, labels=labels)
+        self.policy.clear_caches()
+        self.rollouts.seed = request_seed(self.seed, "grpo", step)
+        training = model.training
+        model.eval()
+        try:
+            return self.rollouts.run(questions, samples=samples)
+        finally:
+            model.train(training)
+
+    def read_back(self, questions: list[Question], samples: list[int]) -> list[Trajectory] | None:
+        """The step's trajectories as <output_dir>/rollouts.jsonl holds them, or None if it lacks any."""
+        if self.recorded is None:
+            path = Path(self.trainer.default_root_dir) / ROLLOUTS
+            self.recorded = {t.key: t for t in read_jsonl(path)[0]} if path.exists() else {}
+        keys = [(q.qid, sample) for q, sample in zip(questions, samples)]
+        if not all(key in self.recorded for key in keys):
+            return None
+        log.info("rollout step: %d trajectories read back from %s", len(keys), ROLLOUTS)
+        return [self.recorded[key] for key in keys]
+
     def record(self, trajectories: list[Trajectory]) -> None:
         """Append the trajectories not yet in <output_dir>/rollouts.jsonl."""
         path = Path(self.trainer.default_root_dir) / ROLLOUTS
-        if self.written is None:
-            self.written = {t.key for t in read_jsonl(path)[0]} if path.exists() else set()
         for trajectory in trajectories:
-            if trajectory.key not in self.written:
+            if trajectory.key not in self.recorded:
                 append_jsonl(path, trajectory)
-                self.written.add(trajectory.key)
+                self.recorded[trajectory.key] = trajectory
 
     def teardown(self, stage: str | None = None) -> None:
         self.policy = self.rollouts = None
+        self.rolled = {}
         self.tool.close()

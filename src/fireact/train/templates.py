@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from fireact.trajectory import ALPACA_HEADER, Step, Trajectory, render_step, to_chat
+from fireact.trajectory import ALPACA_HEADER, Step, TokenTrace, Trajectory, render_step, to_chat
 
 ROLES = ("prompt", "agent", "observation")
 IGNORE_INDEX = -100  # the label transformers' loss skips
@@ -35,12 +35,14 @@ class Segment:
 
 @dataclass
 class Example:
-    """One tokenized trajectory: input ids, labels (-100 where not trained), and its segments."""
+    """One tokenized trajectory: input ids, labels (-100 where not trained), and its segments;
+    from a rollout's token trace, each id's sampling log-probability (0 where not sampled)."""
 
     input_ids: list[int]
     labels: list[int]
     segments: list[Segment] = field(default_factory=list)
     truncated: bool = False
+    logprobs: list[float] | None = None
 
     @property
     def trainable_tokens(self) -> int:
@@ -59,6 +61,19 @@ def build_example(segments: list[Segment], train_on_observations: bool, max_leng
     if truncated:
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     return Example(input_ids, labels, segments, truncated)
+
+
+def sampled_example(trace: TokenTrace, max_length: int | None) -> Example:
+    """A rollout's own tokens (fireact.agents.rollout): the ids as the policy saw and wrote them,
+    labeled where it sampled them, masked where the harness put them (the prompt, observations,
+    cues; a step forced to finish[] was never sampled and is not there); cut at `max_length`."""
+    mask = trace.mask()
+    labels = [i if sampled else IGNORE_INDEX for i, sampled in zip(trace.ids, mask)]
+    drawn = iter(trace.logprobs)
+    logprobs = [next(drawn) if sampled else 0.0 for sampled in mask]
+    truncated = max_length is not None and len(trace.ids) > max_length
+    end = max_length if truncated else len(trace.ids)
+    return Example(trace.ids[:end], labels[:end], truncated=truncated, logprobs=logprobs[:end])
 
 
 def _agent_text(step: Step) -> str:
