@@ -257,3 +257,25 @@ def test_policy_objectives_train_without_dropout(objective):
     assert not torch.equal(sequence_logps(model, batch), sequence_logps(model, batch))  # dropout on
     objective.attach(model)
     assert torch.equal(sequence_logps(model, batch), sequence_logps(model, batch))
+
+
+@pytest.mark.parametrize("rewards", [(0.85, 0.85, 0.85), (1 / 3, 1 / 3, 1 / 3)], ids=["0.85x3", "f1-thirds"])
+def test_a_step_of_tied_groups_changes_no_weight_and_no_adam_state(rewards):
+    """Through Lightning as a run trains: a GRPO step whose groups all tie is skipped, so AdamW
+    keeps no state and no weight moves (a float32 mean once gave such groups advantages of 6e-4,
+    all one sign, and a full step)."""
+    import pytorch_lightning as pl
+
+    from fireact.train.module import CausalLMModule
+
+    model = lora(tiny_model())
+    batch = rollout_batch(model, rewards=(*rewards, *rewards), groups=(0, 0, 0, 1, 1, 1))
+    batch = {**batch, **{k: torch.cat([batch[k], batch[k][:2]]) for k in ("input_ids", "attention_mask", "labels", "old_logps")}}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    module = CausalLMModule(model, objective=GRPO(), lr=1e-2)
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, torch.utils.data.DataLoader([batch], batch_size=None))
+    assert trainer.optimizers[0].state == {} or all(not s for s in trainer.optimizers[0].state.values())
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
+    assert module.metrics[0]["groups_without_signal"] == 1.0
