@@ -157,6 +157,7 @@ class VLLMServer:
             # eager mode skips torch.compile (6 min on a first start here, 2 min from its cache; eager: under 1).
             "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "2048", "--enforce-eager",
             "--disable-log-stats", "--uvicorn-log-level", "warning",
+            "--logprobs-mode", "processed_logprobs",  # as backend.token_ids asks
         ]
         self.log_file = log_file
         started = time.monotonic()

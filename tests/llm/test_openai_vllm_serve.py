@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from fireact.llm.base import TokenIds
 from fireact.llm.embedded import resolve_model_path
 from fireact.llm.openai_backend import OpenAIBackend
 
@@ -87,3 +88,38 @@ def test_unknown_model_name_raises_naming_it(server):
     with OpenAIBackend(model=model, base_url=server.base_url, max_retries=0) as llm:
         with pytest.raises(RuntimeError, match="no-such-model"):
             llm.generate(["hello"], max_tokens=4)
+
+
+def test_token_ids_go_in_and_come_out_and_a_rollout_keeps_them(server, tokenizer):
+    """backend.token_ids=true: the server's /tokenize is the model's tokenizer, a prompt of ids gets
+    the completion its text gets, with the ids it sampled and their log-probabilities; a ReAct
+    rollout through it keeps its token trace as on a local engine."""
+    from fireact.agents.methods import ReAct
+    from fireact.agents.rollout import Rollout
+    from fireact.tasks import HotpotQA
+    from fireact.tools.recorded_search import RecordedSearch
+
+    prompt = "The capital of France is"
+    chat = [{"role": "user", "content": QUESTION}]
+    with backend(server, api="completions", token_ids=True) as llm:
+        ids = llm.encode(prompt)
+        [from_ids] = llm.generate([TokenIds(ids)], max_tokens=16)
+        [from_text] = llm.generate([prompt], max_tokens=16)
+        chat_ids = llm.encode(chat)
+        chat_text = llm.decode(chat_ids)
+        task = HotpotQA(n=2)
+        trajectories = Rollout(llm, ReAct(format="alpaca", max_rounds=2, max_tokens=24), task,
+                               RecordedSearch()).run(task.questions())
+        sampled = [llm.decode(t.tokens.ids[a:b]) for t in trajectories for a, b in t.tokens.sampled]
+    assert ids == tokenizer(prompt).input_ids
+    assert chat_ids == tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert "<|im_start|>assistant" in chat_text  # special tokens decoded as the model saw them
+    assert from_ids.text == from_text.text and from_ids.error is None
+    assert len(from_ids.token_ids) == len(from_ids.logprobs) == from_ids.completion_tokens
+    assert tokenizer.decode(from_ids.token_ids).startswith(from_ids.text)
+    assert all(lp <= 0 for lp in from_ids.logprobs)
+    for trajectory in trajectories:
+        trace = trajectory.tokens
+        assert trace.format == "alpaca" and trace.sampled and len(trace.logprobs) == sum(b - a for a, b in trace.sampled)
+        assert tokenizer.decode(trace.ids).startswith("Below is an instruction")
+    assert all(text.strip() for text in sampled)

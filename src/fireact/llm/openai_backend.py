@@ -13,6 +13,12 @@ and the rest of the batch goes on. A wrong key, a forbidden or unknown model rai
 every prompt would fail the same way. The rollout sends one prompt per call, `concurrency`
 calls at once (`parallel_calls`), so a prompt being retried holds no other question.
 
+With `token_ids` (a vLLM server: `vllm serve`, started with `--logprobs-mode processed_logprobs`
+for log-probabilities under the temperature) the backend is token in, token out like a local
+engine: a TokenIds prompt goes to the completions endpoint as ids, the completion comes back with
+the ids it sampled (`return_tokens_as_token_ids`) and their log-probabilities, and the server's
+/tokenize and /detokenize endpoints encode and decode. The OpenAI API itself returns text.
+
 The API key is read from the environment variable named by `api_key_env` (OPENAI_API_KEY by
 default). A server on the loopback address needs none: a placeholder key is sent. The key is
 kept out of reprs, logs and error texts.
@@ -30,9 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
+import httpx
 import openai
 
-from fireact.llm.base import LLM, Completion, Prompt, cut_at_stop
+from fireact.llm.base import LLM, Completion, Prompt, TokenIds, cut_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,7 @@ class OpenAIBackend(LLM):
         retry_budget_s: float = 300.0,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 60.0,
+        token_ids: bool = False,
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"backend.api={api!r} is not an OpenAI endpoint; use chat or completions")
@@ -85,6 +93,13 @@ class OpenAIBackend(LLM):
         self.api_key_env = api_key_env
         self._key = _api_key(api_key_env, base_url)
         self._client = openai.OpenAI(api_key=self._key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        if token_ids and not base_url:
+            raise ValueError("backend.token_ids=true needs a vLLM server at backend.base_url: the OpenAI API "
+                             "returns text, not the token ids it sampled")
+        self.samples_tokens = token_ids
+        # vLLM serves /tokenize and /detokenize beside /v1.
+        self._tokens = httpx.Client(base_url=base_url.rstrip("/").removesuffix("/v1"), timeout=timeout_s,
+                                    headers={"Authorization": f"Bearer {self._key}"}) if token_ids else None
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai")
         self.parallel_calls = concurrency
         self._fatal = threading.Event()
@@ -103,6 +118,29 @@ class OpenAIBackend(LLM):
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()
+        if self._tokens is not None:
+            self._tokens.close()
+
+    def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
+        if not self.samples_tokens:
+            return super().encode(prompt, special_tokens)
+        if isinstance(prompt, TokenIds):
+            return list(prompt)
+        body = ({"prompt": prompt, "add_special_tokens": special_tokens} if isinstance(prompt, str)
+                else {"messages": list(prompt), "add_generation_prompt": True})
+        return self._tokens_call("/tokenize", body)["tokens"]
+
+    def decode(self, ids) -> str:
+        if not self.samples_tokens:
+            return super().decode(ids)
+        return self._tokens_call("/detokenize", {"tokens": list(ids)})["prompt"]
+
+    def _tokens_call(self, path: str, body: dict) -> dict:
+        response = self._tokens.post(path, json={"model": self.model_id, **body})
+        if response.status_code != 200:
+            raise RuntimeError(f"{self._tokens.base_url}{path} answered {response.status_code}: {response.text[:200]} "
+                               f"(backend.token_ids=true needs a vLLM server)")
+        return response.json()
 
     def _complete(self, prompt: Prompt, stop: list[str], max_tokens: int, seed: int | None = None) -> Completion:
         """One prompt, retried until it succeeds, fails for good, or the budget runs out."""
@@ -136,11 +174,15 @@ class OpenAIBackend(LLM):
                 attempt += 1
 
     def _request(self, prompt: Prompt, request: dict, stop: list[str]) -> Completion:
-        chat = not (isinstance(prompt, str) and self.api == "completions")
+        tokens = isinstance(prompt, TokenIds)
+        chat = not tokens and not (isinstance(prompt, str) and self.api == "completions")
         try:
             if chat:
                 messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
                 response = self._client.chat.completions.create(messages=messages, **request)
+            elif tokens:  # vLLM: the ids as the prompt, the sampled ids and their log-probabilities back
+                response = self._client.completions.create(prompt=list(prompt), logprobs=0, **request,
+                                                           extra_body={"return_tokens_as_token_ids": True})
             else:
                 response = self._client.completions.create(prompt=prompt, **request)
         except json.JSONDecodeError as err:
@@ -151,11 +193,18 @@ class OpenAIBackend(LLM):
         text = (choice.message.content or "") if chat else choice.text
         text, cut = cut_at_stop(text, stop)
         usage = response.usage
+        sampled = {}
+        if tokens:
+            if choice.logprobs is None or choice.logprobs.tokens is None:
+                raise MalformedResponse("the server returned no token ids: backend.token_ids=true needs a vLLM server")
+            sampled = {"token_ids": [int(t.removeprefix("token_id:")) for t in choice.logprobs.tokens],
+                       "logprobs": list(choice.logprobs.token_logprobs)}
         return Completion(
             text=text,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             finish_reason="stop" if cut else ("length" if choice.finish_reason == "length" else "stop"),
+            **sampled,
         )
 
     def _retry_wait(self, err: openai.APIError | MalformedResponse, attempt: int) -> float | None:
