@@ -95,3 +95,4 @@ def test_two_iterations_update_twice_on_one_rollout_step_and_the_ratio_moves(tmp
     assert first["rollout_seconds"] == second["rollout_seconds"] and first["reward"] == second["reward"]
     assert abs(first["ratio"] - 1) < 1e-3
     assert abs(second["ratio"] - 1) > 10 * abs(first["ratio"] - 1)
+    assert (tmp_path / "run" / "step_metrics.png").stat().st_size > 0  # the curves, beside the summary

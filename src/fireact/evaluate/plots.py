@@ -77,7 +77,8 @@ def line_chart(table: pd.DataFrame, path: str | Path, title: str, ylabel: str, b
     the intervals as error bars."""
     figure = Figure(figsize=(9, 4.5))
     axes = figure.subplots()
-    table.rename(columns=lambda c: _wrap(c, 30)).plot.line(ax=axes, marker="o", yerr=error_bars(table, bounds), capsize=3)
+    bars = {"yerr": error_bars(table, bounds), "capsize": 3} if bounds is not None else {}  # a line takes no capsize alone
+    table.rename(columns=lambda c: _wrap(c, 30)).plot.line(ax=axes, marker="o", **bars)
     axes.set(ylabel=ylabel, xlabel=table.index.name or "")
     axes.set_title(_wrap(title, 60), fontsize="medium")
     axes.legend(title=table.columns.name, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))

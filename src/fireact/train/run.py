@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -34,6 +35,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from fireact import tracking
 from fireact.agents.formats import write_trained_format
+from fireact.evaluate.plots import line_chart
 from fireact.llm.embedded import resolve_model_path
 from fireact.train.module import CausalLMModule
 from fireact.train.openai_finetune import OpenAIFinetune
@@ -125,7 +127,24 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
         "outputs": exported,
     }
     _write_summary(output_dir, summary)
+    if (curves := plot_step_metrics(module.metrics, output_dir / "step_metrics.png")) is not None:
+        tracking.log_artifact(curves)
     return summary
+
+
+STEP_CURVES = ("reward", "em", "groups_without_signal", "clip_fraction", "ratio", "reward_accuracy")
+
+
+def plot_step_metrics(metrics: list[dict[str, float]], path: Path) -> Path | None:
+    """The objective's curves over the optimizer steps (GRPO: the rollouts' reward and EM, the share
+    of groups without signal, the clip fraction and the importance ratio; DPO: reward accuracy) as
+    a PNG; None when the objective has none (SFT)."""
+    table = pd.DataFrame(metrics)
+    columns = [name for name in STEP_CURVES if name in table]
+    if not columns:
+        return None
+    table = table[columns].set_axis(pd.RangeIndex(1, len(table) + 1, name="optimizer step"))
+    return line_chart(table, path, "the objective's metrics at each optimizer step", "value")
 
 
 def trained_weights(trainer: pl.Trainer) -> dict[str, torch.Tensor]:
