@@ -5,8 +5,7 @@ mid-epoch like the trajectory data). When a step's questions reach the training 
 (Lightning's `on_before_batch_transfer`, after the previous step's update), the policy runs
 `group_size` trajectories for each of them through the rollout engine (fireact.agents.rollout)
 with the real tool, prompted in the format it is trained in, each under its own seed. Every
-trajectory is rewarded (the task's score, less a format penalty and a cost per tool call) and
-tokenized and masked exactly as SFT data (the prompt and the observations carry no label), so
+trajectory is rewarded (the task's score, less a format penalty and a cost per tool call), so
 the objective sees rows of the agent's own tokens, each with its reward and its question's
 group number. Every trajectory is also appended to `<output_dir>/rollouts.jsonl`, sample number
 rollout step x group_size + its place in the group, so the file says what the policy did at each
