@@ -39,7 +39,7 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (stop string or end of sequence) or "length"
     error: str | None = None  # set when the request failed after every retry
-    # A local engine's (hf, vllm): every token it sampled, through the one that completed a stop
+    # A token-level backend's (hf, vllm, a vLLM server): every token it sampled, through the one that completed a stop
     # string or the end-of-sequence token, so `text` is their decoding cut at the stop; and each
     # one's log-probability under the distribution it was drawn from (logits over the temperature,
     # before top-p; greedy: temperature 1). None from an API, which returns text.
@@ -56,8 +56,9 @@ class LLM(ABC):
     # batches what it is given (the rollout sends every ready request in one call); more: an API
     # backend that sends each prompt as its own request (the rollout sends one prompt per call).
     parallel_calls: int = 1
-    # A local engine with a tokenizer (`encode`, `decode`): it takes TokenIds prompts and returns
-    # the token ids it sampled, so a rollout never tokenizes sampled text again.
+    # A backend with the model's tokenizer (`encode`, `decode`): hf, vllm, or openai against a vLLM
+    # server with token_ids. It takes TokenIds prompts and returns the token ids it sampled, so a
+    # rollout never tokenizes sampled text again.
     samples_tokens: bool = False
 
     def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
