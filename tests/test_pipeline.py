@@ -139,7 +139,7 @@ def test_improve_grpo_trains_online_from_the_sft_model_and_pairs_it_against_it(t
     model, its agent (an adapter on that model) is evaluated and paired against the fine-tuned one."""
     store = tmp_path / "mlflow.db"
     # 2 questions in groups of 2, one step of one batch (the pipeline's trainer.max_steps=2 caps it)
-    toy_grpo = ["improve.questions=2", "improve.train.data.batch_size=2", "improve.train.data.group_size=2"]
+    toy_grpo = ["improve.questions=2", "improve.train.data.batch_size=2", "improve.train.objective.group_size=2"]
     result = run_pipeline(tmp_path, store, "grpo", "improve=grpo", "prompted=false", "merge=true", *toy_grpo)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "grpo"

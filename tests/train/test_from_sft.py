@@ -19,7 +19,7 @@ from ..conftest import compose_config
 
 pytestmark = pytest.mark.slow
 
-AS_EVALUATED = ["data.method.max_rounds=6", "data.method.max_tokens=128"]
+AS_EVALUATED = ["objective.rollout.method.max_rounds=6", "objective.rollout.method.max_tokens=128"]
 TRAIN = ["finetune=full", "finetune.gradient_checkpointing=false", "~tracker", "logger=csv", "trainer.enable_progress_bar=false"]
 
 
@@ -62,8 +62,8 @@ def test_rft_from_sft_fits_its_own_successes(sft_model, samples, tmp_path):
 def test_grpo_from_sft_raises_its_training_reward(sft_model, tmp_path):
     # 12 questions, 3 epochs: the reward on the same questions, first pass against last.
     summary = train(compose_config("train", [
-        *TRAIN, f"model.path={sft_model}", "objective=grpo", "data=rollouts", *AS_EVALUATED, "data.task.n=12",
-        "data.batch_size=4", "data.group_size=4", "data.temperature=0.7", "finetune.lr=2e-5", "trainer.max_epochs=3",
+        *TRAIN, f"model.path={sft_model}", "objective=grpo", "data=questions", *AS_EVALUATED, "data.task.n=12",
+        "data.batch_size=4", "objective.group_size=4", "objective.rollout.temperature=0.7", "finetune.lr=2e-5", "trainer.max_epochs=3",
         "finetune.gradient_checkpointing=true",  # 16 trajectories backpropagated at once
     ], tmp_path))
     rewards = [m["reward"] for m in summary["step_metrics"]]

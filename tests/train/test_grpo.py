@@ -7,6 +7,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
@@ -17,9 +18,9 @@ from fireact.trajectory import read_jsonl
 # Short trajectories: 2 rounds of at most 24 tokens. The rewards (a cost per search and a
 # penalty for no answer) part trajectories that all miss the gold answer, so groups differ.
 SMALL = [
-    "objective=grpo", "data=rollouts", "data.task.n=4", "data.batch_size=2", "data.group_size=2",
-    "data.method.max_rounds=2", "data.method.max_tokens=24", "data.reward.search_cost=0.25",
-    "data.reward.format_penalty=0.5", "finetune=lora", "finetune.lr=1e-3", "trainer.enable_progress_bar=false",
+    "objective=grpo", "data=questions", "data.task.n=4", "data.batch_size=2", "objective.group_size=2",
+    "objective.rollout.method.max_rounds=2", "objective.rollout.method.max_tokens=24",
+    "objective.reward.search_cost=0.25", "objective.reward.format_penalty=0.5", "finetune=lora", "finetune.lr=1e-3", "trainer.enable_progress_bar=false",
     "callbacks.checkpoint.every_n_train_steps=1", "~tracker", "logger=csv",
 ]
 
@@ -39,7 +40,7 @@ def adapter_moved(run_dir) -> bool:
 def test_grpo_samples_groups_with_the_policy_and_moves_only_on_differing_rewards(tmp_path):
     summary = train(grpo_config(tmp_path / "run", "trainer.max_steps=1"))
     assert summary["objective"] == "grpo" and summary["optimizer_steps"] == 1
-    assert summary["data"] == {"questions": 4, "group_size": 2}
+    assert summary["data"] == {"questions": 4}
     assert summary["rollout_seconds_mean"] > 0 and 1 <= summary["turns_mean"] <= 2
     # rewards are EM (0 or 1) less 0.25 a search and 0.5 without an answer
     assert -1.0 <= summary["reward_mean"] <= 1.0
@@ -66,14 +67,14 @@ def test_grpo_on_trajectory_data_is_a_clear_error(tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", ["objective=grpo", "~tracker", "logger=csv", f"paths.output_dir={tmp_path}"])
-    with pytest.raises(ValueError, match="objective=grpo with data=rollouts"):
+    with pytest.raises(InstantiationException, match="use data=questions"):  # Hydra's, around the ValueError
         train(cfg)
 
 
-def test_rollouts_are_prompted_in_the_format_the_policy_trains_in(tmp_path, tokenizer):
+def test_rollouts_are_prompted_in_the_format_the_policy_trains_in(tmp_path):
     for name in ("alpaca", "chat"):
-        data = instantiate(grpo_config(tmp_path, f"format={name}").data, tokenizer=tokenizer)
-        assert data.method.format == name == data.format.name
+        rollout = instantiate(grpo_config(tmp_path, f"format={name}").objective).rollout
+        assert rollout.method.format == name
 
 
 @pytest.mark.parametrize("strategy", [["trainer=fsdp"], ["trainer=deepspeed", "trainer.strategy.stage=3"]])
@@ -88,7 +89,8 @@ def test_two_iterations_update_twice_on_one_rollout_step_and_the_ratio_moves(tmp
     the policy is the one that sampled, so each token's ratio against its sampling log-probability
     is 1 up to float rounding (the trained ids are the sampled ids, scored under the sampling
     temperature); at the second the policy has moved and so has the ratio."""
-    summary = train(grpo_config(tmp_path / "run", "data.num_iterations=2", "trainer.max_steps=2", "finetune.lr=1e-2", "format=chat", "data.reward.metric=f1"))
+    summary = train(grpo_config(tmp_path / "run", "objective.num_iterations=2", "trainer.max_steps=2", "finetune.lr=1e-2", "format=chat",
+                                  "objective.reward.metric=f1"))
     first, second = summary["step_metrics"]
     assert summary["optimizer_steps"] == 2
     assert len(read_jsonl(tmp_path / "run" / "rollouts.jsonl")[0]) == 4  # 2 questions x 2, sampled once

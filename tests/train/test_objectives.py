@@ -16,6 +16,11 @@ from fireact.train.objectives import DPO, GRPO, SFT, dpo_loss, group_advantages,
 IGNORE = -100
 
 
+def grpo(**settings) -> GRPO:
+    """GRPO on batches that are rows already (scored here): no rollout or reward function."""
+    return GRPO(rollout=None, reward=None, **settings)
+
+
 def tiny_model() -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -103,7 +108,7 @@ def rollout_batch(model, rewards=(1.0, 0.0, 0.0, 1.0), groups=(0, 0, 1, 1)) -> d
             "rollout": {"reward": 0.5}}
 
 
-@pytest.mark.parametrize("objective", [SFT(), DPO(beta=0.5), GRPO(beta=0.1)], ids=["sft", "dpo", "grpo"])
+@pytest.mark.parametrize("objective", [SFT(), DPO(beta=0.5), grpo(beta=0.1)], ids=["sft", "dpo", "grpo"])
 def test_no_masked_position_gets_a_gradient(objective):
     model = lora(tiny_model())
     batch = rollout_batch(model) if isinstance(objective, GRPO) else pair_batch()
@@ -160,7 +165,7 @@ def test_a_batch_of_tied_groups_skips_the_step():
     module skips the step and AdamW neither moves a weight nor keeps state (a float32 mean once gave
     them advantages of 6e-4, all one sign, and a full step)."""
     model = lora(tiny_model())
-    loss, metrics = GRPO()(model, rollout_batch(model, rewards=(0.85, 0.85, 0.85, 0.85), groups=(0, 0, 0, 0)))
+    loss, metrics = grpo()(model, rollout_batch(model, rewards=(0.85, 0.85, 0.85, 0.85), groups=(0, 0, 0, 0)))
     assert loss is None and metrics["groups_without_signal"].item() == 1.0
 
 
@@ -209,27 +214,27 @@ def test_the_clip_fraction_counts_only_tokens_the_clip_takes_out_of_the_gradient
 @pytest.mark.parametrize("adapter", [True, False], ids=["lora", "full"])
 def test_with_the_policy_equal_to_its_reference_the_kl_is_0(adapter):
     model = lora(tiny_model()) if adapter else tiny_model()
-    objective = GRPO(beta=0.5)
+    objective = grpo(beta=0.5)
     objective.attach(model)
     assert (objective.reference.copy is None) == adapter
     loss, metrics = objective(model, rollout_batch(model))
-    without_kl, _ = GRPO(beta=0.0)(model, rollout_batch(model))
+    without_kl, _ = grpo(beta=0.0)(model, rollout_batch(model))
     assert metrics["kl"].item() == pytest.approx(0.0, abs=1e-6)
     assert loss.item() == pytest.approx(without_kl.item(), abs=1e-6)
 
 
 def test_a_group_with_equal_rewards_gets_no_gradient_and_all_equal_skips_the_step():
     model = lora(tiny_model())
-    grad = norm_output_gradient(GRPO(), model, rollout_batch(model, rewards=(1.0, 0.0, 1.0, 1.0)))
+    grad = norm_output_gradient(grpo(), model, rollout_batch(model, rewards=(1.0, 0.0, 1.0, 1.0)))
     assert (grad[2:] == 0).all() and (grad[:2] > 0).any()  # group 1's rows: no gradient at all
-    loss, metrics = GRPO()(model, rollout_batch(model, rewards=(0.0, 0.0, 1.0, 1.0)))
+    loss, metrics = grpo()(model, rollout_batch(model, rewards=(0.0, 0.0, 1.0, 1.0)))
     assert loss is None and metrics["groups_without_signal"].item() == 1.0
 
 
 def test_grpo_steps_raise_the_reward_of_the_better_trajectory():
     """The policy moves toward the trajectory with the higher reward within each group."""
     model = lora(tiny_model())
-    objective = GRPO()
+    objective = grpo()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = rollout_batch(model)
     start = sequence_logps(model, batch).detach()
@@ -242,7 +247,7 @@ def test_grpo_steps_raise_the_reward_of_the_better_trajectory():
     assert moved[0] > 0 and moved[3] > 0 and moved[1] < 0 and moved[2] < 0  # rewards 1, 0, 0, 1
 
 
-@pytest.mark.parametrize("objective", [DPO(beta=0.1), GRPO(beta=0.1), GRPO(beta=0.0)], ids=["dpo", "grpo-kl", "grpo"])
+@pytest.mark.parametrize("objective", [DPO(beta=0.1), grpo(beta=0.1), grpo(beta=0.0)], ids=["dpo", "grpo-kl", "grpo"])
 def test_policy_objectives_train_without_dropout(objective):
     """LoRA dropout 0.5 and attention dropout in the config: after attach, two forwards of the
     policy in train mode give the same log-probabilities (TRL turns dropout off for DPO and GRPO)."""
@@ -272,7 +277,7 @@ def test_a_step_of_tied_groups_changes_no_weight_and_no_adam_state(rewards):
     batch = rollout_batch(model, rewards=(*rewards, *rewards), groups=(0, 0, 0, 1, 1, 1))
     batch = {**batch, **{k: torch.cat([batch[k], batch[k][:2]]) for k in ("input_ids", "attention_mask", "labels", "old_logps")}}
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    module = CausalLMModule(model, objective=GRPO(), lr=1e-2)
+    module = CausalLMModule(model, objective=grpo(), lr=1e-2)
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, torch.utils.data.DataLoader([batch], batch_size=None))

@@ -73,16 +73,19 @@ class ResumableLoader(DataLoader):
     steps; the resumed epoch, drawn in the same seeded order, skips them. The skip is read at
     the first batch, not when the iterator is made: Lightning makes it before restoring.
 
-    The batches of one optimizer step (`accumulate_grad_batches` of them) are read together, and
-    each gets `step_tokens`, the labeled tokens of all of them on this process, and `step_last`
-    on the step's last batch: a loss normalised by the step's tokens (SFT) is then the same
-    however the step's examples are split into batches and processes (TRL's num_items_in_batch).
+    The batches of one optimizer step (`accumulate_grad_batches` of them) are read together. Token
+    batches each get `step_tokens`, the labeled tokens of all of them on this process, and
+    `step_last` on the step's last batch: a loss normalised by the step's tokens (SFT) is then the
+    same however the step's examples are split into batches and processes (TRL's num_items_in_batch).
     `iterations`: how many optimizer steps each step's batches go into, one after the other (GRPO's
-    num_iterations: the same rollouts, several updates). `trainer` is set by the DataModule.
+    num_iterations: the same rollouts, several updates). Batches that are not tokens yet (GRPO's
+    questions, `token_batches` false) get `step` instead: which step of batches they are, counted
+    over the run and the same for a step's repeats (GRPO's rollout step). `trainer` is set by the
+    DataModule.
     """
 
     trainer: pl.Trainer | None = None
-    counts_step_tokens = True  # false for batches that are not token batches yet (GRPO's questions)
+    token_batches = True
     iterations = 1
     _skip = 0
     _epoch_start_step = 0
@@ -95,16 +98,19 @@ class ResumableLoader(DataLoader):
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
 
         def steps():
-            while step := list(itertools.islice(batches, accumulate)):
+            for number in itertools.count(self._epoch_start_step // self.iterations):
+                step = list(itertools.islice(batches, accumulate))
+                if not step:
+                    return
                 for _ in range(self.iterations):
-                    yield from step
+                    yield from step if self.token_batches else ({**batch, "step": number} for batch in step)
 
         def resumed():
             skip, self._skip = self._skip, 0
             if not skip and self.trainer is not None:
                 self._epoch_start_step = self.trainer.global_step
             rest = itertools.islice(steps(), skip, None)
-            if not self.counts_step_tokens:
+            if not self.token_batches:
                 yield from rest
                 return
             while step := list(itertools.islice(rest, accumulate)):
@@ -132,7 +138,48 @@ def labeled_tokens(labels: torch.Tensor) -> int:
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
-class TrajectoryDataModule(pl.LightningDataModule):
+class ResumableDataModule(pl.LightningDataModule):
+    """A data module whose training loader resumes mid-epoch (ResumableLoader): Lightning keeps the
+    loader's state in checkpoints. `iterations`: optimizer steps per step's batches (set by the
+    training run from the objective: GRPO's num_iterations)."""
+
+    iterations = 1
+
+    def __init__(self):
+        super().__init__()
+        self.train_loader: ResumableLoader | None = None
+        self._loader_state: dict[str, int] | None = None
+
+    # (The loader's own state is not restored when configure_optimizers has already asked for
+    # estimated_stepping_batches, which builds the loader before the checkpoint is loaded.)
+    def state_dict(self) -> dict:
+        return {"train_loader": self.train_loader.state_dict()} if self.train_loader is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._loader_state = state.get("train_loader")
+        if self.train_loader is not None and self._loader_state is not None:
+            self.train_loader.load_state_dict(self._loader_state)
+
+    def _replicas(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def resumable_loader(self, dataset, sampler, collate, batch_size: int, num_workers: int,
+                         token_batches: bool = True) -> ResumableLoader:
+        """The training loader over `dataset` in `sampler`'s order, its state restored if a
+        checkpoint gave one."""
+        loader = ResumableLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                                 num_workers=num_workers)
+        loader.trainer = getattr(self, "trainer", None)
+        loader.token_batches = token_batches
+        loader.iterations = self.iterations
+        if self._loader_state is not None:
+            loader.load_state_dict(self._loader_state)
+        self.train_loader = loader
+        return loader
+
+
+class TrajectoryDataModule(ResumableDataModule):
     """Tokenized, masked trajectories with a seeded validation split and length-grouped batches.
 
     path: the training input (module doc). format: the prompt format trained in, a
@@ -149,8 +196,6 @@ class TrajectoryDataModule(pl.LightningDataModule):
     """
 
     gives = "trajectories"  # what an objective's `trains_on` must be (fireact.train.objectives)
-    loader_gives_tokens = True  # the training loader's batches are token batches (not GRPO's questions)
-    iterations = 1  # optimizer steps per step's batches (ResumableLoader)
 
     def __init__(
         self,
@@ -204,8 +249,6 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.collate = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX)
         self.train_set: list[dict] | None = None
         self.trajectories: list[Trajectory] = []  # what setup read, after per_question and limit
-        self.train_loader: ResumableLoader | None = None
-        self._loader_state: dict[str, int] | None = None
         self.val_set: list[dict] = []
         self.stats: dict[str, int] = {}
 
@@ -275,22 +318,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             return sampled_example(trace, self.max_length)
         return build_example(segments, self.train_on_observations, self.max_length)
 
-    # --- resuming: Lightning keeps the DataModule's state in checkpoints -------------------
-    # (The loader's own state is not restored when configure_optimizers has already asked for
-    # estimated_stepping_batches, which builds the loader before the checkpoint is loaded.)
-    def state_dict(self) -> dict:
-        return {"train_loader": self.train_loader.state_dict()} if self.train_loader is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._loader_state = state.get("train_loader")
-        if self.train_loader is not None and self._loader_state is not None:
-            self.train_loader.load_state_dict(self._loader_state)
-
     # --- loading --------------------------------------------------------------------
-    def _replicas(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
     def train_dataloader(self) -> ResumableLoader:
         self.setup("fit")
         world, rank = self._replicas()
@@ -306,17 +334,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             )
         else:
             sampler = DistributedSampler(self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        loader = ResumableLoader(
-            self.train_set, batch_size=self.batch_size, sampler=sampler,
-            collate_fn=self.collate, num_workers=self.num_workers,
-        )
-        loader.trainer = getattr(self, "trainer", None)
-        loader.counts_step_tokens = self.loader_gives_tokens
-        loader.iterations = self.iterations
-        if self._loader_state is not None:
-            loader.load_state_dict(self._loader_state)
-        self.train_loader = loader
-        return loader
+        return self.resumable_loader(self.train_set, sampler, self.collate, self.batch_size, self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup("fit")

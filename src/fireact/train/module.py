@@ -1,6 +1,6 @@
 """The LightningModule: a transformers causal LM (plain, LoRA or QLoRA) trained on masked labels
 with an objective (fireact.train.objectives: SFT by default, DPO on preference pairs, GRPO on
-the policy's own rollouts)."""
+the policy's own rollouts of the batch's questions)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from transformers import get_scheduler
 
 from fireact.logs import route_transformers
-from fireact.train.objectives import SFT
+from fireact.train.objectives import SFT, Objective
 from fireact.train.strategies import shard_layers
 
 route_transformers()
@@ -26,7 +26,8 @@ class CausalLMModule(pl.LightningModule):
     def __init__(
         self,
         model: torch.nn.Module,
-        objective: torch.nn.Module | None = None,
+        objective: Objective | None = None,
+        tokenizer=None,
         lr: float = 2e-4,
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.03,
@@ -35,13 +36,13 @@ class CausalLMModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.objective = objective if objective is not None else SFT()
-        self.objective.attach(model)
+        self.objective.attach(model, tokenizer)
         self.lr = lr
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
         self.scheduler = scheduler
         self.strict_loading = False  # frozen weights are not in the checkpoint (on_save_checkpoint)
-        self.save_hyperparameters(ignore=["model", "objective"])
+        self.save_hyperparameters(ignore=["model", "objective", "tokenizer"])
         # For the end-of-run summary (this process's share; the logger has the full curves).
         self.losses: list[float] = []
         self.metrics: list[dict[str, float]] = []  # the objective's own, per step (DPO: reward accuracy, margin)
@@ -69,6 +70,9 @@ class CausalLMModule(pl.LightningModule):
         accumulated batches, so the share is scaled back by both: the step's gradient is then
         that of one batch holding all its examples. The step's loss is logged once, at its last batch.
         """
+        # In place, so that the callbacks (throughput) count the rows trained: GRPO's batch of
+        # questions becomes the token rows of their rollouts.
+        batch.update(self.objective.rows(self.model, batch))
         step_tokens, step_last = batch.pop("step_tokens", None), batch.pop("step_last", True)
         over_step = step_tokens is not None and self.objective.sums_over_step
         if over_step:
@@ -98,11 +102,14 @@ class CausalLMModule(pl.LightningModule):
         return loss * self.trainer.world_size * self.trainer.accumulate_grad_batches
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, metrics = self.objective(self.model, batch)
+        loss, metrics = self.objective(self.model, self.objective.rows(self.model, batch))
         size = batch["input_ids"].size(0)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
         for name, value in metrics.items():
             self.log(f"val/{name}", value, sync_dist=True, batch_size=size)
+
+    def teardown(self, stage: str) -> None:
+        self.objective.close()  # GRPO: its rollout engine and tool
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

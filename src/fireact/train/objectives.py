@@ -11,33 +11,41 @@ tool observations carry IGNORE_INDEX, so only thoughts and actions are scored or
   for LoRA and QLoRA the same weights with the adapter switched off (no second copy in
   memory), for full fine-tuning a frozen copy.
 - `GRPO` (Shao et al. 2024, DeepSeekMath; multi-turn with the tool in the loop as in Search-R1):
-  on groups of trajectories the policy itself just sampled for the same question
-  (fireact.train.rollout_data), as the token ids it sampled, each trajectory's advantage is its
-  reward minus its group's mean (divided by the group's std with `scale_rewards`), and the loss
-  is PPO's clipped surrogate over its sampled tokens, the ratio taken against the log-probabilities
-  the tokens were drawn with, plus `beta` times the k3 estimate of the KL to the reference. With
-  the data's num_iterations above 1 the same rollouts make several updates and the clip binds.
-  `loss_type` says how token losses become the loss, with TRL's names: "grpo" (each trajectory's
-  token mean, then the mean over trajectories), "dapo" (the sum over the batch's sampled tokens
-  over their count) and "dr_grpo" (the sum over trajectories x max_length, a constant).
+  its batches are questions (fireact.train.question_data). It is given a rollout function and a
+  reward function (fireact.train.policy_rollout): for each question the policy being trained
+  samples `group_size` trajectories, token in, token out, and each is rewarded. A trajectory's
+  advantage is its reward minus its group's mean (divided by the group's std with
+  `scale_rewards`), and the loss is PPO's clipped surrogate over the token ids the policy sampled,
+  the ratio taken against the log-probabilities they were drawn with, plus `beta` times the k3
+  estimate of the KL to the reference. With `num_iterations` above 1 the same rollouts make that
+  many updates, one after the other, and the clip binds. `loss_type` says how token losses become
+  the loss, with TRL's names: "grpo" (each trajectory's token mean, then the mean over
+  trajectories), "dapo" (the sum over the batch's sampled tokens over their count) and "dr_grpo"
+  (the sum over trajectories x max_length, a constant).
 
 Each objective names the data it trains on (`trains_on`), matched against the data module's
-`gives`: "trajectories" (SFT), "pairs" (DPO), "rollouts" (GRPO).
+`gives`: "trajectories" (SFT), "pairs" (DPO), "questions" (GRPO).
 
-An objective is called with the model and a batch and returns (loss, metrics); a preference
-batch holds the chosen rows first, then the rejected rows in the same order
+An objective turns a batch into the token rows it trains on (`rows`: the batch itself, or GRPO's
+rollouts of the batch's questions), and is called with the model and those rows to return (loss,
+metrics); a preference batch holds the chosen rows first, then the rejected rows in the same order
 (fireact.train.preference_data).
 """
 
 from __future__ import annotations
 
 import copy
+import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
-from fireact.train.templates import IGNORE_INDEX
+from fireact.tasks.base import Question
+from fireact.train.templates import IGNORE_INDEX, sampled_example
+from fireact.trajectory import Trajectory
 
 
 class Reference(nn.Module):
@@ -72,7 +80,22 @@ def disable_dropout(model: nn.Module) -> None:
             module.attention_dropout = 0.0
 
 
-class SFT(nn.Module):
+class Objective(nn.Module):
+    """What every objective has: `attach` keeps what it needs of the starting model and its
+    tokenizer; `rows` turns a batch into the token rows it trains on; `close` releases what it holds."""
+
+    def attach(self, model: nn.Module, tokenizer=None) -> None:
+        """Nothing to keep of the starting model."""
+
+    def rows(self, model: nn.Module, batch: dict) -> dict:
+        """The batch's token rows: the batch itself."""
+        return batch
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class SFT(Objective):
     """The mean cross-entropy over the labeled tokens of a whole optimizer step: a batch that comes
     with its step's token count (`step_tokens`, all processes and accumulated batches) returns its
     share, the sum of its tokens' losses over that count; a batch without (validation) its own mean."""
@@ -80,9 +103,6 @@ class SFT(nn.Module):
     name = "sft"
     trains_on = "trajectories"
     sums_over_step = True
-
-    def attach(self, model: nn.Module) -> None:
-        """Nothing to keep of the starting model."""
 
     def forward(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         step_tokens = batch.get("step_tokens")
@@ -92,7 +112,7 @@ class SFT(nn.Module):
         return labeled_loss(model, batch, reduction="sum") / step_tokens, {}
 
 
-class DPO(nn.Module):
+class DPO(Objective):
     """beta: how far the policy may move from the reference (TRL's default 0.1).
     label_smoothing: the assumed share of pairs whose preference is wrong (0: plain DPO)."""
 
@@ -109,7 +129,7 @@ class DPO(nn.Module):
         self.beta, self.label_smoothing = beta, label_smoothing
         self.reference = Reference()
 
-    def attach(self, model: nn.Module) -> None:
+    def attach(self, model: nn.Module, tokenizer=None) -> None:
         disable_dropout(model)
         self.reference.attach(model)
 
@@ -148,39 +168,124 @@ def dpo_loss(
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 
 
-class GRPO(nn.Module):
-    """clip: PPO's ε, the ratio's allowed move per update. beta: weight of the KL to the
+class GRPO(Objective):
+    """rollout: the rollout function, (model, questions, sample numbers, rollout step) -> one
+    Trajectory each with its token trace (fireact.train.policy_rollout.PolicyRollout); its
+    `temperature` is the one log-probabilities are taken under, as the tokens were drawn.
+    reward: the reward function, Trajectory -> float (fireact.train.policy_rollout.TaskReward).
+    group_size: trajectories per question (GRPO's G, at least 2). num_iterations: optimizer steps
+    on each step's rollouts (TRL's num_iterations; the data's loader yields a step's questions that
+    many times). clip: PPO's ε, the ratio's allowed move per update. beta: weight of the KL to the
     reference (0, TRL's default: no reference kept). scale_rewards: divide advantages by the
-    group's reward std (false: Dr. GRPO's unscaled advantages). temperature: the rollouts'
-    sampling temperature; log-probabilities are taken under it, as the tokens were drawn.
-    loss_type: grpo | dapo | dr_grpo (module doc). max_length: dr_grpo's constant, the
-    data's tokens per trajectory."""
+    group's reward std (false: Dr. GRPO's unscaled advantages). loss_type: grpo | dapo | dr_grpo
+    (module doc). max_length: tokens kept of each trajectory (null: the model's context), and
+    dr_grpo's constant."""
 
     name = "grpo"
-    trains_on = "rollouts"
+    trains_on = "questions"
     sums_over_step = False  # normalised over the batch's trajectories
 
-    def __init__(self, clip: float = 0.2, beta: float = 0.0, scale_rewards: bool = True, temperature: float = 1.0,
-                 loss_type: str = "grpo", max_length: int | None = None):
+    def __init__(self, rollout: Callable[..., list[Trajectory]], reward: Callable[[Trajectory], float],
+                 group_size: int = 4, num_iterations: int = 1, clip: float = 0.2, beta: float = 0.0,
+                 scale_rewards: bool = True, loss_type: str = "grpo", max_length: int | None = None):
         super().__init__()
+        if group_size < 2:
+            raise ValueError(f"objective.group_size={group_size}: GRPO compares trajectories within a group, "
+                             f"so it needs at least 2")
+        if not isinstance(num_iterations, int) or num_iterations < 1:
+            raise ValueError(f"objective.num_iterations={num_iterations!r}: the optimizer steps on each step's "
+                             f"rollouts, an integer >= 1 (1: one update per sampled batch)")
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"objective.loss_type={loss_type!r}: choose one of {list(LOSS_TYPES)}")
-        if loss_type == "dr_grpo" and not max_length:
-            raise ValueError("objective.loss_type=dr_grpo divides by trajectories x max_length; set data.max_length")
-        self.loss_type, self.max_length = loss_type, max_length
         if not 0 < clip < 1:
             raise ValueError(f"objective.clip must be in (0, 1), got {clip}")
         if beta < 0:
             raise ValueError(f"objective.beta must be 0 (no KL term) or positive, got {beta}")
-        if temperature <= 0:
-            raise ValueError(f"objective.temperature must be the rollouts' sampling temperature (> 0), got {temperature}")
-        self.clip, self.beta, self.scale_rewards, self.temperature = clip, beta, scale_rewards, temperature
+        self.rollout, self.reward = rollout, reward
+        self.group_size, self.num_iterations = group_size, num_iterations
+        self.clip, self.beta, self.scale_rewards = clip, beta, scale_rewards
+        self.loss_type, self.max_length = loss_type, max_length
+        self.temperature = getattr(rollout, "temperature", 1.0)
+        self.pad_id = 0
         self.reference = Reference()
+        self.rolled: dict[tuple, dict] = {}  # the current rollout step's rows, by their questions
 
-    def attach(self, model: nn.Module) -> None:
+    def attach(self, model: nn.Module, tokenizer=None) -> None:
+        """Dropout off; the reference kept (beta > 0); max_length checked against the model's
+        context; the tokenizer to the rollout function (its rollouts are the model's ids)."""
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if self.max_length is None:
+            self.max_length = context
+        elif context is not None and self.max_length > context:
+            raise ValueError(f"objective.max_length={self.max_length} is longer than the model's context "
+                             f"({context} tokens); set objective.max_length to at most {context}")
+        if self.loss_type == "dr_grpo" and not self.max_length:
+            raise ValueError("objective.loss_type=dr_grpo divides by trajectories x max_length; set objective.max_length")
         disable_dropout(model)
         if self.beta > 0:  # without a KL term nothing is scored against the reference
             self.reference.attach(model)
+        if tokenizer is not None:
+            if hasattr(self.rollout, "attach"):
+                self.rollout.attach(tokenizer)
+            self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def rows(self, model: nn.Module, batch: dict) -> dict:
+        """A batch of questions ({"questions", "step": the rollout step}) in, the policy's rewarded
+        trajectories out as token rows; the same rows again for the step's later iterations (and
+        for every batch of the step's, under gradient accumulation). A batch that is rows already
+        (input_ids, labels, old_logps, rewards, groups, rollout: scored elsewhere) trains as it is."""
+        if "questions" not in batch:
+            return batch
+        step, questions = batch["step"], batch["questions"]
+        key = (step, tuple(q.qid for q in questions))
+        if key not in self.rolled:
+            if any(known[0] != step for known in self.rolled):
+                self.rolled = {}
+            self.rolled[key] = self.roll(model, questions, step)
+        device = next(model.parameters()).device
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.rolled[key].items()}
+
+    def roll(self, model: nn.Module, batch: list[Question], step: int) -> dict:
+        """The rollout step's trajectories for the questions, rewarded, as token rows: the ids the
+        policy saw and sampled, labeled only where it sampled them, with each sampled id's
+        log-probability as it was drawn (`old_logps`)."""
+        questions = [q for q in batch for _ in range(self.group_size)]
+        samples = [step * self.group_size + g for _ in batch for g in range(self.group_size)]
+        started = time.perf_counter()
+        trajectories = self.rollout(model, questions, samples, step)
+        seconds = time.perf_counter() - started
+        if any(t.tokens is None for t in trajectories):
+            raise ValueError("the rollout function returned trajectories without token traces (a rollouts.jsonl "
+                             "written before rollouts kept their tokens?); GRPO trains on the ids that were sampled")
+        rewards = [float(self.reward(t)) for t in trajectories]
+        examples = [sampled_example(t.tokens, self.max_length) for t in trajectories]
+        ids = [torch.tensor(e.input_ids) for e in examples]
+        rows = {
+            "input_ids": pad_sequence(ids, batch_first=True, padding_value=self.pad_id),
+            "attention_mask": pad_sequence([torch.ones_like(i) for i in ids], batch_first=True),
+            "labels": pad_sequence([torch.tensor(e.labels) for e in examples], batch_first=True,
+                                   padding_value=IGNORE_INDEX),
+            "old_logps": pad_sequence([torch.tensor(e.logprobs) for e in examples], batch_first=True),
+            "rewards": torch.tensor(rewards, dtype=torch.float32),
+            "groups": torch.arange(len(batch)).repeat_interleave(self.group_size),
+        }
+        n = len(trajectories)
+        rows["rollout"] = {
+            "reward": sum(rewards) / n,
+            "em": sum(t.em for t in trajectories) / n,
+            "turns": sum(t.turns for t in trajectories) / n,
+            "tool_calls": sum(t.tool_calls for t in trajectories) / n,
+            "format_errors": sum(t.format_errors > 0 for t in trajectories) / n,
+            "completion_tokens": sum(t.completion_tokens for t in trajectories) / n,
+            "truncated": sum(e.truncated for e in examples) / n,
+            "rollout_seconds": seconds,
+        }
+        return rows
+
+    def close(self) -> None:
+        self.rolled = {}
+        if hasattr(self.rollout, "close"):
+            self.rollout.close()
 
     def token_logps(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return token_logps(model, batch, self.temperature)
@@ -220,7 +325,7 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale: bool = 
     count = torch.zeros_like(rewards).index_add(0, groups, torch.ones_like(rewards))
     if (count[groups] < 2).any():
         raise ValueError(f"a GRPO group of one trajectory (group sizes {count[count > 0].long().tolist()}): its reward "
-                         f"is compared with nobody's, so it has no advantage; sample data.group_size >= 2 per question")
+                         f"is compared with nobody's, so it has no advantage; sample objective.group_size >= 2 per question")
     low = torch.full_like(rewards, float("inf")).scatter_reduce(0, groups, rewards, "amin")
     high = torch.full_like(rewards, float("-inf")).scatter_reduce(0, groups, rewards, "amax")
     mean = torch.zeros_like(rewards).index_add(0, groups, rewards) / count.clamp(min=1)

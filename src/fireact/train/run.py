@@ -10,7 +10,7 @@
     python -m fireact.train finetune=openai model=gpt35        # a hosted fine-tuning job (OPENAI_API_KEY)
     python -m fireact.train resume=outputs/train/<run>         # go on from that run's last checkpoint
     python -m fireact.train objective=dpo data=preference data.path=outputs/generate/<samples run> model.path=<SFT model>
-    python -m fireact.train objective=grpo data=rollouts model.path=<SFT model>   # online, the policy's own rollouts
+    python -m fireact.train objective=grpo data=questions model.path=<SFT model>   # online, the policy's own rollouts
 
 Writes into the run folder: adapter/ (LoRA, QLoRA) or model/ (full), merged/ (merge=true),
 checkpoints/, logs/ (the logger's curves), train_summary.json.
@@ -75,8 +75,9 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
         raise ValueError(
             f"objective={objective.name} trains on {objective.trains_on}, but data={type(data).__name__} gives "
             f"{data.gives}; use objective=sft with a trajectory data config, objective=dpo with data=preference, "
-            f"objective=grpo with data=rollouts"
+            f"objective=grpo with data=questions"
         )
+    data.iterations = getattr(objective, "num_iterations", 1)  # GRPO: optimizer steps on each step's rollouts
     data.setup("fit")
     tracking.log_dataset(data.table(), name=data.dataset_name, source=data.dataset_source, context="training")
     ckpt_path = resolve_resume(cfg.resume, output_dir)
@@ -88,13 +89,13 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
         callbacks=[instantiate(c) for c in cfg.callbacks.values()] + list(callbacks),
         **no_validation,
     )
-    if objective.trains_on == "rollouts" and shards_weights(trainer.strategy):
+    if objective.trains_on == "questions" and shards_weights(trainer.strategy):
         raise ValueError(
             f"objective={objective.name} samples its rollouts from each process's policy one forward at a time, "
             f"which a strategy that shards the weights ({type(trainer.strategy).__name__}) would make every process "
             f"wait on the others; use trainer=cpu, gpu, ddp or deepspeed (ZeRO stage 2)"
         )
-    module = CausalLMModule(strategy.load_model(model_path), objective=objective, **strategy.optim)
+    module = CausalLMModule(strategy.load_model(model_path), objective=objective, tokenizer=tokenizer, **strategy.optim)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
@@ -103,14 +104,15 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
         return {}
 
     exported = strategy.export(module.model, tokenizer, output_dir, model_path, merge=cfg.merge, weights=weights)
+    trained_format = instantiate(cfg.format).name
     for folder in exported.values():  # evaluate's method.format=auto prompts in the format trained in
-        write_trained_format(folder, data.format.name)
+        write_trained_format(folder, trained_format)
     world = trainer.world_size
     summary = {
         "finetune": strategy.kind,
         "objective": objective.name,
         "model": cfg.model.path,
-        "format": data.format.name,
+        "format": trained_format,
         "optimizer_steps": trainer.global_step,
         "resumed_from": ckpt_path,
         "world_size": world,
