@@ -68,7 +68,7 @@ def run_baseline(cfg) -> dict:
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     from fireact.llm.embedded import resolve_model_path
-    from fireact.train.templates import IGNORE_INDEX
+    from fireact.train.examples import IGNORE_INDEX
 
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)

@@ -1,4 +1,5 @@
-"""Shared fixtures: composing the project's Hydra configs the way the entry points do."""
+"""Shared fixtures: composing the project's Hydra configs the way the entry points do; the embedded
+model's hf backend."""
 
 import json
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fireact.paths import CONF_DIR
@@ -52,3 +54,14 @@ def compose_cfg(tmp_path):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def hf_backend():
+    """The embedded SmolLM2-135M-Instruct on CPU in float32, built from the composed Hydra
+    config model=smollm2_135m backend=hf, loaded once per test session (a few seconds)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(overrides=["+model=smollm2_135m", "+backend=hf", "backend.device=cpu", "backend.dtype=float32"])
+    backend = instantiate(cfg.backend)
+    yield backend
+    backend.close()

@@ -16,7 +16,8 @@ from fireact.data.build import build_from_config
 from fireact.data.mix import count_cells
 from fireact.data.summary import print_summary
 from fireact.paths import CONF_DIR
-from fireact.trajectory import Step, Trajectory, read_jsonl, write_jsonl
+from fireact.trajectory import Step, Trajectory
+from fireact.trajectory_files import read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT_FILES = ("trajectories.jsonl", "alpaca.json", "chat.jsonl", "manifest.json")

@@ -25,7 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from fireact.paths import REPO_ROOT
 from fireact.tasks import HotpotQA
-from fireact.trajectory import read_jsonl
+from fireact.trajectory_files import read_jsonl
 from tests.conftest import compose_config
 from tests.llm.servers import FaultServer, Reply
 

@@ -7,7 +7,7 @@ import pytest
 
 from fireact.generate import generate
 from fireact.tasks import HotpotQA
-from fireact.trajectory import read_jsonl
+from fireact.trajectory_files import read_jsonl
 
 SMALL = ["task.n=3", "method.max_rounds=2", "method.max_tokens=40", "method.max_retries=0"]
 

@@ -38,7 +38,7 @@ def test_a_model_brings_its_preset_and_the_command_line_still_wins(pipeline_cfg,
     assert evaluate.backend._target_.endswith("VLLMBackend") and evaluate.task.n == 500
     assert pipeline_cfg("model=llama2_7b").finetune.lr == 3e-4
     hosted = stage_config(pipeline_cfg("model=gpt35"), "train", tmp_path)
-    assert hosted.finetune._target_.endswith("OpenAIFinetune") and hosted.data.format._target_.endswith("ChatTemplate")
+    assert hosted.finetune._target_.endswith("OpenAIFinetune") and hosted.data.format._target_.endswith("Chat")
 
 
 def test_a_stage_gets_only_its_own_keys_and_follows_a_changed_model(pipeline_cfg, tmp_path):
@@ -62,7 +62,7 @@ def test_an_improve_step_is_a_part_merged_over_the_pipelines(pipeline_cfg, tmp_p
     assert sample.method.max_rounds == 6  # prompted as it is evaluated (the CPU recipe's rounds)
     dpo = stage_config(cfg, "train", tmp_path / "dpo", start, cfg.improve.train, {"data": {"path": "/samples"}})
     assert dpo.objective._target_.endswith("DPO") and dpo.data._target_.endswith("PreferenceDataModule")
-    assert dpo.data.path == "/samples" and dpo.data.format._target_.endswith("AlpacaTemplate")
+    assert dpo.data.path == "/samples" and dpo.data.format._target_.endswith("Alpaca")
     assert dpo.finetune._target_ == "fireact.train.peft_setup.FullFinetune"
     assert dpo.finetune.lr == 1e-5 and dpo.trainer.max_epochs == 1  # the step's, over the recipe's 1e-4 and 2
     grpo_cfg = pipeline_cfg("experiment=sft_vs_rl", "improve=grpo")

@@ -13,7 +13,8 @@ from fireact.generate import generate
 from fireact.paths import REPO_ROOT
 from fireact.tasks import HotpotQA
 from fireact.run_folder import RUN_CONFIG, ConfigMismatch, RunFolder, differences, result_config
-from fireact.trajectory import Step, Trajectory, append_jsonl
+from fireact.trajectory import Step, Trajectory
+from fireact.trajectory_files import append_jsonl
 from tests.conftest import compose_config
 
 SMALL = ["task.n=2", "method.max_rounds=2", "~tracker"]

@@ -1,11 +1,13 @@
-"""The schema's readers and writers over every released file, and the ReAct text parser."""
+"""The trajectory files' readers and writers over every released file, and the ReAct text parser."""
 
 import json
 import re
 
 import pytest
 
+from fireact import formats as F
 from fireact import trajectory as T
+from fireact import trajectory_files as TF
 from fireact.paths import data_dir
 
 FINETUNE = data_dir() / "finetune"
@@ -24,24 +26,24 @@ GPT_COUNTS = {"hotpotqa_multimethod": 733}
 @pytest.mark.parametrize("stem, count, alpaca_repairs, chat_repairs", RELEASED_SETS)
 def test_released_finetune_sets_read_without_failures_and_round_trip(stem, count, alpaca_repairs, chat_repairs):
     source = json.loads((FINETUNE / "alpaca_format" / f"{stem}.json").read_text())
-    trajectories, report = T.read_alpaca(FINETUNE / "alpaca_format" / f"{stem}.json")
+    trajectories, report = TF.read_alpaca(FINETUNE / "alpaca_format" / f"{stem}.json")
     assert (len(trajectories), report.failures, len(report.repairs)) == (count, [], alpaca_repairs)
     repaired = {key for key, _ in report.repairs}
     for trajectory, record in zip(trajectories, source):
         assert trajectory.steps and trajectory.answer is not None
         if f"record {trajectory.qid}" in repaired:
             assert trajectory.question.startswith(record["instruction"])
-            assert record["output"].rstrip("\n").endswith(T.to_alpaca(trajectory)["output"].rstrip("\n"))
+            assert record["output"].rstrip("\n").endswith(F.Alpaca().record(trajectory)["output"].rstrip("\n"))
         else:  # byte for byte, but a trailing newline some CoT records lack
-            assert T.to_alpaca(trajectory)["output"].rstrip("\n") == record["output"].rstrip("\n")
+            assert F.Alpaca().record(trajectory)["output"].rstrip("\n") == record["output"].rstrip("\n")
 
     lines = (FINETUNE / "gpt_format" / f"{stem}.jsonl").read_text().splitlines()
-    chats, report = T.read_chat(FINETUNE / "gpt_format" / f"{stem}.jsonl")
+    chats, report = TF.read_chat(FINETUNE / "gpt_format" / f"{stem}.jsonl")
     assert (len(chats), report.failures, len(report.repairs)) == (GPT_COUNTS.get(stem, count), [], chat_repairs)
     repaired = {key for key, _ in report.repairs}
     for trajectory in chats:
         if f"line {int(trajectory.qid) + 1}" not in repaired:
-            assert T.to_chat(trajectory) == json.loads(lines[int(trajectory.qid)])
+            assert F.Chat().record(trajectory) == json.loads(lines[int(trajectory.qid)])
 
 
 @pytest.mark.parametrize(
@@ -50,7 +52,7 @@ def test_released_finetune_sets_read_without_failures_and_round_trip(stem, count
 )
 def test_released_eval_trajectories(pattern, count, em):
     path = next((data_dir() / "trajs").glob(pattern + ".json"))
-    trajectories, report = T.read_released_eval(path)
+    trajectories, report = TF.read_released_eval(path)
     assert (len(trajectories), report.failures) == (count, [])
     assert sum(t.em for t in trajectories) / 500 == pytest.approx(em)
     raw = json.loads(path.read_text())
@@ -60,9 +62,9 @@ def test_released_eval_trajectories(pattern, count, em):
         if t.meta["format"] == "alpaca":
             # The released loop wrote the model's "Action:" text verbatim, a few with two spaces.
             original = re.sub(r"^Action: +", "Action: ", entry["traj"], flags=re.M)
-            assert T.ALPACA_HEADER.format(question=t.question) + t.react_text() == original
+            assert F.ALPACA_HEADER.format(question=t.question) + t.react_text() == original
         else:
-            assert T.steps_to_messages(t.question, t.steps) == entry["traj"]
+            assert F.steps_to_messages(t.question, t.steps) == entry["traj"]
             assert t.turns == sum(m["role"] == "assistant" for m in entry["traj"])
 
 
@@ -95,34 +97,34 @@ def test_parse_rejects_non_react_text():
 
 
 def test_jsonl_round_trip_and_corrupt_lines_are_reported(tmp_path):
-    trajectories, _ = T.read_alpaca(FINETUNE / "alpaca_format" / "hotpotqa.json")
+    trajectories, _ = TF.read_alpaca(FINETUNE / "alpaca_format" / "hotpotqa.json")
     path = tmp_path / "t.jsonl"
-    T.write_jsonl(path, trajectories[:3])
-    T.append_jsonl(path, trajectories[3])
+    TF.write_jsonl(path, trajectories[:3])
+    TF.append_jsonl(path, trajectories[3])
     with path.open("a") as f:
         f.write('{"task": "hotpotqa", "qid": "torn')  # a torn last line, as after a kill
-    back, report = T.read_jsonl(path)
+    back, report = TF.read_jsonl(path)
     assert back == trajectories[:4]
     assert report.failures == [("line 5", report.failures[0][1])] and "invalid JSON" in report.failures[0][1]
 
 
 def test_reader_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json does not exist"):
-        T.read_alpaca(tmp_path / "nope.json")
+        TF.read_alpaca(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
     bad.write_text("[{")
     with pytest.raises(ValueError, match="bad.json is not valid JSON"):
-        T.read_alpaca(bad)
+        TF.read_alpaca(bad)
     records = tmp_path / "r.json"
     records.write_text(json.dumps([{"instruction": "q", "output": "no react here"}, {"output": "Thought: x"}]))
-    trajectories, report = T.read_alpaca(records)
+    trajectories, report = TF.read_alpaca(records)
     assert trajectories == [] and [key for key, _ in report.failures] == ["record 0", "record 1"]
 
 
 def test_unknown_fields_are_rejected(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"task": "t", "qid": "1", "question": "q", "gold": "g", "colour": "red"}) + "\n")
-    trajectories, report = T.read_jsonl(path)
+    trajectories, report = TF.read_jsonl(path)
     assert trajectories == [] and "colour" in report.failures[0][1]
 
 
@@ -132,21 +134,21 @@ def test_each_file_is_read_by_the_reader_its_content_needs(tmp_path):
     chat = FINETUNE / "gpt_format" / "hotpotqa.jsonl"
     released_eval = next((data_dir() / "trajs").glob("*llama-2-7b*.json"))
     ours = tmp_path / "ours.jsonl"
-    T.write_jsonl(ours, T.read_alpaca(alpaca)[0][:2])
-    formats = {path: T.file_format(path) for path in (alpaca, chat, released_eval, ours)}
+    TF.write_jsonl(ours, TF.read_alpaca(alpaca)[0][:2])
+    formats = {path: TF.file_format(path) for path in (alpaca, chat, released_eval, ours)}
     assert list(formats.values()) == ["alpaca", "chat", "released_eval", "trajectories"]
-    assert T.read_trajectory_file(alpaca)[0] == T.read_alpaca(alpaca)[0]
-    assert T.read_trajectory_file(chat)[0] == T.read_chat(chat)[0]
-    assert T.read_trajectory_file(released_eval, task="hotpotqa")[0] == T.read_released_eval(released_eval)[0]
-    assert T.read_trajectory_file(ours)[0] == T.read_jsonl(ours)[0]
+    assert TF.read_trajectory_file(alpaca)[0] == TF.read_alpaca(alpaca)[0]
+    assert TF.read_trajectory_file(chat)[0] == TF.read_chat(chat)[0]
+    assert TF.read_trajectory_file(released_eval, task="hotpotqa")[0] == TF.read_released_eval(released_eval)[0]
+    assert TF.read_trajectory_file(ours)[0] == TF.read_jsonl(ours)[0]
     other = tmp_path / "notes.txt"
     other.write_text("hello")
     with pytest.raises(ValueError, match=r"notes.txt: expected a .jsonl"):
-        T.file_format(other)
+        TF.file_format(other)
     scalar = tmp_path / "n.json"
     scalar.write_text("3")
     with pytest.raises(ValueError, match="n.json is not a JSON list"):
-        T.file_format(scalar)
+        TF.file_format(scalar)
 
 
 def test_a_reflection_round_is_recognised_by_its_cue():

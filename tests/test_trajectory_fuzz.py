@@ -9,7 +9,9 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fireact.trajectory import Step, Trajectory, append_jsonl, parse_action, parse_react_text, read_jsonl, render_step
+from fireact.trajectory import Step, Trajectory, parse_action, parse_react_text, render_step
+
+from fireact.trajectory_files import append_jsonl, read_jsonl
 
 PIECES = [
     "Thought:", "Thought: ", "Action:", "Action: ", "Observation:", "Observation: ", "\n", "\n\n", " ",

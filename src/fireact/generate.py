@@ -29,7 +29,8 @@ from fireact.evaluate.summary import print_summary
 from fireact.llm.pricing import cost
 from fireact.paths import data_dir
 from fireact.run_folder import RunFolder
-from fireact.trajectory import Trajectory, append_jsonl, read_alpaca
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import append_jsonl, read_alpaca
 
 # More questions or more samples per question resume the folder; a dry run writes no result.
 NOT_RESULTS = (*ROLLOUT_SPEED_KEYS, "task.n", "samples", "dry_run")

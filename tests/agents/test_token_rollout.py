@@ -13,7 +13,7 @@ from fireact.llm.base import LLM, Completion, TokenIds, cut_at_stop
 from fireact.llm.embedded import resolve_model_path
 from fireact.tasks import HotpotQA
 from fireact.tasks.base import Question
-from fireact.train.templates import IGNORE_INDEX, sampled_example
+from fireact.train.examples import IGNORE_INDEX, sampled_example
 from fireact.trajectory import Trajectory
 
 from tests.agents.test_rollout import DictTool
@@ -127,13 +127,13 @@ def test_sft_and_dpo_data_train_a_sampled_trajectory_on_its_sampled_ids(tokenize
     (RFT, and DPO's pairs, read trajectories through the same encode); one rendered in another
     format (a few-shot teacher's) is rendered in the training format, as released data are."""
     from fireact.train.datamodule import TrajectoryDataModule
-    from fireact.train.templates import AlpacaTemplate
+    from fireact.formats import Alpaca
 
     replies = ["  Let me   search.\nAction:  search[milhouse]  \nObservation: I imagine",
                " Nixon named him.\nAction: finish[Richard Nixon]\nObservation: x"]
     sampled, _ = run(tokenizer, replies, format="alpaca")
     fewshot, _ = run(tokenizer, replies, format="fewshot")
-    data = TrajectoryDataModule(path="unused", format=AlpacaTemplate(), tokenizer=tokenizer)
+    data = TrajectoryDataModule(path="unused", format=Alpaca(), tokenizer=tokenizer)
     example = data.encode(sampled)
     assert example.input_ids == sampled.tokens.ids and example.logprobs is not None
     assert example.labels == sampled_example(sampled.tokens, None).labels

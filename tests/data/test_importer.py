@@ -14,7 +14,7 @@ from fireact.data.importer import (
 )
 from fireact.tasks import HotpotQA, StrategyQA
 from fireact.tasks.metrics import normalize_answer
-from fireact.trajectory import read_chat
+from fireact.trajectory_files import read_chat
 
 # What the data holds, found by the rules in fireact/data/importer.py. The paper (PAPER.md)
 # agrees on hotpotqa, hotpotqa_multimethod and multitask. For multitask_multimethod it

@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from fireact.data.pairs import build_pairs, distinct_per_question, load_pairs, read_pairs, write_pairs
-from fireact.trajectory import Step, Trajectory, write_jsonl
+from fireact.trajectory import Step, Trajectory
+from fireact.trajectory_files import write_jsonl
 
 
 def sampled(qid: str, answer: str, gold: str = "Paris", sample: int = 0, thought: str = "") -> Trajectory:

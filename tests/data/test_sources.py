@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from fireact.data.sources import TrajectoryFiles
-from fireact.trajectory import Step, Trajectory, write_jsonl
+from fireact.trajectory import Step, Trajectory
+from fireact.trajectory_files import write_jsonl
 
 
 def rollouts():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fireact.evaluate.run import evaluate
-from fireact.trajectory import read_jsonl
+from fireact.trajectory_files import read_jsonl
 
 SMALL = ["task.n=3", "method.max_rounds=2", "method.max_tokens=48", "method.max_retries=1"]
 

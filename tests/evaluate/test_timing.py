@@ -10,7 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from fireact.evaluate.run import evaluate
 from fireact.evaluate.summary import busy_seconds
 from fireact.tasks import HotpotQA
-from fireact.trajectory import Trajectory, read_jsonl
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import read_jsonl
 from tests.conftest import compose_config
 from tests.llm.servers import FaultServer, Reply
 

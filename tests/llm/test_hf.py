@@ -228,14 +228,14 @@ def test_chat_messages_for_a_model_without_chat_template_are_refused(hf_backend)
 def react_prompts(n: int = 4) -> list[str]:
     """Prompted ReAct prompts as rollouts build them: the ~950-token few-shot examples, a
     question, and for some an earlier round, so the suffixes differ in length."""
-    from fireact.agents.formats import fewshot
+    from fireact.formats import FewShot
     from fireact.tasks import HotpotQA
     from fireact.trajectory import Step
 
     task = HotpotQA(n=n, shuffle_seed=233)
     examples = task.prompt("react")
     earlier = [Step("I need to search it.", "search", "Irene Jacob", "Irène Jacob is a French-Swiss actress.")]
-    return [fewshot(q.question, earlier if i % 2 else [], examples) for i, q in enumerate(task.questions())]
+    return [FewShot().prompt(q.question, earlier if i % 2 else [], examples) for i, q in enumerate(task.questions())]
 
 
 def test_slots_grow_as_replies_outrun_their_room_and_decode_the_same(hf_backend, monkeypatch):

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from fireact.paths import REPO_ROOT, data_dir
 from fireact.tools.base import EMPTY_QUERY, NO_RESULT, ToolError
 from fireact.tools.recorded_search import RecordedCorpus, RecordedSearch, normalise_query
-from fireact.trajectory import read_alpaca, read_chat, read_released_eval
+from fireact.trajectory_files import read_alpaca, read_chat, read_released_eval
 
 PARAPHRASES = {
     "when was Woman's Day magazine first published": "1931",

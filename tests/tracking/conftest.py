@@ -106,7 +106,7 @@ RELEASED_7B = "trajs/hotpotqa_dev_0_500_llama_models_lora_llama-2-7b-d_1000_0.7_
 def released_7b():
     """The released Llama-2-7B evaluation trajectories (500 questions), read once."""
     from fireact.paths import data_dir
-    from fireact.trajectory import read_released_eval
+    from fireact.trajectory_files import read_released_eval
 
     trajectories, report = read_released_eval(data_dir() / RELEASED_7B)
     assert not report.failures

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 
 from fireact.evaluate.run import evaluate
-from fireact.trajectory import read_jsonl
+from fireact.trajectory_files import read_jsonl
 from tests.llm.servers import FaultServer
 from tests.tracking.test_traces import agent, settings
 

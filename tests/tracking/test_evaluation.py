@@ -9,7 +9,7 @@ import pytest
 from fireact import tracking
 from fireact.evaluate.summary import summarize
 from fireact.evaluate.files import PER_QUESTION_COLUMNS, write_evaluation
-from fireact.trajectory import write_jsonl
+from fireact.trajectory_files import write_jsonl
 
 
 def artifact_paths(run_id, path=""):

@@ -18,7 +18,7 @@ from fireact.paths import REPO_ROOT, data_dir
 from fireact.report import report
 from tests.conftest import logged_table
 from fireact.tasks import HotpotQA
-from fireact.trajectory import read_trajectory_file
+from fireact.trajectory_files import read_trajectory_file
 from tests.tracking.conftest import RELEASED_7B
 
 # (model choice, finetune param or None for a prompted run, training set size, EM)

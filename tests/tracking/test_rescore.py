@@ -13,7 +13,7 @@ from fireact.evaluate.rescore import find_files, rescore
 from fireact.paths import data_dir
 from fireact.tasks import HotpotQA
 from fireact.tracking import TrackingUnavailable
-from fireact.trajectory import read_trajectory_file, write_jsonl
+from fireact.trajectory_files import read_trajectory_file, write_jsonl
 from tests.tracking.conftest import RELEASED_7B, free_port
 
 RELEASED = {  # file: (EM over the 500 questions, missing counted as failures; questions missing)

@@ -9,7 +9,7 @@ from fireact import tracking
 from fireact.evaluate.run import evaluate
 from fireact.tasks import HotpotQA
 from fireact.tracking.traces import traced
-from fireact.trajectory import read_jsonl
+from fireact.trajectory_files import read_jsonl
 from tests.llm.servers import FaultServer, Reply
 
 QUESTIONS = HotpotQA(shuffle_seed=233, n=4).questions()

@@ -11,8 +11,10 @@ from omegaconf import DictConfig
 
 from fireact.llm.embedded import resolve_model_path
 from fireact.train.datamodule import load_trajectories
-from fireact.train.templates import AlpacaTemplate, build_example
-from fireact.trajectory import Trajectory, write_jsonl
+from fireact.formats import Alpaca
+from fireact.train.examples import build_example
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import write_jsonl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -42,7 +44,7 @@ def released() -> list[Trajectory]:
 def shortest(released, tokenizer) -> list[Trajectory]:
     """The released trajectories by Alpaca token length, shortest first (all under ~135 tokens
     for the first 16), so tests train on whole trajectories with max_length 160."""
-    template = AlpacaTemplate()
+    template = Alpaca()
     length = {id(t): len(build_example(template.segments(t, tokenizer), False, None).input_ids) for t in released}
     return sorted(released, key=lambda t: length[id(t)])[:16]
 

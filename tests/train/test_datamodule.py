@@ -6,12 +6,14 @@ import pytest
 
 from fireact.data.export import write_dataset
 from fireact.train.datamodule import TrajectoryDataModule, load_trajectories
-from fireact.train.templates import IGNORE_INDEX, AlpacaTemplate, ChatTemplate
-from fireact.trajectory import Step, Trajectory, to_alpaca, write_chat
+from fireact.train.examples import IGNORE_INDEX
+from fireact.formats import Alpaca, Chat
+from fireact.trajectory import Step, Trajectory
+from fireact.trajectory_files import write_chat
 
 
 def make(tokenizer, path, **kwargs):
-    kwargs.setdefault("format", AlpacaTemplate())
+    kwargs.setdefault("format", Alpaca())
     return TrajectoryDataModule(path=str(path), tokenizer=tokenizer, context_length=8192, **kwargs)
 
 
@@ -19,7 +21,7 @@ def test_reads_every_input_kind(released, tmp_path):
     subset = released[:5]
     write_dataset(tmp_path / "built", subset)  # what build_data writes
     write_chat(tmp_path / "chat.jsonl", subset)
-    (tmp_path / "alpaca.json").write_text(json.dumps([to_alpaca(t) for t in subset]))
+    (tmp_path / "alpaca.json").write_text(json.dumps([Alpaca().record(t) for t in subset]))
 
     from_folder = load_trajectories(tmp_path / "built")
     from_file = load_trajectories(tmp_path / "built" / "trajectories.jsonl")
@@ -64,7 +66,7 @@ def test_no_trainable_tokens_fails_before_training(released, tokenizer, write_tr
     with pytest.raises(ValueError, match="no trainable tokens.*data.max_length=20"):
         data.setup()
     only_observations = [Trajectory(task="t", qid=str(i), question="Q", gold="", steps=[Step(observation="x")]) for i in range(3)]
-    data = make(tokenizer, write_trajectories(only_observations, "obs.jsonl"), format=AlpacaTemplate(add_eos=False))
+    data = make(tokenizer, write_trajectories(only_observations, "obs.jsonl"), format=Alpaca(add_eos=False))
     with pytest.raises(ValueError, match="no trainable tokens"):
         data.setup()
 
@@ -85,7 +87,7 @@ def test_batches_pad_labels_and_group_by_length(released, tokenizer, write_traje
     path = write_trajectories(released[:48])
 
     def padding(group_by_length):
-        data = make(tokenizer, path, format=ChatTemplate(), batch_size=4, val_fraction=0,
+        data = make(tokenizer, path, format=Chat(), batch_size=4, val_fraction=0,
                     group_by_length=group_by_length, seed=3)
         batches = list(data.train_dataloader())
         assert sum(len(b["input_ids"]) for b in batches) == 48

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from fireact.paths import CONF_DIR
 from fireact.train.run import train
-from fireact.trajectory import read_jsonl
+from fireact.trajectory_files import read_jsonl
 
 # Short trajectories: 2 rounds of at most 24 tokens. The rewards (a cost per search and a
 # penalty for no answer) part trajectories that all miss the gold answer, so groups differ.

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fireact.train.run import train
-from fireact.trajectory import to_chat
+
 from tests.train.conftest import train_config
 from tests.train.finetune_server import FineTuneServer, FineTuneState
 
@@ -32,7 +32,7 @@ def test_uploads_the_chat_export_creates_the_job_and_records_the_model(shortest,
     assert summary["outputs"]["fine_tuned_model"] == "ft:gpt-3.5-turbo-0613:fireact::ftjob-1"
     uploaded = state.files["file-1"]
     assert uploaded["purpose"] == "fine-tune"
-    assert [json.loads(line) for line in uploaded["content"].decode().splitlines()] == [to_chat(t) for t in trajectories]
+    assert [json.loads(line) for line in uploaded["content"].decode().splitlines()] == [Chat().record(t) for t in trajectories]
     job = state.jobs["ftjob-1"]
     assert job["model"] == "gpt-3.5-turbo-0613" and job["suffix"] == "fireact"
     assert job["method"] == {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}}

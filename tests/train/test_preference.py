@@ -9,8 +9,10 @@ import pytest
 
 from fireact.train.preference_data import PreferenceDataModule
 from fireact.train.run import train
-from fireact.train.templates import AlpacaTemplate, IGNORE_INDEX, build_example
-from fireact.trajectory import Step, write_jsonl
+from fireact.formats import Alpaca
+from fireact.train.examples import IGNORE_INDEX, build_example
+from fireact.trajectory import Step
+from fireact.trajectory_files import write_jsonl
 
 from .conftest import train_config
 
@@ -32,7 +34,7 @@ def sampled_folder(finals, tmp_path):
 
 
 def test_batches_hold_chosen_rows_then_rejected_rows_masked_like_sft(sampled_folder, tokenizer):
-    data = PreferenceDataModule(str(sampled_folder), AlpacaTemplate(), tokenizer, batch_size=2, val_fraction=0.25,
+    data = PreferenceDataModule(str(sampled_folder), Alpaca(), tokenizer, batch_size=2, val_fraction=0.25,
                                 max_length=160, seed=0)
     data.setup("fit")
     assert data.stats["pairs"] == 8 and data.stats["val_pairs"] == 2 and data.stats["val_questions"] == 2
@@ -48,10 +50,10 @@ def test_batches_hold_chosen_rows_then_rejected_rows_masked_like_sft(sampled_fol
 
 
 def test_chosen_and_rejected_sides_are_the_sft_examples(sampled_folder, tokenizer, finals):
-    data = PreferenceDataModule(str(sampled_folder), AlpacaTemplate(), tokenizer, batch_size=2, val_fraction=0,
+    data = PreferenceDataModule(str(sampled_folder), Alpaca(), tokenizer, batch_size=2, val_fraction=0,
                                 max_length=160, seed=0)
     data.setup("fit")
-    sft = build_example(AlpacaTemplate().segments(finals[0], tokenizer), False, 160)
+    sft = build_example(Alpaca().segments(finals[0], tokenizer), False, 160)
     assert data.train_set[0]["chosen"] == {"input_ids": sft.input_ids, "labels": sft.labels}
 
 

@@ -23,8 +23,9 @@ from transformers import AutoModelForCausalLM
 
 from fireact.paths import REPO_ROOT
 from fireact.train.run import train
-from fireact.train.templates import AlpacaTemplate, build_example
-from fireact.trajectory import write_jsonl
+from fireact.formats import Alpaca
+from fireact.train.examples import build_example
+from fireact.trajectory_files import write_jsonl
 from tests.train.conftest import train_config
 
 STRATEGIES = {
@@ -175,7 +176,7 @@ def test_accumulated_batches_train_as_one_batch(one_process, data, shortest, tok
     accumulated take the step of one batch of two, though the examples differ in length (a mean of
     the two batches' means would not)."""
     reference, expected = one_process("tiny", "full")
-    trained = {build_example(AlpacaTemplate().segments(t, tokenizer), False, None).trainable_tokens
+    trained = {build_example(Alpaca().segments(t, tokenizer), False, None).trainable_tokens
                for t in shortest[:EXAMPLES]}
     assert len(trained) > 1
     accumulated = train(train_config(tmp_path, data, *overrides(tiny_model_path, data, *FINETUNES["full"],

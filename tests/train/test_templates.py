@@ -2,8 +2,11 @@
 
 import pytest
 
-from fireact.train.templates import IGNORE_INDEX, AlpacaTemplate, ChatTemplate, build_example
-from fireact.trajectory import ALPACA_HEADER, Step, Trajectory, to_chat
+from fireact.train.examples import IGNORE_INDEX, build_example
+
+from fireact.formats import Alpaca, Chat
+from fireact.formats import ALPACA_HEADER
+from fireact.trajectory import Step, Trajectory
 
 
 def spans(example):
@@ -17,7 +20,7 @@ def spans(example):
 
 def test_alpaca_masks_exactly_question_and_observations(released, tokenizer):
     trajectory = released[0]
-    example = build_example(AlpacaTemplate().segments(trajectory, tokenizer), False, None)
+    example = build_example(Alpaca().segments(trajectory, tokenizer), False, None)
 
     masked_text = "".join(tokenizer.decode(ids) for role, ids, labels in spans(example) if labels[0] == IGNORE_INDEX)
     expected_masked = ALPACA_HEADER.format(question=trajectory.question) + "".join(
@@ -40,7 +43,7 @@ def test_alpaca_masks_exactly_question_and_observations(released, tokenizer):
 
 
 def test_alpaca_trains_on_observations_when_asked(released, tokenizer):
-    example = build_example(AlpacaTemplate().segments(released[1], tokenizer), True, None)
+    example = build_example(Alpaca().segments(released[1], tokenizer), True, None)
     for role, ids, labels in spans(example):
         assert labels == ([IGNORE_INDEX] * len(ids) if role == "prompt" else ids)
     assert any(role == "observation" for role, _, _ in spans(example))
@@ -48,8 +51,8 @@ def test_alpaca_trains_on_observations_when_asked(released, tokenizer):
 
 def test_chat_template_masks_per_message(released, tokenizer):
     trajectory = released[2]
-    example = build_example(ChatTemplate().segments(trajectory, tokenizer), False, None)
-    rendered = tokenizer.apply_chat_template(to_chat(trajectory)["messages"], tokenize=False)
+    example = build_example(Chat().segments(trajectory, tokenizer), False, None)
+    rendered = tokenizer.apply_chat_template(Chat().record(trajectory)["messages"], tokenize=False)
     assert tokenizer.decode(example.input_ids) == rendered
 
     for role, ids, labels in spans(example):
@@ -71,11 +74,11 @@ def test_chat_template_that_rewrites_history_is_refused(released, tokenizer):
     odd = copy.deepcopy(tokenizer)
     odd.chat_template = "{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
     with pytest.raises(ValueError, match="format=alpaca"):
-        ChatTemplate().segments(released[0], odd)
+        Chat().segments(released[0], odd)
 
 
 def test_truncation_cuts_and_flags(released, tokenizer):
-    segments = AlpacaTemplate().segments(released[0], tokenizer)
+    segments = Alpaca().segments(released[0], tokenizer)
     full = build_example(segments, False, None)
     cut = build_example(segments, False, 50)
     assert not full.truncated and cut.truncated
@@ -84,6 +87,6 @@ def test_truncation_cuts_and_flags(released, tokenizer):
 
 def test_a_step_without_thought_or_action_adds_no_agent_tokens(tokenizer):
     trajectory = Trajectory(task="t", qid="0", question="Q?", gold="", steps=[Step(observation="only seen")])
-    segments = AlpacaTemplate(add_eos=False).segments(trajectory, tokenizer)
+    segments = Alpaca(add_eos=False).segments(trajectory, tokenizer)
     assert [s.role for s in segments] == ["prompt", "observation", "observation"]
     assert build_example(segments, False, None).trainable_tokens == 0

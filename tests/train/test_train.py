@@ -6,9 +6,9 @@ import pytorch_lightning as pl
 import torch
 from transformers import AutoModelForCausalLM
 
-from fireact.agents.formats import trained_format
+from fireact.formats import trained_format
 from fireact.train.run import resolve_resume, train
-from fireact.trajectory import ALPACA_HEADER
+from fireact.formats import ALPACA_HEADER
 from tests.train.conftest import train_config
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from fireact.agents.formats import FORMATS, render_prompt
+from fireact.formats import FORMATS, get_format
 from fireact.agents.parsing import parse_answer, parse_reply
 from fireact.llm.base import Prompt
-from fireact.trajectory import REFLECTION_MARKER, Step
+from fireact.trajectory import Step, REFLECTION_MARKER
 
 # The released Reflexion trajectories' words; each starts with REFLECTION_MARKER, which is how
 # a reflection round is recognised everywhere (Step.is_reflection).
@@ -29,9 +29,9 @@ REFLECTIONS = {
 
 @dataclass
 class Method:
-    """`format` is fewshot (prompted) or alpaca/chat (fine-tuned, zero-shot); see agents.formats.
+    """`format` is fewshot (prompted) or alpaca/chat (fine-tuned, zero-shot); see fireact.formats.
     `auto` (the configs' default) is resolved from the model before the method is built
-    (agents.formats.resolve_format): fewshot for a base model, the trained format for a fine-tuned one.
+    (fireact.formats.resolve_format): fewshot for a base model, the trained format for a fine-tuned one.
 
     The method owns the whole prompt: `prompter(task)` gives each round's prompt, `reask` and
     `joined` continue a reply that held no action."""
@@ -61,8 +61,9 @@ class Method:
 
     def examples(self, task) -> str:
         """The few-shot examples this method prompts `task` with: the task's for this method
-        (Task.prompt), none in the zero-shot alpaca format. The one place that decides."""
-        return "" if self.format == "alpaca" else task.prompt(self.name)
+        (Task.prompt), none in a zero-shot format (alpaca, chat: trained without them). The one
+        place that decides."""
+        return "" if get_format(self.format).zero_shot else task.prompt(self.name)
 
     def prompter(self, task) -> Callable[[str, list[Step], int], Prompt]:
         """prompt(question, steps, round_number) for `task`'s questions: the examples read once, the
@@ -99,7 +100,7 @@ class ReAct(Method):
         return ""
 
     def render(self, question, steps, examples, round_number):
-        return render_prompt(self.format, question, steps, examples, self.thought_prefix(round_number))
+        return get_format(self.format).prompt(question, steps, examples, self.thought_prefix(round_number))
 
     def parse(self, reply, round_number):
         prefix = self.thought_prefix(round_number)

@@ -19,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from fireact import tracking
-from fireact.agents.formats import resolve_format
+from fireact.formats import resolve_format
 from fireact.agents.rollout import Rollout
 from fireact.llm.pricing import cost
 from fireact.tasks.base import Question, Task
-from fireact.trajectory import Trajectory, read_jsonl
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def load_written(paths: Sequence[Path]) -> dict[tuple[str, int], Trajectory]:
 
 
 def resolve_method_format(cfg: DictConfig) -> None:
-    """method.format=auto becomes the model's format (fireact.agents.formats.resolve_format) in the
+    """method.format=auto becomes the model's format (fireact.formats.resolve_format) in the
     config itself, so the run's params, its run_config.yaml and its trajectories name the format used."""
     cfg.method.format = resolve_format(cfg.method.format, cfg.model)
 

@@ -18,7 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fireact.trajectory import Trajectory, write_alpaca, write_chat, write_jsonl
+from fireact.trajectory import Trajectory
+
+from fireact.trajectory_files import write_alpaca, write_chat, write_jsonl
 
 TRAJECTORIES, ALPACA, CHAT, MANIFEST = "trajectories.jsonl", "alpaca.json", "chat.jsonl", "manifest.json"
 

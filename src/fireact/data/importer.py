@@ -44,7 +44,8 @@ from fireact.data.mix import Cell, count_cells
 from fireact.tasks import Question, Task
 from fireact.tasks.base import METHODS
 from fireact.tasks.metrics import normalize_answer
-from fireact.trajectory import ReadReport, Trajectory, read_alpaca
+from fireact.trajectory_files import ReadReport, read_alpaca
+from fireact.trajectory import Trajectory
 
 
 _MMLU_SHAPE = re.compile(r"^Question:.*\nA\. .*\nB\. .*\nC\. .*\nD\. ", re.DOTALL)

@@ -25,7 +25,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from fireact.trajectory import ReadReport, Trajectory, read_jsonl, to_chat
+from fireact.trajectory_files import ReadReport, read_jsonl
+
+from fireact.formats import Chat
+from fireact.trajectory import Trajectory
 
 PAIRS, PREFERENCE = "pairs.jsonl", "preference.jsonl"
 SAMPLED = ("trajectories.jsonl", "failures.jsonl")  # what generate writes
@@ -85,7 +88,7 @@ def write_pairs(path: str | Path, pairs: list[Pair]) -> None:
 def write_preference(path: str | Path, pairs: list[Pair]) -> None:
     with Path(path).open("w", encoding="utf-8") as out:
         for pair in pairs:
-            chosen, rejected = to_chat(pair.chosen)["messages"], to_chat(pair.rejected)["messages"]
+            chosen, rejected = Chat().record(pair.chosen)["messages"], Chat().record(pair.rejected)["messages"]
             record = {"prompt": chosen[:1], "chosen": chosen[1:], "rejected": rejected[1:]}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 

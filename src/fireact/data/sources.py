@@ -24,7 +24,8 @@ from fireact.data.mix import Cell, count_cells
 from fireact.paths import data_dir as default_data_dir
 from fireact.tasks import Task
 from fireact.tasks.base import METHODS
-from fireact.trajectory import ReadReport, Trajectory, read_jsonl
+from fireact.trajectory_files import ReadReport, read_jsonl
+from fireact.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 

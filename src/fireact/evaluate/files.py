@@ -11,7 +11,8 @@ import pandas as pd
 
 from fireact.evaluate.plots import turns_histogram
 from fireact.evaluate.summary import method_used
-from fireact.trajectory import Trajectory, write_jsonl
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import write_jsonl
 
 PER_QUESTION_COLUMNS = ["qid", "em", "f1", "turns", "tool_calls", "answer", "gold", "method_used", "error"]
 

@@ -34,7 +34,8 @@ from fireact.evaluate.oracle import em_by_qid, method_choice
 from fireact.evaluate.summary import summarize
 from fireact.paths import data_dir
 from fireact.tasks import Question, Task
-from fireact.trajectory import Trajectory, read_trajectory_file
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import read_trajectory_file
 
 log = logging.getLogger(__name__)
 

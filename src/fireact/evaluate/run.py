@@ -23,7 +23,7 @@ from fireact.agents.runner import ROLLOUT_SPEED_KEYS, load_written, resolve_meth
 from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.summary import print_summary, summarize
 from fireact.run_folder import RunFolder
-from fireact.trajectory import append_jsonl
+from fireact.trajectory_files import append_jsonl
 
 OUTPUTS = ("summary.json", "per_question.csv", "plots/turns.png")
 NOT_RESULTS = (*ROLLOUT_SPEED_KEYS, "task.n")  # more questions resume the folder

@@ -2,7 +2,7 @@ import json
 
 from fireact.tasks.base import Question, Task
 from fireact.tasks.metrics import exact_match, f1_score, normalize_answer
-from fireact.trajectory import read_alpaca
+from fireact.trajectory_files import read_alpaca
 
 # The released fine-tuning set whose questions form the offline training split.
 TRAIN_SOURCE = ("finetune", "alpaca_format", "hotpotqa_multimethod.json")

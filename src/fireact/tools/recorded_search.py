@@ -34,7 +34,8 @@ import numpy as np
 
 from fireact import paths
 from fireact.tools.base import EMPTY_QUERY, NO_RESULT, Tool
-from fireact.trajectory import ReadReport, Trajectory, read_alpaca, read_chat, read_released_eval
+from fireact.trajectory_files import ReadReport, read_alpaca, read_chat, read_released_eval
+from fireact.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 from fireact.data.export import TRAJECTORIES
 from fireact.data.pairs import distinct_per_question
 from fireact.paths import data_dir
-from fireact.train.templates import IGNORE_INDEX, Example, build_example, sampled_example
-from fireact.trajectory import Trajectory, read_trajectory_file
+from fireact.train.examples import Example, IGNORE_INDEX, build_example, sampled_example
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import read_trajectory_file
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class TrajectoryDataModule(ResumableDataModule):
     """Tokenized, masked trajectories with a seeded validation split and length-grouped batches.
 
     path: the training input (module doc). format: the prompt format trained in, a
-        fireact.train.templates template (conf/format/).
+        fireact.formats format (conf/format/).
     tokenizer: the model's tokenizer; context_length: the model's context (max positions).
     batch_size: examples per device per step. max_length: tokens per example (null: the
         model's context). too_long: "truncate" (cut, counted in `stats`) or "error".

@@ -1,6 +1,6 @@
 """What a training step minimises, over the agent's own tokens (conf/objective/*.yaml).
 
-Every objective reads labels masked as in SFT (fireact.train.templates): the prompt and the
+Every objective reads labels masked as in SFT (fireact.train.examples): the prompt and the
 tool observations carry IGNORE_INDEX, so only thoughts and actions are scored or trained.
 
 - `SFT`: next-token cross-entropy on the labeled tokens.
@@ -44,7 +44,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from fireact.tasks.base import Question
-from fireact.train.templates import IGNORE_INDEX, sampled_example
+from fireact.train.examples import IGNORE_INDEX, sampled_example
 from fireact.trajectory import Trajectory
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import openai
 
 from fireact.train.datamodule import load_trajectories
-from fireact.trajectory import write_chat
+from fireact.trajectory_files import write_chat
 
 log = logging.getLogger(__name__)
 

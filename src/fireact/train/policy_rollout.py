@@ -26,7 +26,8 @@ from fireact.llm.base import request_seed
 from fireact.llm.hf import HFBackend
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool
-from fireact.trajectory import Trajectory, append_jsonl, read_jsonl
+from fireact.trajectory import Trajectory
+from fireact.trajectory_files import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 

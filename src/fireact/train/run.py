@@ -34,7 +34,7 @@ from rich.table import Table
 from transformers import AutoConfig, AutoTokenizer
 
 from fireact import tracking
-from fireact.agents.formats import write_trained_format
+from fireact.formats import write_trained_format
 from fireact.evaluate.plots import line_chart
 from fireact.llm.embedded import resolve_model_path
 from fireact.train.module import CausalLMModule
