@@ -67,6 +67,7 @@ def test_an_improve_step_is_a_part_merged_over_the_pipelines(pipeline_cfg, tmp_p
     assert dpo.finetune.lr == 1e-5 and dpo.trainer.max_epochs == 1  # the step's, over the recipe's 1e-4 and 2
     grpo_cfg = pipeline_cfg("experiment=sft_vs_rl", "improve=grpo")
     grpo = stage_config(grpo_cfg, "train", tmp_path / "grpo", start, grpo_cfg.improve.train)
-    assert grpo.data.method.max_rounds == 6 and grpo.data.method._partial_ and grpo.data.task.n == 120
-    assert grpo.objective.temperature == 0.7 and grpo.finetune.gradient_checkpointing is True
+    rollout = grpo.objective.rollout
+    assert rollout.method.max_rounds == 6 and rollout.method._partial_ and grpo.data.task.n == 120
+    assert rollout.temperature == 0.7 and grpo.objective.group_size == 4 and grpo.finetune.gradient_checkpointing is True
     OmegaConf.to_container(grpo, resolve=True)

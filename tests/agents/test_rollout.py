@@ -165,7 +165,7 @@ def test_fine_tuned_formats():
     assert llm.calls[0][0].startswith("Below is an instruction") and llm.calls[0][0].endswith("### Response:\nThought:")
     r, llm = rollout(lambda p: "Thought: x\nAction: finish[Richard Nixon]", method=ReAct(format="chat"))
     (t,) = r.run([Q1])
-    assert llm.calls[0][0] == [{"role": "system", "content": HotpotQA().prompt("react").rstrip()}, {"role": "user", "content": Q1.question}]
+    assert llm.calls[0][0] == [{"role": "user", "content": Q1.question}]  # zero-shot, as a chat agent is trained
     assert t.em == 1.0
 
 

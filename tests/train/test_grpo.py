@@ -84,13 +84,22 @@ def test_grpo_under_a_strategy_that_shards_the_weights_is_a_clear_error(strategy
     assert not (tmp_path / "checkpoints").exists()
 
 
+class CompletionLength:
+    """A reward that parts trajectories by how many tokens they wrote: one for GRPO's mechanics."""
+
+    def __call__(self, trajectory) -> float:
+        return trajectory.completion_tokens / 100
+
+
 def test_two_iterations_update_twice_on_one_rollout_step_and_the_ratio_moves(tmp_path):
     """num_iterations=2: a step's rollouts (sampled once) make two optimizer steps. At the first
     the policy is the one that sampled, so each token's ratio against its sampling log-probability
     is 1 up to float rounding (the trained ids are the sampled ids, scored under the sampling
-    temperature); at the second the policy has moved and so has the ratio."""
-    summary = train(grpo_config(tmp_path / "run", "objective.num_iterations=2", "trainer.max_steps=2", "finetune.lr=1e-2", "format=chat",
-                                  "objective.reward.metric=f1"))
+    temperature); at the second the policy has moved and so has the ratio. The reward is a function
+    of the test's own (objective.reward's _target_): the untrained model answers nothing zero-shot,
+    so the task's score would tie every group."""
+    summary = train(grpo_config(tmp_path / "run", "objective.num_iterations=2", "trainer.max_steps=2", "finetune.lr=1e-2",
+                                "format=chat", "~objective.reward", f"+objective.reward={{_target_:{__name__}.CompletionLength}}"))
     first, second = summary["step_metrics"]
     assert summary["optimizer_steps"] == 2
     assert len(read_jsonl(tmp_path / "run" / "rollouts.jsonl")[0]) == 4  # 2 questions x 2, sampled once

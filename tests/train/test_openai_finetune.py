@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from fireact.formats import Chat
 from fireact.train.run import train
 
 from tests.train.conftest import train_config
