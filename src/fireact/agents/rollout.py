@@ -36,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from fireact.agents.methods import Method
+from fireact.calls import ModelCall, ToolCall
 from fireact.llm.base import LLM, Completion, Prompt, TokenIds, request_seed
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool, ToolError
@@ -45,35 +46,6 @@ log = logging.getLogger(__name__)
 
 # Stands for the reply in a prompt rendered to find the text the harness adds after it.
 REPLY_MARK = "\x00reply\x00"
-
-
-@dataclass
-class ModelCall:
-    """One request to the model, as the trace shows it."""
-
-    round: int
-    attempt: int  # 0: the round's first ask; 1, 2, ...: re-asks of a reply that held no action
-    prompt: Prompt
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    start_ns: int  # wall-clock (time.time_ns) bounds of the request: submitted, and its completion back
-    end_ns: int
-    error: str | None = None
-
-
-@dataclass
-class ToolCall:
-    """One call of the tool, as the trace shows it."""
-
-    round: int
-    action: str
-    argument: str
-    observation: str  # what the agent saw
-    start_ns: int
-    end_ns: int
-    tool_observation: str | None = None  # what the tool returned, when the noise replaced it
-    error: bool = False
 
 
 @dataclass
