@@ -88,7 +88,7 @@ from fireact.paths import CONF_DIR
 from fireact.tasks import HotpotQA
 from fireact.tools.http import Retry
 from fireact.tools.serpapi import KEY_VARIABLE as SERPAPI_KEY, SerpAPISearch
-from fireact.tracking.secrets import Redactor
+from fireact.secrets import Redactor
 from fireact.tracking.traces import TraceLogger
 
 from compute import FlopCounter, matmul_peak_gflops

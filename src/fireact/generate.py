@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fireact import tracking
-from fireact.agents.runner import ROLLOUT_SPEED_KEYS, load_written, resolve_method_format, run_agent
+from fireact.agents.runner import load_written, resolve_method_format, run_agent, speed_keys
 from fireact.entry import stage_main
 from fireact.evaluate.summary import print_summary
 from fireact.llm.pricing import cost
@@ -33,7 +33,7 @@ from fireact.trajectory import Trajectory
 from fireact.trajectory_files import append_jsonl, read_alpaca
 
 # More questions or more samples per question resume the folder; a dry run writes no result.
-NOT_RESULTS = (*ROLLOUT_SPEED_KEYS, "task.n", "samples", "dry_run")
+NOT_RESULTS = ("task.n", "samples", "dry_run")  # and the speed keys (speed_keys)
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with GPT-style tokenizers
 
 
@@ -109,7 +109,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
     kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
     resume = cfg.resume
-    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name], not_results=NOT_RESULTS)
+    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name], not_results=(*speed_keys(cfg), *NOT_RESULTS))
     if resume:
         folder.check()  # written under other settings: stop now, naming the keys
     samples = cfg.samples

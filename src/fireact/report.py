@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from fireact import tracking
 from fireact.entry import stage_main
 from fireact.evaluate.plots import bar_chart, line_chart, turns_boxplot
-from fireact.tracking.run import display_uri
 
 log = logging.getLogger(__name__)
 # MLflow draws a progress bar per downloaded artifact: a dozen per_question.csv would bury the report.
@@ -73,7 +72,7 @@ def load_runs(experiments: list[str], filter_string: str = "") -> pd.DataFrame:
         if experiment is None:
             known = sorted(e.name for e in client.search_experiments())
             raise ValueError(
-                f"no MLflow experiment {name!r} in {display_uri(mlflow.get_tracking_uri())}; "
+                f"no MLflow experiment {name!r} in {tracking.display_uri(mlflow.get_tracking_uri())}; "
                 f"it has {known}. Set experiments=[NAME,...]"
             )
         ids.append(experiment.experiment_id)

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from fireact.tracking.config import dotted, resolved_config
-from fireact.tracking.secrets import Redactor, is_secret_name
+from fireact.config_tree import dotted, resolved_config
+from fireact.secrets import Redactor, is_secret_name
 
 log = logging.getLogger(__name__)
 

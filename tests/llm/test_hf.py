@@ -10,9 +10,11 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-import fireact.llm.hf as hf_module
+import fireact.llm.hf.batch as batch_module
 from fireact.llm.base import TokenIds
-from fireact.llm.hf import HFBackend, History, HistoryCache, SlotLayer
+from fireact.llm.hf import HFBackend
+from fireact.llm.hf.batch import SlotLayer
+from fireact.llm.hf.caches import History, HistoryCache
 
 from .rollouts import three_ways
 
@@ -243,7 +245,7 @@ def test_slots_grow_as_replies_outrun_their_room_and_decode_the_same(hf_backend,
     the batch's columns at a decoding step, and the completions stay the ones each prompt gets
     alone with the default room."""
     one_by_one = [hf_backend.generate([p], max_tokens=12)[0] for p in PROMPTS]
-    monkeypatch.setattr(hf_module, "REPLY_ROOM", 2)
+    monkeypatch.setattr(batch_module, "REPLY_ROOM", 2)
     backend = variant(hf_backend, _prefixes=type(hf_backend._prefixes)(), _history=HistoryCache(0))
     grown = []
     reserve = SlotLayer.reserve
@@ -360,7 +362,7 @@ def test_shared_prefix_attention_equals_sdpa_over_the_joined_keys(queries, padde
 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from fireact.llm.hf import shared_prefix_attention
+    from fireact.llm.hf.attention import shared_prefix_attention
 
     torch.manual_seed(0)
     rows, heads, kv_heads, dim, prefix, own = 3, 6, 2, 8, 7, 9
@@ -394,7 +396,7 @@ def test_attention_without_a_prefix_equals_sdpa(queries, padded):
 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from fireact.llm.hf import shared_prefix_attention
+    from fireact.llm.hf.attention import shared_prefix_attention
 
     torch.manual_seed(0)
     rows, heads, kv_heads, dim, own = 3, 6, 2, 8, 9
@@ -412,7 +414,7 @@ def test_attention_without_a_prefix_equals_sdpa(queries, padded):
 def test_flash_and_plain_attention_agree_with_their_normalisers():
     """The CPU kernel and the plain computation (used on other devices) give the same output and
     logsumexp; a query that sees no key gives output 0 with both."""
-    from fireact.llm.hf import flash_attend_cpu, plain_attend
+    from fireact.llm.hf.attention import flash_attend_cpu, plain_attend
 
     torch.manual_seed(0)
     query, key, value = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 8)
@@ -428,7 +430,7 @@ def test_flash_and_plain_attention_agree_with_their_normalisers():
 
 
 def test_buffer_layer_refuses_to_overflow():
-    from fireact.llm.hf import BufferLayer
+    from fireact.llm.hf.caches import BufferLayer
 
     layer = BufferLayer(capacity=4)
     keys = torch.zeros(2, 1, 3, 8)

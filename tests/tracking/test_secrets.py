@@ -2,7 +2,7 @@
 
 import pytest
 
-from fireact.tracking.secrets import MASK, Redactor, is_secret_name, secret_values
+from fireact.secrets import MASK, Redactor, is_secret_name, secret_values
 
 
 @pytest.mark.parametrize(

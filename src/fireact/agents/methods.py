@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from fireact.formats import FORMATS, get_format
 from fireact.agents.parsing import parse_answer, parse_reply
+from fireact.formats import FORMATS, get_format
 from fireact.llm.base import Prompt
-from fireact.trajectory import Step, REFLECTION_MARKER
+from fireact.trajectory import REFLECTION_MARKER, Step
 
 # The released Reflexion trajectories' words; each starts with REFLECTION_MARKER, which is how
 # a reflection round is recognised everywhere (Step.is_reflection).

@@ -36,6 +36,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from fireact.agents.methods import Method
+from fireact.calls import ModelCall, ToolCall
 from fireact.llm.base import LLM, Completion, Prompt, TokenIds, request_seed
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool, ToolError
@@ -45,35 +46,6 @@ log = logging.getLogger(__name__)
 
 # Stands for the reply in a prompt rendered to find the text the harness adds after it.
 REPLY_MARK = "\x00reply\x00"
-
-
-@dataclass
-class ModelCall:
-    """One request to the model, as the trace shows it."""
-
-    round: int
-    attempt: int  # 0: the round's first ask; 1, 2, ...: re-asks of a reply that held no action
-    prompt: Prompt
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    start_ns: int  # wall-clock (time.time_ns) bounds of the request: submitted, and its completion back
-    end_ns: int
-    error: str | None = None
-
-
-@dataclass
-class ToolCall:
-    """One call of the tool, as the trace shows it."""
-
-    round: int
-    action: str
-    argument: str
-    observation: str  # what the agent saw
-    start_ns: int
-    end_ns: int
-    tool_observation: str | None = None  # what the tool returned, when the noise replaced it
-    error: bool = False
 
 
 @dataclass
@@ -151,133 +123,31 @@ class Rollout:
         """One trajectory per question, in order; `samples[i]` is question i's sample number (default 0).
 
         Each question is its own stream, ask -> parse -> tool -> ask: no round barrier. Asks go to
-        the backend as they become ready: a local engine (llm.parallel_calls == 1) is submitted
-        every ready ask and stepped on this thread (a step decodes a token for its whole batch,
-        and tools that finished meanwhile queue their next asks to join it); an API backend gets
-        each ask as its own call, up to llm.parallel_calls at once, so a request being retried
-        holds no other question. Tools run in a pool meanwhile. At most `in_flight` questions run at once (all
-        by default); one that finishes lets the next one start."""
+        the backend as they become ready, through a driver: a local engine (llm.parallel_calls == 1)
+        is submitted every ready ask and stepped on this thread (`EngineDriver`); an API backend gets
+        each ask as its own call, up to llm.parallel_calls at once (`APIDriver`). Tools run in a pool
+        meanwhile. At most `in_flight` questions run at once (all by default); one that finishes
+        lets the next one start."""
         samples = list(samples) if samples is not None else [0] * len(questions)
         episodes = [Episode(q, sample, self.tool.new_episode(), calls=[] if self.tracer else None,
                             trace=TokenTrace(self.method.format) if self.tokens else None)
                     for q, sample in zip(questions, samples, strict=True)]
-        order = {id(e): i for i, e in enumerate(episodes)}  # batches and writes go in question order
-        waiting = episodes[::-1]  # popped from the end: in question order
-        limit = in_flight or len(episodes) or 1
-        parallel = self.llm.parallel_calls
-        results: dict[tuple[str, int], Trajectory] = {}
-        ready: list[Request] = []
-        asks: dict[Future, tuple[list[Request], list[Prompt], int]] = {}  # future: (requests, prompts, start_ns)
-        submitted: dict[int, tuple[Request, Prompt, int]] = {}  # a local engine's requests by key: (request, prompt, start_ns)
-        keys = itertools.count()
-        tools: dict[Future, tuple[Episode, Step]] = {}
-        ready_since = 0.0  # when the oldest ready ask became ready
-        running = 0
-
-        def admit() -> None:
-            nonlocal running
-            while waiting and running < limit:
-                episode = waiting.pop()
-                running += 1
-                episode.started_at, episode.started = time.time(), time.perf_counter()
-                queue(Request(episode, 1))
-
-        def queue(request: Request) -> None:
-            nonlocal ready_since
-            if not ready:
-                ready_since = time.perf_counter()
-            ready.append(request)
-
-        def finish(episode: Episode) -> None:
-            nonlocal running
-            episode.finished = True
-            running -= 1
-            if self.noise is not None:
-                self.noise.end_episode(episode.name)
-            trajectory = self._trajectory(episode, episode.started_at, time.perf_counter() - episode.started)
-            results[trajectory.key] = trajectory
-            on_finish(trajectory)
-            if self.tracer is not None:  # after the write: a kill in between loses a trace, never duplicates one
-                self.tracer.add(trajectory, episode.calls)
-            admit()
-
-        def answered(requests: list[Request], prompts: list[Prompt], completions, start_ns: int, end_ns: int) -> None:
-            for request, prompt, completion in zip(requests, prompts, completions, strict=True):
-                step = self._take(request, prompt, completion, start_ns, end_ns)
-                if isinstance(step, Request):
-                    queue(step)
-                elif step is None:  # the backend failed after its retries
-                    finish(request.episode)
-                else:
-                    future = tool_pool.submit(self._observe, request.episode, step, request.round)
-                    tools[future] = (request.episode, step)
-
-        def observed(episode: Episode, step: Step, observation: str) -> None:
-            step.observation = observation
-            episode.steps.append(step)
-            ends = step.is_finish or len(episode.steps) >= self.method.max_rounds
-            if episode.trace is not None:
-                reply, episode.pending = episode.pending, None
-                self._add_reply(episode.trace, reply, None if ends else reply.text + self._harness_text(episode))
-            if step.is_finish:
-                finish(episode)
-            elif ends:
-                episode.error = episode.error or f"no finish[] within {self.method.max_rounds} rounds"
-                finish(episode)
-            else:
-                queue(Request(episode, len(episode.steps) + 1))
-
-        def stepped(finished: list) -> None:
-            end_ns = time.time_ns()
-            for key, completion in sorted(finished, key=lambda f: order[id(submitted[f[0]][0].episode)]):
-                request, prompt, start_ns = submitted.pop(key)
-                answered([request], [prompt], [completion], start_ns, end_ns)
-
-        def episode_of(future: Future) -> Episode:
-            return asks[future][0][0].episode if future in asks else tools[future][0]
-
-        def ask() -> None:
-            ready.sort(key=lambda r: order[id(r.episode)])
-            while ready and len(asks) < parallel:
-                request = ready.pop(0)
-                prompt = self._prompt(request)
-                seed = request_seed(self.seed, request.episode.question.qid, request.episode.sample, request.round,
-                                    request.attempt)
-                if parallel == 1:  # a local engine: submitted now, stepped on this thread
-                    key = next(keys)
-                    submitted[key] = (request, prompt, time.time_ns())
-                    self.llm.submit(key, prompt, stop=self.method.stop, max_tokens=self.method.max_tokens, seed=seed)
-                    continue
-                future = ask_pool.submit(self.llm.generate, [prompt], stop=self.method.stop,
-                                         max_tokens=self.method.max_tokens, seeds=[seed])
-                asks[future] = ([request], [prompt], time.time_ns())
-
-        admit()
-        with ThreadPoolExecutor(self.tool_workers) as tool_pool, ThreadPoolExecutor(parallel) as ask_pool:
-            while ready or asks or tools or submitted:
-                # A ready ask joins a running batch at once; to an idle engine it goes now unless tools
-                # are still running whose next asks may start with it. At the barrier it waits for all.
-                gather = None if self.gather_s is None else self.gather_s - (time.perf_counter() - ready_since)
-                joins = bool(submitted) and self.gather_s is not None
-                idle = not submitted and (not tools or (gather is not None and gather <= 0))
-                if ready and len(asks) < parallel and (joins or idle):
-                    ask()
-                if submitted:  # one step of the local engine, then whatever tools finished meanwhile
-                    stepped(self.llm.step())
-                    done = {future for future in tools if future.done()}
-                else:
-                    timeout = gather if ready and tools and len(asks) < parallel and gather is not None else None
-                    done, _ = wait([*asks, *tools], timeout=timeout, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: order[id(episode_of(f))]):
-                    if future in asks:
-                        requests, prompts, start_ns = asks.pop(future)
-                        answered(requests, prompts, future.result(), start_ns, time.time_ns())
-                    else:
-                        episode, step = tools.pop(future)
-                        observed(episode, step, future.result())
-        return [results[e.question.qid, e.sample] for e in episodes]
+        driver = EngineDriver(self) if self.llm.parallel_calls == 1 else APIDriver(self)
+        with ThreadPoolExecutor(self.tool_workers) as tool_pool, driver:
+            schedule = Schedule(self, episodes, tool_pool, on_finish, in_flight)
+            while schedule.busy or driver.busy:
+                gather = schedule.gather_left()
+                if schedule.ready and driver.takes_asks(schedule, gather):
+                    driver.ask(schedule)
+                driver.advance(schedule, gather)
+        return [schedule.results[e.question.qid, e.sample] for e in episodes]
 
     # --- one answer and one tool call --------------------------------------------------
+    def _seed(self, request: Request) -> int:
+        """The request's seed: from (run seed, question, sample, round, attempt)."""
+        episode = request.episode
+        return request_seed(self.seed, episode.question.qid, episode.sample, request.round, request.attempt)
+
     def _prompt(self, request: Request) -> Prompt:
         episode = request.episode
         if episode.trace is None:
@@ -374,3 +244,198 @@ class Rollout:
             wall_time=wall_time, started_at=started_at, seed=self.seed, sample=episode.sample, format_errors=episode.format_errors, error=episode.error,
             tokens=episode.trace, **self.labels,
         )
+
+
+class Schedule:
+    """The state of one `Rollout.run`: the episodes waiting to start and running, the asks ready to
+    go, the tool calls in flight, the finished trajectories. What happens to an episode between
+    the model and the tool is decided here; when asks go to the backend is its driver's."""
+
+    def __init__(self, rollout: Rollout, episodes: list[Episode], tool_pool: ThreadPoolExecutor,
+                 on_finish: Callable[[Trajectory], None], in_flight: int | None):
+        self.rollout, self.tool_pool, self.on_finish = rollout, tool_pool, on_finish
+        self.order = {id(e): i for i, e in enumerate(episodes)}  # batches and writes go in question order
+        self.waiting = episodes[::-1]  # popped from the end: in question order
+        self.limit = in_flight or len(episodes) or 1
+        self.running = 0
+        self.ready: list[Request] = []
+        self.ready_since = 0.0  # when the oldest ready ask became ready
+        self.tools: dict[Future, tuple[Episode, Step]] = {}
+        self.results: dict[tuple[str, int], Trajectory] = {}
+        self.admit()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.ready or self.tools)
+
+    def position(self, episode: Episode) -> int:
+        return self.order[id(episode)]
+
+    def gather_left(self) -> float | None:
+        """How much longer the oldest ready ask may wait for running tool calls (rollout.gather_s);
+        None at the round barrier."""
+        gather_s = self.rollout.gather_s
+        return None if gather_s is None else gather_s - (time.perf_counter() - self.ready_since)
+
+    def take_ready(self) -> Request:
+        """The ready ask of the first question in order."""
+        self.ready.sort(key=lambda r: self.position(r.episode))
+        return self.ready.pop(0)
+
+    def admit(self) -> None:
+        while self.waiting and self.running < self.limit:
+            episode = self.waiting.pop()
+            self.running += 1
+            episode.started_at, episode.started = time.time(), time.perf_counter()
+            self.queue(Request(episode, 1))
+
+    def queue(self, request: Request) -> None:
+        if not self.ready:
+            self.ready_since = time.perf_counter()
+        self.ready.append(request)
+
+    def answered(self, request: Request, prompt: Prompt, completion: Completion, start_ns: int, end_ns: int) -> None:
+        """A reply: its step goes to the tool, a re-ask back to the ready asks; a failed backend
+        ends the episode."""
+        step = self.rollout._take(request, prompt, completion, start_ns, end_ns)
+        if isinstance(step, Request):
+            self.queue(step)
+        elif step is None:  # the backend failed after its retries
+            self.finish(request.episode)
+        else:
+            future = self.tool_pool.submit(self.rollout._observe, request.episode, step, request.round)
+            self.tools[future] = (request.episode, step)
+
+    def observed(self, future: Future) -> None:
+        """A tool call done: the step is the episode's, which then asks its next round or ends."""
+        episode, step = self.tools.pop(future)
+        step.observation = future.result()
+        episode.steps.append(step)
+        max_rounds = self.rollout.method.max_rounds
+        ends = step.is_finish or len(episode.steps) >= max_rounds
+        if episode.trace is not None:
+            reply, episode.pending = episode.pending, None
+            follows = None if ends else reply.text + self.rollout._harness_text(episode)
+            self.rollout._add_reply(episode.trace, reply, follows)
+        if ends:
+            if not step.is_finish:
+                episode.error = episode.error or f"no finish[] within {max_rounds} rounds"
+            self.finish(episode)
+        else:
+            self.queue(Request(episode, len(episode.steps) + 1))
+
+    def finish(self, episode: Episode) -> None:
+        episode.finished = True
+        self.running -= 1
+        rollout = self.rollout
+        if rollout.noise is not None:
+            rollout.noise.end_episode(episode.name)
+        trajectory = rollout._trajectory(episode, episode.started_at, time.perf_counter() - episode.started)
+        self.results[trajectory.key] = trajectory
+        self.on_finish(trajectory)
+        if rollout.tracer is not None:  # after the write: a kill in between loses a trace, never duplicates one
+            rollout.tracer.add(trajectory, episode.calls)
+        self.admit()
+
+
+class EngineDriver:
+    """A local engine (hf, vllm): every ready ask is submitted and the engine stepped on this
+    thread; a step decodes a token for its whole batch, and tools that finished meanwhile queue
+    their next asks to join it. A ready ask joins a running batch at once; to an idle engine it
+    goes when no tool call is running whose next ask may start with it (gather_s), and at the
+    round barrier (gather_s None) only when every tool call is done."""
+
+    def __init__(self, rollout: Rollout):
+        self.rollout, self.llm = rollout, rollout.llm
+        self.submitted: dict[int, tuple[Request, Prompt, int]] = {}  # by key: (request, prompt, start_ns)
+        self.keys = itertools.count()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.submitted)
+
+    def takes_asks(self, schedule: Schedule, gather: float | None) -> bool:
+        if self.submitted:
+            return gather is not None
+        return not schedule.tools or (gather is not None and gather <= 0)
+
+    def ask(self, schedule: Schedule) -> None:
+        method = self.rollout.method
+        while schedule.ready:
+            request = schedule.take_ready()
+            prompt = self.rollout._prompt(request)
+            key = next(self.keys)
+            self.submitted[key] = (request, prompt, time.time_ns())
+            self.llm.submit(key, prompt, stop=method.stop, max_tokens=method.max_tokens, seed=self.rollout._seed(request))
+
+    def advance(self, schedule: Schedule, gather: float | None) -> None:
+        """One step of the engine, then whatever tools finished meanwhile; with nothing decoding,
+        a wait for a tool call (at most `gather` while an ask is ready)."""
+        if self.submitted:
+            finished = self.llm.step()
+            end_ns = time.time_ns()
+            for key, completion in sorted(finished, key=lambda f: schedule.position(self.submitted[f[0]][0].episode)):
+                request, prompt, start_ns = self.submitted.pop(key)
+                schedule.answered(request, prompt, completion, start_ns, end_ns)
+            done = [future for future in schedule.tools if future.done()]
+        else:
+            timeout = gather if schedule.ready and schedule.tools else None
+            done, _ = wait(list(schedule.tools), timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=lambda f: schedule.position(schedule.tools[f][0])):
+            schedule.observed(future)
+
+
+class APIDriver:
+    """An API backend: each ask its own call in a pool, up to llm.parallel_calls at once, so a
+    request being retried holds no other question. An ask goes when a call is free and no tool
+    call is running whose next ask may start with it (gather_s)."""
+
+    def __init__(self, rollout: Rollout):
+        self.rollout, self.llm = rollout, rollout.llm
+        self.parallel = rollout.llm.parallel_calls
+        self.asks: dict[Future, tuple[Request, Prompt, int]] = {}  # future: (request, prompt, start_ns)
+        self.pool = ThreadPoolExecutor(self.parallel)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.asks)
+
+    def takes_asks(self, schedule: Schedule, gather: float | None) -> bool:
+        return len(self.asks) < self.parallel and (not schedule.tools or (gather is not None and gather <= 0))
+
+    def ask(self, schedule: Schedule) -> None:
+        method = self.rollout.method
+        while schedule.ready and len(self.asks) < self.parallel:
+            request = schedule.take_ready()
+            prompt = self.rollout._prompt(request)
+            future = self.pool.submit(self.llm.generate, [prompt], stop=method.stop, max_tokens=method.max_tokens,
+                                      seeds=[self.rollout._seed(request)])
+            self.asks[future] = (request, prompt, time.time_ns())
+
+    def advance(self, schedule: Schedule, gather: float | None) -> None:
+        """A wait for the first call or tool call to finish (at most `gather` while an ask is ready
+        and a call is free), then each that did, in question order."""
+        timeout = gather if schedule.ready and schedule.tools and len(self.asks) < self.parallel else None
+        done, _ = wait([*self.asks, *schedule.tools], timeout=timeout, return_when=FIRST_COMPLETED)
+
+        def episode(future: Future) -> Episode:
+            return self.asks[future][0].episode if future in self.asks else schedule.tools[future][0]
+
+        for future in sorted(done, key=lambda f: schedule.position(episode(f))):
+            if future in self.asks:
+                request, prompt, start_ns = self.asks.pop(future)
+                schedule.answered(request, prompt, future.result()[0], start_ns, time.time_ns())
+            else:
+                schedule.observed(future)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from fireact import tracking
-from fireact.formats import resolve_format
 from fireact.agents.rollout import Rollout
+from fireact.formats import resolve_format
 from fireact.llm.pricing import cost
 from fireact.tasks.base import Question, Task
 from fireact.trajectory import Trajectory
@@ -28,18 +28,27 @@ from fireact.trajectory_files import read_jsonl
 
 log = logging.getLogger(__name__)
 
-# A rollout's settings that change its speed, placement or transport, never what a trajectory
-# holds: evaluate and generate leave them out of their run folder's record (fireact.run_folder),
-# so a rerun with other values resumes the folder.
-ROLLOUT_SPEED_KEYS = (
-    "in_flight", "tool_workers",
-    "backend.batch_size", "backend.prefix_cache_size", "backend.history_cache_tokens", "backend.device", "backend.concurrency",
-    "backend.timeout_s", "backend.max_retries", "backend.retry_budget_s", "backend.backoff_initial_s",
-    "backend.backoff_max_s", "backend.gpu_memory_utilization", "backend.kv_cache_memory_bytes",
-    "backend.tensor_parallel_size", "backend.enforce_eager",
-    # tools: the call cache and the HTTP client
-    "tool.cache", "tool.cache_path", "tool.timeout", "tool.retry", "tool.tool.timeout", "tool.tool.retry",
-)
+# A rollout's own settings that change its speed, never what a trajectory holds; the backend and
+# the tool declare theirs (`speed_settings` of the classes their configs name).
+ROLLOUT_SPEED_KEYS = ("in_flight", "tool_workers")
+
+
+def speed_keys(cfg: Mapping) -> tuple[str, ...]:
+    """The config keys that change a rollout's speed, placement or transport, never what a
+    trajectory holds: evaluate and generate leave them out of their run folder's record
+    (fireact.run_folder), so a rerun with other values resumes the folder."""
+    return (*ROLLOUT_SPEED_KEYS, *_declared(cfg.get("backend"), "backend"), *_declared(cfg.get("tool"), "tool"))
+
+
+def _declared(node, prefix: str) -> list[str]:
+    """The speed settings the class (or function) a config node names declares, and those of the
+    nodes inside it (a cached tool's tool), as dotted keys under `prefix`."""
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        return []
+    keys = [f"{prefix}.{name}" for name in getattr(get_object(node["_target_"]), "speed_settings", ())]
+    for name, child in node.items():
+        keys += _declared(child, f"{prefix}.{name}")
+    return keys
 
 
 def load_written(paths: Sequence[Path]) -> dict[tuple[str, int], Trajectory]:

@@ -19,14 +19,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fireact import tracking
-from fireact.agents.runner import ROLLOUT_SPEED_KEYS, load_written, resolve_method_format, run_agent
+from fireact.agents.runner import load_written, resolve_method_format, run_agent, speed_keys
 from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.summary import print_summary, summarize
 from fireact.run_folder import RunFolder
 from fireact.trajectory_files import append_jsonl
 
 OUTPUTS = ("summary.json", "per_question.csv", "plots/turns.png")
-NOT_RESULTS = (*ROLLOUT_SPEED_KEYS, "task.n")  # more questions resume the folder
+NOT_RESULTS = ("task.n",)  # more questions resume the folder; so do the speed keys (speed_keys)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -41,7 +41,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     path = out_dir / "trajectories.jsonl"
     task = instantiate(cfg.task)
     questions = task.questions()  # a bad task or n fails here, before the folder is touched
-    folder = RunFolder(out_dir, cfg, results=[path.name], not_results=NOT_RESULTS)
+    folder = RunFolder(out_dir, cfg, results=[path.name], not_results=(*speed_keys(cfg), *NOT_RESULTS))
     fresh = not cfg.resume
     if not fresh:
         folder.check()  # written under other settings: stop now, naming the keys

@@ -60,6 +60,9 @@ class LLM(ABC):
     # server with token_ids. It takes TokenIds prompts and returns the token ids it sampled, so a
     # rollout never tokenizes sampled text again.
     samples_tokens: bool = False
+    # Settings (keys of the backend's config) that change a run's speed, placement or transport,
+    # never what a trajectory holds: a run folder resumes under other values of them.
+    speed_settings: tuple[str, ...] = ()
 
     def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
         """The prompt's token ids, as the backend would feed them (chat messages through the chat

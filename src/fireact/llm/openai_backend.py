@@ -56,6 +56,7 @@ class MalformedResponse(Exception):
 
 class OpenAIBackend(LLM):
     backend = "openai"
+    speed_settings = ("concurrency", "timeout_s", "max_retries", "retry_budget_s", "backoff_initial_s", "backoff_max_s")
 
     def __init__(
         self,

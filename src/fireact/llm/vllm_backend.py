@@ -30,6 +30,7 @@ class VLLMBackend(ContinuousBatching):
 
     backend = "vllm"
     samples_tokens = True
+    speed_settings = ("gpu_memory_utilization", "kv_cache_memory_bytes", "tensor_parallel_size", "enforce_eager")
 
     def __init__(
         self,

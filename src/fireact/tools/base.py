@@ -26,6 +26,9 @@ class Tool(ABC):
 
     name: str
     actions: tuple[str, ...] = ("search",)
+    # Settings (keys of the tool's config) that change a run's speed or transport, never an
+    # observation: a run folder resumes under other values of them.
+    speed_settings: tuple[str, ...] = ()
 
     @abstractmethod
     def run(self, action: str, argument: str) -> str:

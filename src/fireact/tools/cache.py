@@ -142,3 +142,6 @@ class CachedTool(Tool):
 def cached(tool: Tool, cache: bool = True, cache_path: str | None = None) -> Tool:
     """The tool the Hydra configs build: `tool` behind a CachedTool when `cache` is true."""
     return CachedTool(tool, cache_path) if cache else tool
+
+
+cached.speed_settings = ("cache", "cache_path")  # a replayed call is the call (tool settings: Tool.speed_settings)

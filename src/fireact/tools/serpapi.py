@@ -37,6 +37,7 @@ def extract_answer(result: Any) -> str:
 class SerpAPISearch(Tool):
     name = "serpapi"
     actions = ("search",)
+    speed_settings = ("timeout", "retry")
 
     def __init__(
         self,

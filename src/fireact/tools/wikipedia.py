@@ -50,6 +50,7 @@ def not_found(entity: str, similar: list[str]) -> str:
 class WikipediaTool(Tool):
     name = "wikipedia"
     actions = ("search", "lookup")
+    speed_settings = ("timeout", "retry")
 
     def __init__(
         self,

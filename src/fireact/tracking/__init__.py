@@ -7,6 +7,7 @@ from fireact.tracking.run import (
     TrackingUnavailable,
     active_run,
     check,
+    display_uri,
     local_store_uri,
     log_artifact,
     log_dataset,
@@ -19,10 +20,9 @@ from fireact.tracking.run import (
     trace_logger,
     tracker_for,
 )
-from fireact.tracking.secrets import Redactor, is_secret_name
 
 __all__ = [
-    "LOCAL_STORE", "MLflowTracker", "Redactor", "TrackedRun", "TrackingUnavailable", "active_run", "check",
-    "is_secret_name", "local_store_uri", "log_artifact", "log_dataset", "log_evaluation", "log_metrics",
+    "LOCAL_STORE", "MLflowTracker", "TrackedRun", "TrackingUnavailable", "active_run", "check", "display_uri",
+    "local_store_uri", "log_artifact", "log_dataset", "log_evaluation", "log_metrics",
     "log_params", "log_table", "set_tags", "start_run", "trace_logger", "tracker_for",
 ]

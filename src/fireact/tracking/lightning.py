@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import MLFlowLogger as LightningMLFlowLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from fireact.tracking.run import active_run, local_store_uri, secondary_rank
-from fireact.tracking.secrets import Redactor
+from fireact.secrets import Redactor
 
 
 class MLflowLogger(LightningMLFlowLogger):

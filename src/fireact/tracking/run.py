@@ -40,8 +40,9 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 from omegaconf import OmegaConf
 
 from fireact.paths import REPO_ROOT
-from fireact.tracking.config import clip, resolved_config, run_params, run_tags
-from fireact.tracking.secrets import Redactor
+from fireact.config_tree import resolved_config
+from fireact.tracking.config import clip, run_params, run_tags
+from fireact.secrets import Redactor
 from fireact.tracking.traces import TraceLogger
 
 log = logging.getLogger(__name__)

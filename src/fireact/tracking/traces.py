@@ -34,8 +34,8 @@ from mlflow.entities import AssessmentSource, SpanType
 from mlflow.environment_variables import MLFLOW_ENABLE_ASYNC_TRACE_LOGGING
 from mlflow.tracing.constant import SpanAttributeKey, TokenUsageKey, TraceMetadataKey
 
-from fireact.agents.rollout import ModelCall, ToolCall
-from fireact.tracking.secrets import Redactor
+from fireact.calls import ModelCall, ToolCall
+from fireact.secrets import Redactor
 from fireact.trajectory import Trajectory
 
 log = logging.getLogger(__name__)

@@ -1,75 +1,32 @@
-"""The `hf` backend: local generation with transformers on CPU or GPU.
-
-The model is loaded once (a hub id, a local or merged checkpoint folder, or the embedded
-default), optionally with a PEFT adapter merged in. Prompts are tokenized (chat message lists
-through the tokenizer's chat template) and batched continuously: a submitted request joins the
-running batch at the next `step` (`RunningBatch`: a slot per request, up to batch_size) and
-leaves it when its reply ends; transformers' own stop-string criterion (built once per tuple of
-stop strings) ends each sequence at its first stop string, and the text is cut there and at
-end-of-sequence.
-
-Decoding (greedy or sampled) reuses a shared prefix: agents' prompts all start with the same few-shot
-examples, so the longest common token prefix of the requests that start a batch is encoded once
-and its KV cache kept (a few, least recently used first out) for later batches that start with
-it; a request joins a running batch only if it starts with that batch's prefix. The prefix's
-keys and values stay one row: `shared_prefix_attention` (registered with transformers as the
-model's attention) attends to them and to each row's own tokens, so a forward reads the prefix
-once for the whole batch and never copies it into rows. Newcomers' own tokens are encoded in a
-forward of their own, laid out [left padding][own tokens] (`BufferLayer`), then copied into
-their slots (`SlotLayer`), where a row's own tokens start at column 0 and each decoding step
-writes every row's token at that row's own column, masked per row, with position ids continuing
-from the prefix; greedy, it gives the same tokens as `generate` up to float rounding. Sampling
-draws each row from its temperature-scaled, top-p-cut distribution with its own generator,
-seeded by the request's seed, so a prompt and a seed give the same completion whatever else
-shares the batch.
-
-An agent's next prompt is its last one extended (the reply, the observation): each request's own
-KV cache (its tokens after the shared prefix, and the generated tokens fed back) is kept after
-decoding (`HistoryCache`), and a later prompt that starts with those tokens loads them into its
-row instead of encoding them again, so a question's next round encodes only its new tokens
-(with the same tokens, greedy, as encoding it whole, up to float rounding).
-"""
+"""The hf backend itself: loading, the request queue, prefill and decoding steps, completions
+(the package doc says how it decodes)."""
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import itertools
 import os
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Hashable, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StopStringCriteria
-from transformers import AttentionInterface
-from transformers.cache_utils import Cache, DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.cache_utils import Cache
 
 from fireact.dtypes import torch_dtype
 from fireact.llm.base import ContinuousBatching, Completion, Prompt, TokenIds, cut_at_stop, request_seed
 from fireact.llm.embedded import resolve_model_path
+from fireact.llm.hf.attention import SHARED_PREFIX_ATTENTION, register_attention
+from fireact.llm.hf.batch import Row, RunningBatch
+from fireact.llm.hf.caches import BufferLayer, History, HistoryCache
+from fireact.llm.hf.memory import map_large_blocks, release_free_memory
 from fireact.logs import route_transformers, transformers_bars_off
 
 route_transformers()
 
 # A common prefix shorter than this is not worth a cache entry (the suffixes are encoded anyway).
 MIN_SHARED_PREFIX = 32
-# Columns a slot gets for its reply before the batch has to grow; a ReAct step (a thought and an
-# action) usually fits. Reserving max_tokens for every row held columns that most rows never
-# fill, in every layer (bench/NOTES.md, peak RSS).
-REPLY_ROOM = 32
-
-# glibc serves a block below its mmap threshold from its heap and keeps it there once freed, and
-# by default that threshold rises to the largest mapped block freed (up to 32 MB): the running
-# batch's slot buffers, reallocated as requests come and go, then stay resident after they are
-# freed. A fixed threshold maps every block this size or larger apart, so that freeing it gives
-# it back (bench/NOTES.md, peak RSS).
-MMAP_THRESHOLD_BYTES = 4 * 2**20
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 class HFBackend(ContinuousBatching):
@@ -94,6 +51,7 @@ class HFBackend(ContinuousBatching):
 
     backend = "hf"
     samples_tokens = True
+    speed_settings = ("device", "batch_size", "prefix_cache_size", "history_cache_tokens")
 
     def __init__(
         self,
@@ -176,7 +134,8 @@ class HFBackend(ContinuousBatching):
 
     def _attach(self, lm: torch.nn.Module, tokenizer) -> None:
         self.lm, self.tokenizer = lm, tokenizer
-        self.lm.set_attn_implementation("fireact_shared_prefix")  # sdpa, but a shared prefix is kept once
+        register_attention()
+        self.lm.set_attn_implementation(SHARED_PREFIX_ATTENTION)  # sdpa, but a shared prefix is kept once
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -431,370 +390,6 @@ class HFBackend(ContinuousBatching):
         if end < len(tokens):  # an end-of-sequence token, counted as generated
             return Completion(text, prompt_tokens, end + 1, "stop", **sampled)
         return Completion(text, prompt_tokens, len(tokens), "length", **sampled)
-
-
-class BufferLayer(DynamicLayer):
-    """A DynamicLayer whose keys and values live in buffers sized once for the whole generation
-    (prompt + new tokens). DynamicLayer concatenates at every step, a copy of the whole cache per
-    token: on CPU that copy cost as much as the step's attention."""
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity, self.length = capacity, 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.dtype, self.device = key_states.dtype, key_states.device
-        rows, heads, _, dim = key_states.shape
-        self._keys = key_states.new_empty((rows, heads, self.capacity, dim))
-        self._values = value_states.new_empty((rows, heads, self.capacity, value_states.shape[-1]))
-        self.is_initialized = True
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        end = self.length + key_states.shape[-2]
-        if end > self.capacity:
-            raise RuntimeError(f"BufferLayer holds {self.capacity} tokens; {end} were written")
-        self._keys[:, :, self.length : end] = key_states
-        self._values[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def load(self, rows: list[tuple[torch.Tensor, torch.Tensor] | None], length: int) -> None:
-        """Start with `length` columns filled: row i's keys and values ([1, kv heads, n, dim]), where
-        it has some, end at column `length`; every other column before it is zeros (padding,
-        masked: zeros, not whatever memory held, keep the masked scores finite)."""
-        keys, values = next(kv for kv in rows if kv is not None)
-        self.lazy_initialization(keys.expand(len(rows), -1, -1, -1), values.expand(len(rows), -1, -1, -1))
-        self._keys[:, :, :length] = 0
-        self._values[:, :, :length] = 0
-        for row, kv in enumerate(rows):
-            if kv is not None:
-                self._keys[row, :, length - kv[0].shape[-2] : length] = kv[0][0]
-                self._values[row, :, length - kv[1].shape[-2] : length] = kv[1][0]
-        self.length = length
-        self.keys, self.values = self._keys[:, :, :length], self._values[:, :, :length]
-
-    def release(self) -> None:
-        """Free the buffers (the batch is done)."""
-        self._keys = self._values = self.keys = self.values = None
-        self.is_initialized, self.length = False, 0
-
-
-@dataclass
-class Row:
-    """A request in the hf backend: waiting, then decoding in a slot of the running batch."""
-
-    key: Hashable
-    prompt: list[int]
-    stop: tuple[str, ...]
-    max_tokens: int
-    generator: torch.Generator | None  # sampling only
-    generated: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)  # each generated token's, as it was drawn
-    length: int = 0  # own tokens (after the shared prefix) in its slot's cache
-    ended: bool = False
-
-
-class SlotLayer(DynamicLayer):
-    """One layer's keys and values for a running batch: a slot (buffer row) per request, its own
-    tokens from column 0 with room for its reply (REPLY_ROOM, more when a reply needs it). A
-    decoding step writes each slot's new token at that slot's own column (`aim`) and attends to
-    columns [0, width) of the slots in use, masked per row. The buffers grow (a copy) when a
-    newcomer needs more slots or columns or a reply more columns, so that joining a batch never
-    copies the requests already in it otherwise."""
-
-    def __init__(self):
-        super().__init__()
-        self._keys = self._values = None
-        self.width = 0
-        self.rows: torch.Tensor | None = None
-        self.at: torch.Tensor | None = None
-
-    def reserve(self, slots: int, capacity: int, limit: int, like: torch.Tensor | None = None) -> None:
-        """Room for `slots` rows of `capacity` columns: rows doubled (up to `limit`), columns grown
-        by a quarter at least, so that a run's growing prompts and replies reallocate a few times,
-        not at every admission or step; new room is zeros (masked columns must hold finite
-        numbers). `like` gives the dtype and shape of a row (the buffers' own when None)."""
-        like = self._keys if like is None else like
-        have_slots, have_capacity = (0, 0) if self._keys is None else (self._keys.shape[0], self._keys.shape[2])
-        if slots <= have_slots and capacity <= have_capacity:
-            return
-        slots = max(slots, min(limit, have_slots * 2)) if slots > have_slots else have_slots
-        capacity = max(capacity, have_capacity * 5 // 4) if capacity > have_capacity else have_capacity
-        shape = lambda like: (slots, like.shape[1], capacity, like.shape[-1])
-        self.keys = self.values = None  # the last step's views would keep the old buffers alive beside the new
-        keys, values = like.new_zeros(shape(like)), like.new_zeros(shape(like))
-        if self._keys is not None:
-            keys[:have_slots, :, :have_capacity] = self._keys
-            values[:have_slots, :, :have_capacity] = self._values
-        self._keys, self._values = keys, values
-        self.dtype, self.device, self.is_initialized = like.dtype, like.device, True
-
-    def fill(self, slots: list[int], keys: torch.Tensor, values: torch.Tensor, lengths: list[int]) -> None:
-        """Row i of `keys`/`values` (a prefill's cache, right-aligned) into slot slots[i]: its last
-        lengths[i] columns become the slot's columns [0, lengths[i])."""
-        for index, (slot, length) in enumerate(zip(slots, lengths)):
-            self._keys[slot, :, :length] = keys[index, :, keys.shape[-2] - length :]
-            self._values[slot, :, :length] = values[index, :, values.shape[-2] - length :]
-
-    def aim(self, rows: torch.Tensor, at: torch.Tensor, width: int) -> None:
-        """The next forward: slot rows[i]'s token written at column at[i], `width` columns read."""
-        self.rows, self.at, self.width = rows, at, width
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if key_states.shape[-2] != 1:
-            raise RuntimeError("SlotLayer takes one token a row (a decoding step); prompts are encoded apart")
-        slots = len(self.rows)
-        self._keys[self.rows, :, self.at] = key_states[:, :, 0]
-        self._values[self.rows, :, self.at] = value_states[:, :, 0]
-        self.keys, self.values = self._keys[:slots, :, : self.width], self._values[:slots, :, : self.width]
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return max(self.width - 1, 0)
-
-    @property
-    def capacity(self) -> int:
-        """The columns each slot has room for."""
-        return self._keys.shape[2]
-
-    def row(self, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A copy of slot `slot`'s first `length` columns ([1, kv heads, length, dim])."""
-        return (self._keys[slot : slot + 1, :, :length].clone(), self._values[slot : slot + 1, :, :length].clone())
-
-    def keep(self, slots: list[int], capacity: int) -> None:
-        """Keep only these slots, in this order, and their first `capacity` columns (the batch compacts)."""
-        index = torch.tensor(slots, device=self._keys.device)
-        self.keys = self.values = None  # as in reserve: no view holds the old buffers
-        self._keys = self._keys[:, :, :capacity].index_select(0, index)
-        self._values = self._values[:, :, :capacity].index_select(0, index)
-
-    def release(self) -> None:
-        self._keys = self._values = self.keys = self.values = None
-        self.is_initialized = False
-
-
-class RunningBatch:
-    """The hf backend's decoding batch: its shared prefix (length, tokens, keys and values), a
-    slot per request (None: free), and the slots' caches (`SlotLayer`, one per model layer)."""
-
-    def __init__(self, prefix: int, prefix_tokens: tuple[int, ...], shared, layers: int, limit: int):
-        self.prefix, self.prefix_tokens, self.shared, self.limit = prefix, prefix_tokens, shared, limit
-        self.cache = Cache(layers=[SlotLayer() for _ in range(layers)])
-        self.layers: list[SlotLayer] = self.cache.layers
-        self.rows: list[Row | None] = []
-
-    def active(self) -> int:
-        return sum(row is not None for row in self.rows)
-
-    def takes(self, prompt: list[int]) -> bool:
-        """Whether a prompt can join: it starts with the shared prefix and has a token after it."""
-        return len(prompt) > self.prefix and tuple(prompt[: self.prefix]) == self.prefix_tokens
-
-    def idle_share(self) -> float:
-        return 1 - self.active() / len(self.rows)
-
-    def place(self, rows: list[Row]) -> list[int]:
-        """Slots for the newcomers (free ones first); each layer then reserves room() columns for them."""
-        free = [slot for slot, row in enumerate(self.rows) if row is None]
-        slots = []
-        for row in rows:
-            slot = free.pop(0) if free else len(self.rows)
-            if slot == len(self.rows):
-                self.rows.append(None)
-            self.rows[slot] = row
-            slots.append(slot)
-        return slots
-
-    def room(self) -> int:
-        """The columns the rows in it need: each its own prompt tokens, what it generated and
-        REPLY_ROOM more (at most max_tokens in all); a decoding step grows them when a reply needs more."""
-        return max(len(row.prompt) - self.prefix + min(row.max_tokens, len(row.generated) + REPLY_ROOM)
-                   for row in self.rows if row is not None)
-
-    def compact(self) -> None:
-        """Drop the free slots (their rows would still run through every decoding step) and the
-        columns no row in it needs."""
-        kept = [slot for slot, row in enumerate(self.rows) if row is not None]
-        for layer in self.layers:
-            layer.keep(kept, self.room())
-        self.rows = [self.rows[slot] for slot in kept]
-
-    def release(self) -> None:
-        for layer in self.layers:
-            layer.release()
-
-
-@dataclass
-class History:
-    """A request's own tokens, the prompt's and those generated then fed back (`tokens` holds
-    the whole sequence; its own part starts at `start`, the shared prefix's length at the
-    time), and their keys and values per layer ([1, kv heads, own tokens, dim])."""
-
-    tokens: tuple[int, ...]
-    start: int
-    layers: list[tuple[torch.Tensor, torch.Tensor] | None]
-
-    def __len__(self) -> int:
-        return len(self.tokens) - self.start
-
-    def layer(self, index: int, count: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The first `count` own tokens' keys and values at layer `index` (None for none); the
-        layer is then dropped from this history, so that a batch's loading frees as it goes."""
-        if index >= len(self.layers):
-            return None
-        (keys, values), self.layers[index] = self.layers[index], None
-        return (keys[:, :, :count], values[:, :, :count]) if count > 0 else None
-
-
-class HistoryCache:
-    """Finished requests' histories, at most `capacity` own tokens in all, least recently kept
-    first out. A prompt takes the one that covers most of its own tokens (each is taken once:
-    the prompt's own history, kept after its decoding, supersedes it)."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self._size = capacity, 0
-        self._kept: OrderedDict[int, History] = OrderedDict()
-        self._ids = itertools.count()
-
-    def take(self, prompt: list[int], start: int) -> History:
-        """The kept history that covers most of prompt[start:-1] (the last token is always fed,
-        for its logits), cut to what it covers; an empty History when none covers any."""
-        prompt = tuple(prompt)
-        best, covered = None, 0
-        for key, history in self._kept.items():
-            if history.start <= start:  # its keys and values begin at or before this prompt's own part
-                shared = common_length(history.tokens, prompt, len(prompt) - 1) - start
-                if shared > covered:
-                    best, covered = key, shared
-        if best is None:
-            return History(prompt[:start], start, [])
-        history = self._kept.pop(best)
-        self._size -= len(history)
-        cut = slice(start - history.start, start - history.start + covered)
-        return History(prompt[: start + covered], start, [(k[:, :, cut], v[:, :, cut]) for k, v in history.layers])
-
-    def put(self, history: History) -> None:
-        if len(history) > self.capacity:
-            return
-        self._kept[next(self._ids)] = history
-        self._size += len(history)
-        while self._size > self.capacity:
-            self._size -= len(self._kept.popitem(last=False)[1])
-
-    def clear(self) -> None:
-        self._kept.clear()
-        self._size = 0
-
-
-def common_length(a: tuple[int, ...], b: tuple[int, ...], limit: int) -> int:
-    """How many leading tokens a and b share, at most `limit` (a binary search over slice
-    comparisons: prefix equality holds up to some length and fails beyond it)."""
-    low, high = 0, min(len(a), len(b), limit)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                            shared_prefix=None, **kwargs):
-    """Attention over [a prefix every row shares][each row's own tokens], the prefix's keys and
-    values kept once (one row) instead of copied into every row: all rows' queries attend to it
-    in one call. `key`, `value`, `attention_mask` cover the rows' own tokens.
-
-    The prefix and the own tokens are attended apart, each giving its softmax's log-normaliser,
-    and the two results merged with weights from those. Query heads are grouped by the key
-    head they read (transformers' repeat_kv copies the keys instead), so no keys or values are
-    copied, with a prefix or without. Training, and a GPU without a prefix, use transformers'
-    sdpa attention; a GPU encoding prompts joins the prefix to each row for sdpa's kernels."""
-    on_cpu = query.device.type == "cpu"
-    if module.training or (shared_prefix is None and not on_cpu):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    rows, heads, queries, dim = query.shape
-    kv_heads, own = key.shape[1], key.shape[-2]
-    group = heads // kv_heads  # query head h reads kv head h // group
-    scale = scaling if scaling is not None else dim**-0.5
-    if attention_mask is None:  # no padding: causal over the own tokens
-        visible = torch.ones(queries, own, dtype=torch.bool, device=query.device).tril(own - queries)
-    elif attention_mask.dtype == torch.bool:
-        visible = attention_mask
-    else:  # an additive mask
-        visible = attention_mask == 0
-    visible = visible.expand(rows, 1, queries, own)
-    if not on_cpu and queries > 1:
-        prefix_keys, prefix_values = shared_prefix[module.layer_idx]
-        joined = lambda shared, own_part: torch.cat([shared.expand(rows, -1, -1, -1), own_part], dim=-2)
-        everything = torch.cat([visible.new_ones(rows, 1, queries, prefix_keys.shape[-2]), visible], dim=-1)
-        return sdpa_attention_forward(module, query, joined(prefix_keys, key), joined(prefix_values, value), everything,
-                                      scaling=scaling, dropout=dropout, **kwargs)
-    visible = visible.repeat(1, 1, group, 1)  # per grouped query
-    grouped = query.reshape(rows, kv_heads, group * queries, dim)  # [rows, kv heads, group x queries, dim]
-    out, own_norm = _attend(grouped, key, value, visible, scale)
-    if shared_prefix is not None:
-        prefix_keys, prefix_values = shared_prefix[module.layer_idx]  # [1, kv heads, prefix, dim]
-        all_rows = grouped.transpose(0, 1).reshape(1, kv_heads, rows * group * queries, dim)
-        from_prefix, prefix_norm = _attend(all_rows, prefix_keys, prefix_values, None, scale)
-        from_prefix = from_prefix.reshape(kv_heads, rows, group * queries, dim).transpose(0, 1)
-        prefix_norm = prefix_norm.reshape(kv_heads, rows, group * queries).transpose(0, 1)
-        own_norm = own_norm.masked_fill(~visible.any(-1), float("-inf"))  # a query that sees no own token
-        top = torch.maximum(prefix_norm, own_norm)
-        prefix_weight, own_weight = (prefix_norm - top).exp()[..., None], (own_norm - top).exp()[..., None]
-        out = (from_prefix.float() * prefix_weight + out.float() * own_weight) / (prefix_weight + own_weight)
-    return out.reshape(rows, heads, queries, dim).transpose(1, 2).to(query.dtype), None
-
-
-def _attend(query, key, value, visible, scale):
-    """Softmax attention and its log-normaliser (logsumexp of the visible scores) per query:
-    torch's flash kernel on CPU, the plain computation elsewhere. `visible`: a boolean mask
-    broadcast over heads, or None for all keys visible."""
-    attend = flash_attend_cpu if query.device.type == "cpu" else plain_attend
-    return attend(query, key, value, visible, scale)
-
-
-def flash_attend_cpu(query, key, value, visible, scale):
-    mask = None if visible is None else torch.zeros(visible.shape, dtype=query.dtype).masked_fill(~visible, float("-inf"))
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=mask, scale=scale)
-
-
-def plain_attend(query, key, value, visible, scale):
-    scores = (query.float() @ key.float().transpose(-1, -2)) * scale
-    if visible is not None:
-        scores = scores.masked_fill(~visible, float("-inf"))
-    norm = scores.logsumexp(-1)
-    return (scores - norm[..., None]).exp().nan_to_num() @ value.float(), norm
-
-
-AttentionInterface.register("fireact_shared_prefix", shared_prefix_attention)
-AttentionMaskInterface.register("fireact_shared_prefix", sdpa_mask)
-
-
-def map_large_blocks() -> None:
-    """Set glibc's mmap threshold to MMAP_THRESHOLD_BYTES for this process, unless the user set
-    MALLOC_MMAP_THRESHOLD_; nothing where the C library is not glibc."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
-def release_free_memory() -> None:
-    """Have glibc give its heaps' free pages back (malloc_trim): the kept histories are blocks
-    under the mmap threshold, and once dropped their pages stay resident, so that a process
-    running rollout after rollout grew by their size each time (bench/NOTES.md, peak RSS);
-    nothing where the C library is not glibc."""
-    malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if malloc_trim is not None:
-        malloc_trim(0)
 
 
 def _device(device: str) -> torch.device:
