@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from fireact.agents.runner import resolve_method_format
-from fireact.evaluate.run import NOT_RESULTS, evaluate
-from fireact.generate import NOT_RESULTS as GENERATE_NOT_RESULTS
+from fireact.evaluate.run import evaluate, not_results
+from fireact.generate import not_results as generate_not_results
 from fireact.generate import generate
 from fireact.paths import REPO_ROOT
 from fireact.tasks import HotpotQA
@@ -24,7 +24,7 @@ def test_result_config_leaves_out_speed_bookkeeping_and_secrets(compose_cfg, mon
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-0123456789abcdefXYZ")
     cfg = compose_cfg("evaluate", "backend=openai", "model=gpt4", "+backend.api_key=sk-inline-0123456789abcdefghij",
                       "+model.note=sk-test-key-0123456789abcdefXYZ")
-    config = result_config(cfg, NOT_RESULTS)
+    config = result_config(cfg, not_results(cfg))
     assert config["model"]["name"] == "gpt-4-0613" and config["method"]["max_rounds"] == 11 and config["seed"] == 0
     assert config["task"]["shuffle_seed"] == 233 and "n" not in config["task"]
     for key in ("output_dir", "resume", "in_flight", "tool_workers", "tracker", "paths", "experiment_name", "hydra"):
@@ -46,7 +46,7 @@ def test_differences_name_each_changed_added_or_removed_key():
 
 def test_the_record_round_trips_through_yaml(compose_cfg, tmp_path):
     cfg = compose_cfg("evaluate", "noise=none_obs", "noise.p=0.25", "model.price.prompt_per_1k=1e-05")
-    folder = RunFolder(tmp_path / "out", cfg, results=["trajectories.jsonl"], not_results=NOT_RESULTS)
+    folder = RunFolder(tmp_path / "out", cfg, results=["trajectories.jsonl"], not_results=not_results(cfg))
     folder.record()
     (tmp_path / "out" / "trajectories.jsonl").write_text("{}\n")
     folder.check()  # the same settings, read back from YAML: no difference
@@ -54,7 +54,8 @@ def test_the_record_round_trips_through_yaml(compose_cfg, tmp_path):
 
 
 def test_a_folder_without_results_or_without_a_record_is_not_refused(compose_cfg, tmp_path, caplog):
-    folder = RunFolder(tmp_path, compose_cfg("evaluate"), results=["trajectories.jsonl"], not_results=NOT_RESULTS)
+    cfg = compose_cfg("evaluate")
+    folder = RunFolder(tmp_path, cfg, results=["trajectories.jsonl"], not_results=not_results(cfg))
     (tmp_path / RUN_CONFIG).write_text("seed: 99\n")
     folder.check()  # a record but no results: nothing would be mixed
     (tmp_path / RUN_CONFIG).unlink()
@@ -63,10 +64,10 @@ def test_a_folder_without_results_or_without_a_record_is_not_refused(compose_cfg
     assert "no run_config.yaml" in caplog.text
 
 
-def recorded(out_dir, cfg, not_results=NOT_RESULTS, results=("trajectories.jsonl",)) -> None:
+def recorded(out_dir, cfg, left_out=not_results, results=("trajectories.jsonl",)) -> None:
     """run_config.yaml as the stage writes it: method.format=auto resolved first, as evaluate and generate do."""
     resolve_method_format(cfg)
-    RunFolder(out_dir, cfg, results=list(results), not_results=not_results).record()
+    RunFolder(out_dir, cfg, results=list(results), not_results=left_out(cfg)).record()
 
 
 def written_folder(out_dir, n=2):
@@ -110,7 +111,7 @@ def test_resume_false_keeps_the_old_files_until_new_work_is_written(compose_cfg,
 
 def test_generate_refuses_another_configs_folder(compose_cfg, tmp_path):
     out = tmp_path  # compose_cfg writes here
-    recorded(out, compose_cfg("generate", *SMALL), GENERATE_NOT_RESULTS, results=("trajectories.jsonl", "failures.jsonl"))
+    recorded(out, compose_cfg("generate", *SMALL), generate_not_results, results=("trajectories.jsonl", "failures.jsonl"))
     (out / "failures.jsonl").write_text("{}\n")
     with pytest.raises(ConfigMismatch, match=r"(?s)noise.p: '<absent>'|noise._target_: 'fireact.tools.noise.Clean' \(in the folder\)"):
         generate(compose_cfg("generate", *SMALL, "noise=none_obs"))

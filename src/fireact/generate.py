@@ -32,9 +32,14 @@ from fireact.run_folder import RunFolder
 from fireact.trajectory import Trajectory
 from fireact.trajectory_files import append_jsonl, read_alpaca
 
-# More questions or more samples per question resume the folder; a dry run writes no result.
-NOT_RESULTS = ("task.n", "samples", "dry_run")  # and the speed keys (speed_keys)
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with GPT-style tokenizers
+
+
+def not_results(cfg: DictConfig) -> tuple[str, ...]:
+    """The keys that do not change what generate writes: the rollout's speed keys; task.n and
+    samples (more questions or more samples per question resume the folder); dry_run (it writes
+    no result)."""
+    return (*speed_keys(cfg), "task.n", "samples", "dry_run")
 
 
 def failure_reason(trajectory: Trajectory) -> str:
@@ -109,7 +114,7 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.output_dir)
     kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
     resume = cfg.resume
-    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name], not_results=(*speed_keys(cfg), *NOT_RESULTS))
+    folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name], not_results=not_results(cfg))
     if resume:
         folder.check()  # written under other settings: stop now, naming the keys
     samples = cfg.samples

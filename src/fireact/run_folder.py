@@ -9,7 +9,7 @@ folder), and the keys the stage names as not changing what a result holds (`not_
 how many questions, batch sizes, workers, retries and timeouts), so `task.n=500` resumes a
 `task.n=100` folder and `samples=8` a `samples=4` one.
 
-    folder = RunFolder(out_dir, cfg, results=["trajectories.jsonl"], not_results=NOT_RESULTS)
+    folder = RunFolder(out_dir, cfg, results=["trajectories.jsonl"], not_results=not_results(cfg))
     folder.check()     # before any work: ConfigMismatch if the folder was written otherwise
     folder.record()    # with the first result written: run_config.yaml (once)
 """

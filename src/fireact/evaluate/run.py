@@ -26,7 +26,12 @@ from fireact.run_folder import RunFolder
 from fireact.trajectory_files import append_jsonl
 
 OUTPUTS = ("summary.json", "per_question.csv", "plots/turns.png")
-NOT_RESULTS = ("task.n",)  # more questions resume the folder; so do the speed keys (speed_keys)
+
+
+def not_results(cfg: DictConfig) -> tuple[str, ...]:
+    """The keys that do not change what evaluate writes: the rollout's speed keys, and task.n
+    (more questions resume the folder)."""
+    return (*speed_keys(cfg), "task.n")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -41,7 +46,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     path = out_dir / "trajectories.jsonl"
     task = instantiate(cfg.task)
     questions = task.questions()  # a bad task or n fails here, before the folder is touched
-    folder = RunFolder(out_dir, cfg, results=[path.name], not_results=(*speed_keys(cfg), *NOT_RESULTS))
+    folder = RunFolder(out_dir, cfg, results=[path.name], not_results=not_results(cfg))
     fresh = not cfg.resume
     if not fresh:
         folder.check()  # written under other settings: stop now, naming the keys
