@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from fireact.pipeline import stage_config, trained_model
+from fireact.pipeline import stage_config
+from fireact.train.result import TrainedModel
 from tests.conftest import CONF_DIR
 
 
@@ -43,7 +44,7 @@ def test_a_model_brings_its_preset_and_the_command_line_still_wins(pipeline_cfg,
 
 def test_a_stage_gets_only_its_own_keys_and_follows_a_changed_model(pipeline_cfg, tmp_path):
     cfg = pipeline_cfg("noise=none_obs", "method.max_rounds=3", "+replace=true")
-    evaluate = stage_config(cfg, "evaluate", tmp_path / "eval", trained_model({"model": "/base", "outputs": {"adapter": "/a"}}))
+    evaluate = stage_config(cfg, "evaluate", tmp_path / "eval", TrainedModel({"model": "/base", "outputs": {"adapter": "/a"}}).agent())
     assert evaluate.backend.model.path == "/base" and evaluate.backend.model.adapter == "/a"  # ${model} followed the change
     assert evaluate.noise._target_ == "fireact.tools.noise.NoneObservation"
     assert evaluate.method.max_rounds == 3 and evaluate.output_dir == str(tmp_path / "eval")

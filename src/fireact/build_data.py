@@ -7,10 +7,13 @@ writes trajectories.jsonl, alpaca.json, chat.jsonl and manifest.json to the run'
 sampled successes and failures also become DPO pairs: pairs.jsonl and preference.jsonl.
 """
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from fireact import tracking
 from fireact.data.build import BuildResult, build_from_config
+from fireact.data.export import MANIFEST, TRAJECTORIES
 from fireact.data.mix import count_cells
 from fireact.data.pairs import PAIRS
 from fireact.data.summary import print_summary
@@ -25,11 +28,16 @@ def build_data(cfg: DictConfig) -> BuildResult:
         counts = {f"count_{task}_{method}": k for (task, method), k in count_cells(result.trajectories).items()}
         tracking.log_metrics({"n_trajectories": len(result.trajectories), "n_pairs": len(result.pairs), **counts})
         if result.out_dir is not None:
-            for name in ("manifest.json", "trajectories.jsonl", PAIRS):
+            for name in (MANIFEST, TRAJECTORIES, PAIRS):
                 if (result.out_dir / name).exists():
                     tracking.log_artifact(result.out_dir / name)
         print_summary(result)
         return result
+
+
+def built(folder: Path) -> bool:
+    """Whether `folder` holds a finished build (its manifest is written last)."""
+    return (folder / MANIFEST).exists()
 
 
 @stage_main("build_data")

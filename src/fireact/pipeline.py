@@ -37,12 +37,14 @@ from rich.console import Console
 from rich.table import Table
 
 from fireact import tracking
-from fireact.build_data import build_data
+from fireact.build_data import build_data, built
 from fireact.entry import stage_main
 from fireact.evaluate import stats
+from fireact.evaluate.files import read_scores
 from fireact.evaluate.plots import line_chart
 from fireact.evaluate.run import evaluate
 from fireact.generate import generate
+from fireact.train.result import TrainedModel, last_checkpoint
 from fireact.train.run import train
 
 COMPARED = (
@@ -88,18 +90,6 @@ def stage_config(cfg: DictConfig, stage: str, out_dir: Path, *changes: Changes) 
     return stage_cfg
 
 
-def trained_model(summary: dict) -> dict:
-    """How `evaluate` loads what `train` wrote: an adapter on the model it was trained from (the
-    base model, or an improve step's starting model), a full model, or a hosted job's model (by
-    name, so its format cannot sit beside its weights: the chat format it was trained in)."""
-    outputs = summary["outputs"]
-    if "adapter" in outputs:
-        return {"model": {"path": summary["model"], "adapter": outputs["adapter"]}}
-    if "fine_tuned_model" in outputs:
-        return {"model": {"path": outputs["fine_tuned_model"]}, "method": {"format": "chat"}}
-    return {"model": {"path": outputs["model"]}}
-
-
 def shared_stage_dir(cfg: DictConfig, folder: str, stage: str, changes: list[Changes], root: Path) -> Path:
     """stages_dir/<folder>-<hash of the stage's config>, linked as root/<folder>. The hash is of the
     config `stage` runs with (its output folder and experiment name aside), so a changed default in
@@ -133,37 +123,26 @@ def run_evaluate(cfg: DictConfig, folder: str, changes: list[Changes], root: Pat
 def run_build_data(cfg: DictConfig, root: Path) -> Path:
     out_dir = shared_stage_dir(cfg, "build_data", "build_data", [], root)
     with FileLock(out_dir.with_suffix(".lock")):
-        if not (out_dir / "manifest.json").exists():  # written last: the data is complete
+        if not built(out_dir):
             build_data(stage_config(cfg, "build_data", out_dir))
     return out_dir
 
 
-def train_once(cfg: DictConfig, folder: str, changes: list[Changes], root: Path) -> dict:
+def train_once(cfg: DictConfig, folder: str, changes: list[Changes], root: Path) -> TrainedModel:
     """`train` with these changes in its shared stage folder: kept once finished, resumed when interrupted."""
     out_dir = shared_stage_dir(cfg, folder, "train", changes, root)
     with FileLock(out_dir.with_suffix(".lock")):  # a parallel job with the same settings waits, then reuses
-        done = out_dir / "train_summary.json"
-        if done.exists():  # a finished training is kept; delete the folder to train again
-            return json.loads(done.read_text())
-        resume = [{"resume": True}] if (out_dir / "checkpoints" / "last.ckpt").exists() else []
-        return train(stage_config(cfg, "train", out_dir, *changes, *resume))
+        if (done := TrainedModel.read(out_dir)) is not None:  # kept; delete the folder to train again
+            return done
+        resume = [{"resume": True}] if last_checkpoint(out_dir) is not None else []
+        return TrainedModel(train(stage_config(cfg, "train", out_dir, *changes, *resume)))
 
 
-def start_model(trained: dict) -> str:
-    """The fine-tuned model as one folder, what an improve step starts from and keeps as its reference."""
-    outputs = trained["outputs"]
-    folder = outputs.get("model") or outputs.get("merged")
-    if folder is None:
-        raise ValueError("improve needs the fine-tuned model as one folder, but train wrote only a LoRA adapter; "
-                         "add merge=true to the pipeline's command line, or use finetune=full")
-    return folder
-
-
-def run_improve(cfg: DictConfig, trained: dict, root: Path) -> list[tuple[str, dict]]:
+def run_improve(cfg: DictConfig, trained: TrainedModel, root: Path) -> list[tuple[str, TrainedModel]]:
     """improve.rounds rounds: the agent samples on training questions, then trains from its model on
     what it found; round 1 starts from the SFT model, each later round from the one before.
-    Returns each round's (name, train summary)."""
-    model, rounds = start_model(trained), []
+    Returns each round's (name, trained model)."""
+    model, rounds = trained.folder(), []
     for number in range(1, cfg.improve.rounds + 1):
         name = cfg.improve.name if cfg.improve.rounds == 1 else f"{cfg.improve.name}-{number}"
         start = {"model": {"path": model}}
@@ -178,7 +157,7 @@ def run_improve(cfg: DictConfig, trained: dict, root: Path) -> list[tuple[str, d
         improved = train_once(cfg, name, [start, cfg.improve.train, *data], root)
         rounds.append((name, improved))
         if number < cfg.improve.rounds:  # the next round starts from this one's model
-            model = start_model(improved)
+            model = improved.folder()
     return rounds
 
 
@@ -188,7 +167,7 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         trained = train_once(cfg, "train", [{"data": {"path": str(run_build_data(cfg, root))}}], root)
         results, folders = {}, {}
         # method.format=auto: each agent is prompted in the format its model was trained in (fewshot: the base)
-        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", [trained_model(trained)], root)
+        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", [trained.agent()], root)
         comparisons = []  # (agent, baseline, MLflow metric prefix), each on the same questions
         if cfg.prompted:
             folders["prompted"], results["prompted"] = run_evaluate(cfg, "evaluate_prompted", [], root)
@@ -197,10 +176,10 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         if cfg.get("improve"):  # absent unless improve=<member>
             for name, improved in run_improve(cfg, trained, root):
                 rounds.append(name)
-                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", [trained_model(improved)], root)
+                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", [improved.agent()], root)
                 comparisons.append((name, "fine-tuned", f"paired_{name.replace('-', '')}"))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
-        paired = {(agent, baseline): stats.compare(per_question_scores(folders[agent]), per_question_scores(folders[baseline]))
+        paired = {(agent, baseline): stats.compare(read_scores(folders[agent]), read_scores(folders[baseline]))
                   for agent, baseline, _ in comparisons}
         stats.adjust_for_multiple(list(paired.values()))
         for agent, baseline, prefix in comparisons:
@@ -228,12 +207,6 @@ def plot_rounds(results: dict[str, dict], rounds: list[str], root: Path) -> Path
     table = pd.DataFrame({"EM": em}, index=index)
     bounds = (pd.DataFrame({"EM": low}, index=index), pd.DataFrame({"EM": high}, index=index))
     return line_chart(table, root / "rounds.png", f"EM per round: {', '.join(names)}", "EM", bounds=bounds)
-
-
-def per_question_scores(folder: Path) -> dict[str, dict[str, float]]:
-    """{qid: {em, f1}} from an evaluation's per_question.csv (the questions it was run on)."""
-    table = pd.read_csv(folder / "per_question.csv", dtype={"qid": str})
-    return {row.qid: {"em": float(row.em), "f1": float(row.f1)} for row in table.itertuples()}
 
 
 def paired_rows(result: dict, agent: str, baseline: str) -> list[tuple[str, str, str]]:

@@ -14,6 +14,7 @@ from fireact.evaluate.summary import method_used
 from fireact.trajectory import Trajectory
 from fireact.trajectory_files import write_jsonl
 
+PER_QUESTION = "per_question.csv"
 PER_QUESTION_COLUMNS = ["qid", "em", "f1", "turns", "tool_calls", "answer", "gold", "method_used", "error"]
 
 
@@ -36,7 +37,7 @@ def write_evaluation(trajectories: Sequence[Trajectory], summary: Mapping[str, f
     files = {
         "trajectories": out_dir / "trajectories.jsonl",
         "summary": out_dir / "summary.json",
-        "per_question": out_dir / "per_question.csv",
+        "per_question": out_dir / PER_QUESTION,
     }
     if not files["trajectories"].exists():  # an evaluate run has appended it already
         write_jsonl(files["trajectories"], trajectories)
@@ -46,3 +47,9 @@ def write_evaluation(trajectories: Sequence[Trajectory], summary: Mapping[str, f
         [t.turns for t in trajectories], out_dir / "plots" / "turns.png", title=title or "turns per trajectory"
     )
     return files
+
+
+def read_scores(folder: str | Path) -> dict[str, dict[str, float]]:
+    """{qid: {em, f1}} of the evaluation written to `folder`: the questions it was run on."""
+    table = pd.read_csv(Path(folder) / PER_QUESTION, dtype={"qid": str})
+    return {row.qid: {"em": float(row.em), "f1": float(row.f1)} for row in table.itertuples()}

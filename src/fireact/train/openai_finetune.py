@@ -18,6 +18,7 @@ from pathlib import Path
 import openai
 
 from fireact.train.datamodule import load_trajectories
+from fireact.train.result import TrainedModel
 from fireact.trajectory_files import write_chat
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class OpenAIFinetune:
             reason = job.error.message if job.error and job.error.message else "no reason given"
             raise RuntimeError(f"OpenAI fine-tuning job {job.id} ended {job.status}: {reason} (record: {record_path})")
         summary = {"finetune": self.kind, "model": self.base_model, "outputs": {"fine_tuned_model": job.fine_tuned_model}, **record}
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        TrainedModel(summary).write(output_dir)
         log.info("fine-tuned model: %s (use model.path=%s backend=openai)", job.fine_tuned_model, job.fine_tuned_model)
         return summary
 

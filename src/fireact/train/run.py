@@ -18,7 +18,6 @@ checkpoints/, logs/ (the logger's curves), train_summary.json.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from fireact.llm.embedded import resolve_model_path
 from fireact.train.module import CausalLMModule
 from fireact.train.openai_finetune import OpenAIFinetune
 from fireact.train.peft_setup import FullFinetune
+from fireact.train.result import SUMMARY, TrainedModel, last_checkpoint
 from fireact.train.strategies import full_state_dict, shards_weights
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
         pl.seed_everything(cfg.seed, workers=True)
         summary = strategy.run_job(cfg) if hosted else fit_local(cfg, strategy, callbacks)
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        if (Path(cfg.output_dir) / "train_summary.json").exists():
-            tracking.log_artifact(Path(cfg.output_dir) / "train_summary.json")
+        if (Path(cfg.output_dir) / SUMMARY).exists():
+            tracking.log_artifact(Path(cfg.output_dir) / SUMMARY)
         return summary
 
 
@@ -187,9 +187,8 @@ def resolve_resume(resume, output_dir: Path) -> str | None:
     folder = output_dir if resume is True else Path(str(resume)).expanduser()
     if folder.is_file() or (folder.suffix == ".ckpt" and folder.is_dir()):  # DeepSpeed's checkpoints are folders
         return str(folder)
-    for candidate in (folder / "checkpoints" / "last.ckpt", folder / "last.ckpt"):
-        if candidate.exists():
-            return str(candidate)
+    if (checkpoint := last_checkpoint(folder)) is not None:
+        return str(checkpoint)
     raise FileNotFoundError(
         f"resume={resume!r}: no last.ckpt under {folder}; pass resume=<the interrupted run's folder or its .ckpt>, "
         f"or rerun in that folder with hydra.run.dir=<folder> resume=true"
@@ -202,8 +201,7 @@ def _metric(trainer: pl.Trainer, name: str) -> float | None:
 
 
 def _write_summary(output_dir: Path, summary: dict) -> None:
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    TrainedModel(summary).write(output_dir)
     table = Table(title=f"train: {summary['finetune']} {summary['objective']} on {summary['model']}")
     table.add_column("")
     table.add_column("value")
