@@ -78,10 +78,10 @@ def run_baseline(cfg) -> dict:
     model = strategy.load_model(model_path)
     args = TrainingArguments(
         output_dir=cfg.output_dir, per_device_train_batch_size=cfg.data.batch_size, num_train_epochs=1,
-        learning_rate=strategy.optim["lr"],
-        weight_decay=cfg.finetune.weight_decay,
-        warmup_steps=int(cfg.finetune.warmup_ratio * math.ceil(len(data.train_set) / cfg.data.batch_size)),
-        lr_scheduler_type=cfg.finetune.scheduler, max_grad_norm=cfg.trainer.gradient_clip_val,
+        learning_rate=cfg.optimizer.lr,
+        weight_decay=cfg.optimizer.weight_decay,
+        warmup_steps=int(cfg.lr_schedule.warmup_ratio * math.ceil(len(data.train_set) / cfg.data.batch_size)),
+        lr_scheduler_type=cfg.lr_schedule.name, max_grad_norm=cfg.trainer.gradient_clip_val,
         logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, use_cpu=True,
         disable_tqdm=True, remove_unused_columns=False,
     )

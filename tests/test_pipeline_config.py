@@ -29,15 +29,15 @@ def test_every_model_has_its_preset():
 
 
 def test_a_model_brings_its_preset_and_the_command_line_still_wins(pipeline_cfg, tmp_path):
-    cfg = pipeline_cfg("model=llama2_7b", "finetune.lr=1e-4", "questions=500")
+    cfg = pipeline_cfg("model=llama2_7b", "optimizer.lr=1e-4", "questions=500")
     train = stage_config(cfg, "train", tmp_path, {"data": {"path": "/data"}})
     assert train.model.path == "meta-llama/Llama-2-7b-chat-hf" and train.trainer.accelerator == "gpu"
     assert train.finetune._target_.endswith("LoraFinetune") and train.finetune.dtype == "bfloat16"
-    assert train.finetune.lr == 1e-4  # the preset's 3e-4, overridden
+    assert train.optimizer.lr == 1e-4  # the preset's 3e-4, overridden
     assert train.data.path == "/data" and train.data.limit is None and train.seed == 0
     evaluate = stage_config(cfg, "evaluate", tmp_path)
     assert evaluate.backend._target_.endswith("VLLMBackend") and evaluate.task.n == 500
-    assert pipeline_cfg("model=llama2_7b").finetune.lr == 3e-4
+    assert pipeline_cfg("model=llama2_7b").optimizer.lr == 3e-4
     hosted = stage_config(pipeline_cfg("model=gpt35"), "train", tmp_path)
     assert hosted.finetune._target_.endswith("OpenAIFinetune") and hosted.data.format._target_.endswith("Chat")
 
@@ -65,7 +65,7 @@ def test_an_improve_step_is_a_part_merged_over_the_pipelines(pipeline_cfg, tmp_p
     assert dpo.objective._target_.endswith("DPO") and dpo.data._target_.endswith("PreferenceDataModule")
     assert dpo.data.path == "/samples" and dpo.data.format._target_.endswith("Alpaca")
     assert dpo.finetune._target_ == "fireact.train.peft_setup.FullFinetune"
-    assert dpo.finetune.lr == 1e-5 and dpo.trainer.max_epochs == 1  # the step's, over the recipe's 1e-4 and 2
+    assert dpo.optimizer.lr == 1e-5 and dpo.trainer.max_epochs == 1  # the step's, over the recipe's 1e-4 and 2
     grpo_cfg = pipeline_cfg("experiment=sft_vs_rl", "improve=grpo")
     grpo = stage_config(grpo_cfg, "train", tmp_path / "grpo", start, grpo_cfg.improve.train)
     rollout = grpo.objective.rollout

@@ -58,7 +58,7 @@ Changes = Mapping | DictConfig  # a part of a config: {"model": {"path": ...}}, 
 
 def apply_changes(part: DictConfig, changes: Changes) -> None:
     """Each key of `changes` into `part`: a config group's member (a mapping with a `_target_`) or a
-    plain value replaces what is there, any other mapping is merged into it (so `finetune: {lr: ...}`
+    plain value replaces what is there, any other mapping is merged into it (so `optimizer: {lr: ...}`
     changes one setting). Interpolations stay, resolved later against `part`."""
     if OmegaConf.is_config(changes):
         changes = OmegaConf.to_container(changes, resolve=False)

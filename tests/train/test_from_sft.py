@@ -28,7 +28,7 @@ def sft_model(tmp_path_factory) -> str:
     if os.environ.get("FIREACT_SFT_MODEL"):
         return os.environ["FIREACT_SFT_MODEL"]
     out = tmp_path_factory.mktemp("sft")
-    summary = train(compose_config("train", [*TRAIN, "data.limit=null", "finetune.lr=1e-4", "trainer.max_epochs=2"], out))
+    summary = train(compose_config("train", [*TRAIN, "data.limit=null", "optimizer.lr=1e-4", "trainer.max_epochs=2"], out))
     return summary["outputs"]["model"]
 
 
@@ -45,7 +45,7 @@ def samples(sft_model, tmp_path_factory) -> Path:
 def test_dpo_from_sft_orders_its_own_pairs(sft_model, samples, tmp_path):
     summary = train(compose_config("train", [
         *TRAIN, f"model.path={sft_model}", "objective=dpo", "data=preference", f"data.path={samples}",
-        "finetune.lr=1e-5", "trainer.max_epochs=1",
+        "optimizer.lr=1e-5", "trainer.max_epochs=1",
     ], tmp_path))
     assert summary["reward_accuracy_last"] > summary["reward_accuracy_first"]
     assert summary["val_reward_accuracy"] > 0.5
@@ -54,7 +54,7 @@ def test_dpo_from_sft_orders_its_own_pairs(sft_model, samples, tmp_path):
 def test_rft_from_sft_fits_its_own_successes(sft_model, samples, tmp_path):
     summary = train(compose_config("train", [
         *TRAIN, f"model.path={sft_model}", f"data.path={samples}", "data.limit=null", "data.per_question=2",
-        "finetune.lr=5e-5", "trainer.max_epochs=2",
+        "optimizer.lr=5e-5", "trainer.max_epochs=2",
     ], tmp_path))
     assert summary["loss_last"] < summary["loss_first"]
 
@@ -63,7 +63,7 @@ def test_grpo_from_sft_raises_its_training_reward(sft_model, tmp_path):
     # 12 questions, 3 epochs: the reward on the same questions, first pass against last.
     summary = train(compose_config("train", [
         *TRAIN, f"model.path={sft_model}", "objective=grpo", "data=questions", *AS_EVALUATED, "data.task.n=12",
-        "data.batch_size=4", "objective.group_size=4", "objective.rollout.temperature=0.7", "finetune.lr=2e-5", "trainer.max_epochs=3",
+        "data.batch_size=4", "objective.group_size=4", "objective.rollout.temperature=0.7", "optimizer.lr=2e-5", "trainer.max_epochs=3",
         "finetune.gradient_checkpointing=true",  # 16 trajectories backpropagated at once
     ], tmp_path))
     rewards = [m["reward"] for m in summary["step_metrics"]]

@@ -20,7 +20,7 @@ from fireact.trajectory_files import read_jsonl
 SMALL = [
     "objective=grpo", "data=questions", "data.task.n=4", "data.batch_size=2", "objective.group_size=2",
     "objective.rollout.method.max_rounds=2", "objective.rollout.method.max_tokens=24",
-    "objective.reward.search_cost=0.25", "objective.reward.format_penalty=0.5", "finetune=lora", "finetune.lr=1e-3", "trainer.enable_progress_bar=false",
+    "objective.reward.search_cost=0.25", "objective.reward.format_penalty=0.5", "finetune=lora", "optimizer.lr=1e-3", "trainer.enable_progress_bar=false",
     "callbacks.checkpoint.every_n_train_steps=1", "~tracker", "logger=csv",
 ]
 
@@ -98,7 +98,7 @@ def test_two_iterations_update_twice_on_one_rollout_step_and_the_ratio_moves(tmp
     temperature); at the second the policy has moved and so has the ratio. The reward is a function
     of the test's own (objective.reward's _target_): the untrained model answers nothing zero-shot,
     so the task's score would tie every group."""
-    summary = train(grpo_config(tmp_path / "run", "objective.num_iterations=2", "trainer.max_steps=2", "finetune.lr=1e-2",
+    summary = train(grpo_config(tmp_path / "run", "objective.num_iterations=2", "trainer.max_steps=2", "optimizer.lr=1e-2",
                                 "format=chat", "~objective.reward", f"+objective.reward={{_target_:{__name__}.CompletionLength}}"))
     first, second = summary["step_metrics"]
     assert summary["optimizer_steps"] == 2

@@ -3,6 +3,8 @@ given to the objective: the data yields questions, the objective samples each `g
 under sample numbers that say the rollout step, rewards them with the reward function, and trains
 `num_iterations` optimizer steps on one sampling (under gradient accumulation too)."""
 
+from functools import partial
+
 import pytorch_lightning as pl
 import pytest
 import torch
@@ -53,7 +55,8 @@ def fit(accumulate: int, iterations: int, steps: int) -> tuple[ScriptedRollout, 
     objective = GRPO(rollout=rollout, reward=reward, group_size=2, num_iterations=iterations, max_length=32)
     data = QuestionDataModule(HotpotQA(split="train", n=8), batch_size=2)
     data.iterations = iterations
-    module = CausalLMModule(model, objective=objective, lr=1e-2, warmup_ratio=0.0)
+    module = CausalLMModule(model, objective=objective, optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                            lr_schedule="cosine", warmup_ratio=0.0)
     trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=accumulate)
     trainer.fit(module, datamodule=data)

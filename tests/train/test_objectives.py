@@ -5,6 +5,7 @@ group advantages, clipped loss and KL by hand, KL 0 at the reference, and no cha
 group whose rewards are equal."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -277,7 +278,8 @@ def test_a_step_of_tied_groups_changes_no_weight_and_no_adam_state(rewards):
     batch = rollout_batch(model, rewards=(*rewards, *rewards), groups=(0, 0, 0, 1, 1, 1))
     batch = {**batch, **{k: torch.cat([batch[k], batch[k][:2]]) for k in ("input_ids", "attention_mask", "labels", "old_logps")}}
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    module = CausalLMModule(model, objective=grpo(), lr=1e-2)
+    module = CausalLMModule(model, objective=grpo(), optimizer=partial(torch.optim.AdamW, lr=1e-2),
+                            lr_schedule="cosine", warmup_ratio=0.03)
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, torch.utils.data.DataLoader([batch], batch_size=None))

@@ -62,7 +62,7 @@ def test_dpo_starts_at_log_2_and_orders_the_pairs(sampled_folder, tmp_path, fine
     steps = 8 if finetune == "lora" else 4
     lr = "2e-3" if finetune == "lora" else "2e-5"
     cfg = train_config(tmp_path / "run", sampled_folder, "objective=dpo", "data=preference", f"finetune={finetune}",
-                       f"trainer.max_steps={steps}", "trainer.max_epochs=10", f"finetune.lr={lr}", "objective.beta=0.5")
+                       f"trainer.max_steps={steps}", "trainer.max_epochs=10", f"optimizer.lr={lr}", "objective.beta=0.5")
     summary = train(cfg)
     assert summary["objective"] == "dpo" and summary["optimizer_steps"] == steps
     assert summary["losses"][0] == pytest.approx(math.log(2), abs=1e-4)  # the policy starts as its reference

@@ -26,7 +26,7 @@ def test_qlora_trains_a_4bit_base_and_exports_a_loadable_adapter(shortest, model
 
     out = tmp_path / "run"
     cfg = train_config(out, write_trajectories(shortest[:2]), "finetune=qlora", "trainer.max_epochs=3",
-                       "finetune.lr=2e-3", "merge=true")
+                       "optimizer.lr=2e-3", "merge=true")
     summary = train(cfg)
     assert summary["finetune"] == "qlora" and summary["optimizer_steps"] == 3
     assert summary["losses"][-1] < summary["losses"][0]

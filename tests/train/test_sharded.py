@@ -36,8 +36,8 @@ STRATEGIES = {
     "zero3_offload": ["trainer=deepspeed", "trainer.strategy.stage=3", "trainer.strategy.offload_optimizer=true"],
 }
 FINETUNES = {  # no dropout: processes draw other random masks than one process would
-    "lora": ["finetune=lora", "finetune.dropout=0", "finetune.lr=1e-3"],
-    "full": ["finetune=full", "finetune.lr=1e-3"],
+    "lora": ["finetune=lora", "finetune.dropout=0", "optimizer.lr=1e-3"],
+    "full": ["finetune=full", "optimizer.lr=1e-3"],
 }
 CLIP = 0.01  # below every step's gradient norm (checked), so the clip cuts in at every step
 EXAMPLES = 8  # 4 optimizer steps of 2 examples

@@ -25,7 +25,7 @@ def test_lora_loss_falls_and_adapter_changes_greedy_output(finals, tokenizer, mo
     out = tmp_path / "run"
     # One example: every step sees the same batch, so its loss must fall.
     cfg = train_config(out, write_trajectories(finals[:1]), "trainer.max_epochs=4", "data.batch_size=1",
-                       "finetune.lr=2e-3", "merge=true")
+                       "optimizer.lr=2e-3", "merge=true")
     summary = train(cfg)
 
     assert summary["optimizer_steps"] == 4 and summary["data"]["truncated"] == 0
@@ -52,7 +52,7 @@ def test_lora_loss_falls_and_adapter_changes_greedy_output(finals, tokenizer, mo
 def test_full_finetune_loss_falls_and_saves_the_model(finals, tokenizer, write_trajectories, tmp_path):
     out = tmp_path / "run"
     cfg = train_config(out, write_trajectories(finals[:1]), "finetune=full", "trainer.max_epochs=3", "data.batch_size=1",
-                       "finetune.lr=1e-4", "~callbacks.checkpoint", "trainer.enable_checkpointing=false")
+                       "optimizer.lr=1e-4", "~callbacks.checkpoint", "trainer.enable_checkpointing=false")
     summary = train(cfg)
     assert summary["optimizer_steps"] == 3
     assert summary["losses"][-1] < summary["losses"][0] - 0.3

@@ -4,6 +4,8 @@ the policy's own rollouts of the batch's questions)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytorch_lightning as pl
 import torch
 from transformers import get_scheduler
@@ -16,7 +18,9 @@ route_transformers()
 
 
 class CausalLMModule(pl.LightningModule):
-    """Trains `model` with AdamW on its trainable parameters and a warmup + decay schedule.
+    """Trains `model`'s trainable parameters with `optimizer` (a partial: called with them) and a
+    learning rate that warms up linearly over `warmup_ratio` of the steps, then follows the
+    transformers schedule `lr_schedule` (cosine, linear, constant_with_warmup, ...).
 
     Checkpoints hold only the trainable weights (the adapter for LoRA), so a checkpoint of a
     7B LoRA run is megabytes, not the whole base model; the frozen base comes from
@@ -26,23 +30,22 @@ class CausalLMModule(pl.LightningModule):
     def __init__(
         self,
         model: torch.nn.Module,
+        *,
+        optimizer: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer],
+        lr_schedule: str,
+        warmup_ratio: float,
         objective: Objective | None = None,
         tokenizer=None,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.03,
-        scheduler: str = "cosine",
     ):
         super().__init__()
         self.model = model
         self.objective = objective if objective is not None else SFT()
         self.objective.attach(model, tokenizer)
-        self.lr = lr
-        self.weight_decay = weight_decay
+        self.make_optimizer = optimizer
+        self.lr_schedule = lr_schedule
         self.warmup_ratio = warmup_ratio
-        self.scheduler = scheduler
         self.strict_loading = False  # frozen weights are not in the checkpoint (on_save_checkpoint)
-        self.save_hyperparameters(ignore=["model", "objective", "tokenizer"])
+        self.save_hyperparameters(ignore=["model", "objective", "tokenizer", "optimizer"])
         # For the end-of-run summary (this process's share; the logger has the full curves).
         self.losses: list[float] = []
         self.metrics: list[dict[str, float]] = []  # the objective's own, per step (DPO: reward accuracy, margin)
@@ -113,10 +116,10 @@ class CausalLMModule(pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = self.make_optimizer(params)
         total = self.trainer.estimated_stepping_batches
         schedule = get_scheduler(
-            self.scheduler, optimizer, num_warmup_steps=int(self.warmup_ratio * total), num_training_steps=total
+            self.lr_schedule, optimizer, num_warmup_steps=int(self.warmup_ratio * total), num_training_steps=total
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

@@ -1,8 +1,8 @@
 """The local fine-tuning strategies (the `finetune=` group): full, LoRA, QLoRA.
 
-A strategy only loads the model ready to train (`load_model`, with its optimiser settings in
-`optim`) and saves what was trained (`export`); the training itself is one path for all of
-them, fireact.train.run.fit_local (the hosted finetune=openai: fireact.train.openai_finetune).
+A strategy only loads the model ready to train (`load_model`) and saves what was trained
+(`export`); the training itself is one path for all of them, fireact.train.run.fit_local, with
+the `optimizer` and `lr_schedule` configs (the hosted finetune=openai: fireact.train.openai_finetune).
 """
 
 from __future__ import annotations
@@ -23,24 +23,13 @@ log = logging.getLogger(__name__)
 class FullFinetune:
     """Every weight trained; exports the whole model to `<output>/model`.
 
-    lr, weight_decay, warmup_ratio, scheduler: AdamW and a transformers schedule by name
-        (cosine, linear, constant_with_warmup, ...).
     dtype: the weights' dtype when loaded (float32 on CPU; bfloat16 on GPUs).
     gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower).
     """
 
     kind = "full"
 
-    def __init__(
-        self,
-        lr: float = 2e-5,
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.03,
-        scheduler: str = "cosine",
-        dtype: str = "float32",
-        gradient_checkpointing: bool = False,
-    ):
-        self.optim = {"lr": lr, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "scheduler": scheduler}
+    def __init__(self, dtype: str = "float32", gradient_checkpointing: bool = False):
         self.dtype = torch_dtype(dtype, "finetune.dtype")
         self.gradient_checkpointing = gradient_checkpointing
 
@@ -81,10 +70,9 @@ class LoraFinetune(FullFinetune):
         alpha: int = 16,
         dropout: float = 0.05,
         target_modules: Sequence[str] | str = ("q_proj", "k_proj", "v_proj", "o_proj"),
-        lr: float = 2e-4,
         **common,
     ):
-        super().__init__(lr=lr, **common)
+        super().__init__(**common)
         self.r, self.alpha, self.dropout = r, alpha, dropout
         self.target_modules = target_modules if isinstance(target_modules, str) else list(target_modules)
 

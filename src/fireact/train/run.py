@@ -95,7 +95,10 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
             f"which a strategy that shards the weights ({type(trainer.strategy).__name__}) would make every process "
             f"wait on the others; use trainer=cpu, gpu, ddp or deepspeed (ZeRO stage 2)"
         )
-    module = CausalLMModule(strategy.load_model(model_path), objective=objective, tokenizer=tokenizer, **strategy.optim)
+    module = CausalLMModule(
+        strategy.load_model(model_path), objective=objective, tokenizer=tokenizer, optimizer=instantiate(cfg.optimizer),
+        lr_schedule=cfg.lr_schedule.name, warmup_ratio=cfg.lr_schedule.warmup_ratio,
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     train_seconds = time.perf_counter() - start
