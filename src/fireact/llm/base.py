@@ -144,6 +144,29 @@ class ContinuousBatching(LLM):
         return [completions[i] for i in range(len(prompts))]
 
 
+class LocalEngine(ContinuousBatching):
+    """A continuously batching engine in this process that holds the model's tokenizer
+    (`self.tokenizer`: hf, vllm), so it takes and returns token ids."""
+
+    samples_tokens = True
+    tokenizer: object
+
+    def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
+        if isinstance(prompt, TokenIds):
+            return list(prompt)
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"]
+        if self.tokenizer.chat_template is None:
+            raise ValueError(
+                f"model {self.model!r} has no chat template, so chat-message prompts cannot be rendered; "
+                f"send string prompts or use a chat/instruct model"
+            )
+        return list(self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_dict=True)["input_ids"])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Text up to the earliest stop string, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

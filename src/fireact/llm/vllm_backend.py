@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
-from fireact.llm.base import Completion, ContinuousBatching, Prompt, TokenIds
+from fireact.llm.base import Completion, LocalEngine, Prompt, TokenIds
 from fireact.llm.embedded import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -24,12 +24,11 @@ log = logging.getLogger(__name__)
 CPU_MEMORY_UTILIZATION = 0.3  # of the machine's memory for the KV cache; more is refused on a shared 24 GiB box
 
 
-class VLLMBackend(ContinuousBatching):
+class VLLMBackend(LocalEngine):
     """Completions carry the sampled token ids and their log-probabilities ("processed": under the
     temperature, and with top_p < 1 renormalised over the top-p set the token was drawn from)."""
 
     backend = "vllm"
-    samples_tokens = True
     speed_settings = ("gpu_memory_utilization", "kv_cache_memory_bytes", "tensor_parallel_size", "enforce_eager")
 
     def __init__(
@@ -93,7 +92,7 @@ class VLLMBackend(ContinuousBatching):
             enforce_eager=enforce_eager,  # True skips torch.compile / graph capture: faster start, slower steps
             logprobs_mode="processed_logprobs",  # each sampled token's log-probability as it was drawn
         )
-        self._tokenizer = self.engine.get_tokenizer()
+        self.tokenizer = self.engine.get_tokenizer()
         self._lora = LoRARequest("adapter", 1, str(adapter)) if adapter else None
         self._sampling_params = vllm.SamplingParams
         self._refused = refused
@@ -138,16 +137,6 @@ class VLLMBackend(ContinuousBatching):
     @property
     def running(self) -> int:
         return len(self._keys) + len(self._failed)
-
-    def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
-        if isinstance(prompt, TokenIds):
-            return list(prompt)
-        if isinstance(prompt, str):
-            return self._tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"]
-        return list(self._tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def close(self) -> None:
         self.engine.llm_engine.engine_core.shutdown()  # the engine core process ends now, not at garbage collection

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Stop
 from transformers.cache_utils import Cache
 
 from fireact.dtypes import torch_dtype
-from fireact.llm.base import ContinuousBatching, Completion, Prompt, TokenIds, cut_at_stop, request_seed
+from fireact.llm.base import Completion, LocalEngine, Prompt, cut_at_stop, request_seed
 from fireact.llm.embedded import resolve_model_path
 from fireact.llm.hf.attention import SHARED_PREFIX_ATTENTION, register_attention
 from fireact.llm.hf.batch import Row, RunningBatch
@@ -29,7 +29,7 @@ route_transformers()
 MIN_SHARED_PREFIX = 32
 
 
-class HFBackend(ContinuousBatching):
+class HFBackend(LocalEngine):
     """Generate with a transformers causal LM.
 
     model: the model group config (conf/model/*.yaml): `name` (logged with trajectories),
@@ -50,7 +50,6 @@ class HFBackend(ContinuousBatching):
     """
 
     backend = "hf"
-    samples_tokens = True
     speed_settings = ("device", "batch_size", "prefix_cache_size", "history_cache_tokens")
 
     def __init__(
@@ -198,21 +197,6 @@ class HFBackend(ContinuousBatching):
         self.lm = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
-        if isinstance(prompt, TokenIds):
-            return list(prompt)
-        if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"]
-        if self.tokenizer.chat_template is None:
-            raise ValueError(
-                f"model {self.model!r} has no chat template, so chat-message prompts cannot be rendered; "
-                f"send string prompts or use a chat/instruct model"
-            )
-        return self.tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, return_dict=True)["input_ids"]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
     def _admit(self) -> None:
         """Waiting requests join the batch, in order, while it has room (batch_size rows): with no
