@@ -90,10 +90,11 @@ clean:  ## remove outputs (keeps .venv and mlruns)
 .PHONY: bench
 BENCH_ROLLOUT_ARGS ?=
 BENCH_TRAIN_ARGS ?=
-bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines -> bench/RESULTS.md (CPU: about 32 min idle, much longer when shared)
+bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training speed vs the paper's baselines, two evaluations side by side -> bench/RESULTS.md (CPU: about 32 min idle, much longer when shared)
 	$(VLLM_PY) bench/rollout.py --hf-python $(PY) $(BENCH_ROLLOUT_ARGS) --json bench/rollout.json
 	$(PY) bench/train.py $(BENCH_TRAIN_ARGS) --json bench/train.json
-	$(PY) bench/results.py bench/rollout.json bench/train.json > bench/RESULTS.md
+	$(PY) bench/side_by_side.py --json bench/side_by_side.json
+	$(PY) bench/results.py bench/rollout.json bench/train.json bench/side_by_side.json > bench/RESULTS.md
 
 # ---- The paper's experiments: conf/experiment/<name>.yaml, index in experiments/README.md ----
 # Each target runs an experiment's Hydra multirun (files: multirun/<experiment>/<time>/<job>/;

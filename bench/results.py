@@ -1,6 +1,7 @@
-"""Render bench/RESULTS.md from the JSON written by bench/rollout.py and bench/train.py.
+"""Render bench/RESULTS.md from the JSON written by bench/rollout.py, bench/train.py and
+bench/side_by_side.py (optional).
 
-    .venv/bin/python bench/results.py bench/rollout.json bench/train.json > bench/RESULTS.md
+    .venv/bin/python bench/results.py bench/rollout.json bench/train.json bench/side_by_side.json > bench/RESULTS.md
 
 Every target of the issue gets a row, met or missed (with the likely reason when missed); a
 target whose run is missing from the JSON (a format or backend left out) is marked "not run".
@@ -24,6 +25,7 @@ TRAIN_SPEEDUP = 1.5
 TRAIN_RSS_GB = 3
 ROLLOUT_RSS_GB = 2
 TRACING_OVERHEAD = 0.05  # hf+traces' time over hf's, minus 1
+SIDE_BY_SIDE_SPEEDUP = 1.4  # two evaluations side by side over one after another
 
 # The rollout bench's floor: with 32 questions the run lasts at least as long as its longest question.
 CRITICAL_PATH = ("requests join the running batch as they come (continuous batching), so the engine is never held "
@@ -61,6 +63,10 @@ WHY = {
     "long replies, whose rows hold the longest caches; its peak rose run after run (the table's last column) while "
     "the dropped histories' pages stayed in the heap, which HFBackend.clear_caches() now gives back (malloc_trim; "
     "bench/NOTES.md, peak RSS). backend.batch_size=16 or a smaller history cache trade speed for memory.",
+    "side_by_side": "each process computes with its share of the cores only once it has read the register "
+    "(fireact.threads: when its stage starts, then every few seconds); the model loads and Python work between "
+    "forwards do not divide over threads, so they overlap well, but the forwards of two processes compete for "
+    "memory bandwidth.",
     "stragglers": "a slow call holds only its own question, but the questions it holds leave the batches: with "
     "fewer rows the engine's steps do less work each, and a question held in its last round ends the run late.",
 }
@@ -164,7 +170,20 @@ def train_section(train: dict) -> list[str]:
     return out + ["", f"Ratio ours/baseline non-pad tokens/s: {train['ratio_tokens']:.2f}x."]
 
 
-def targets(rollout: dict, train: dict) -> list[str]:
+def side_by_side_section(side: dict) -> list[str]:
+    s, one = side["seconds"], side["seconds"]["one_after_another"]
+    rows = [("one after another", one), ("side by side, each its share of the cores (no settings)", s["side_by_side_shared"]),
+            ("side by side, each on every core (threads=%d each: torch's default)" % side["cores"], s["side_by_side_all_cores"])]
+    return [
+        f"## Two evaluations at once (bench/side_by_side.py --questions {side['questions']}; bench/side_by_side.json)",
+        "",
+        "| how the two ran | seconds for both | vs one after another |",
+        "|---|---|---|",
+        *(f"| {name} | {value:.1f} | {one / value:.2f}x |" for name, value in rows),
+    ]
+
+
+def targets(rollout: dict, train: dict, side_by_side: dict | None) -> list[str]:
     out = ["## Targets", "", "| target | measured | goal | status |", "|---|---|---|---|"]
     by_format = {r["format"]: r for r in rollout["results"]}
     for (backend, fmt), goal in SPEEDUP.items():
@@ -205,10 +224,14 @@ def targets(rollout: dict, train: dict) -> list[str]:
         rss, side = rollout["peak_rss_gb"], "baseline and hf process"
     out.append(f"| rollout peak RSS ({side}) | {rss:.2f} GB | <= {ROLLOUT_RSS_GB} GB "
                f"| {status(rss <= ROLLOUT_RSS_GB, rss, ROLLOUT_RSS_GB, 'rollout_memory')} |")
+    speedup = side_by_side["speedup_shared"] if side_by_side else float("nan")
+    out.append(f"| two evaluations side by side vs one after another | "
+               f"{'-' if side_by_side is None else f'{speedup:.2f}x'} | >= {SIDE_BY_SIDE_SPEEDUP}x "
+               f"| {status(None if side_by_side is None else speedup >= SIDE_BY_SIDE_SPEEDUP, speedup, SIDE_BY_SIDE_SPEEDUP, 'side_by_side')} |")
     return out
 
 
-def render(rollout: dict, train: dict, measured: datetime.datetime) -> str:
+def render(rollout: dict, train: dict, side_by_side: dict | None, measured: datetime.datetime) -> str:
     out = [
         "# Benchmarks",
         "",
@@ -223,17 +246,19 @@ def render(rollout: dict, train: dict, measured: datetime.datetime) -> str:
         "",
         *train_section(train),
         "",
-        *targets(rollout, train),
+        *(side_by_side_section(side_by_side) + [""] if side_by_side else []),
+        *targets(rollout, train, side_by_side),
     ]
     return "\n".join(out)
 
 
-def main(rollout_json: str, train_json: str) -> None:
+def main(rollout_json: str, train_json: str, side_by_side_json: str | None = None) -> None:
     measured = datetime.datetime.fromtimestamp(Path(rollout_json).stat().st_mtime, datetime.timezone.utc)
-    print(render(json.loads(Path(rollout_json).read_text()), json.loads(Path(train_json).read_text()), measured))
+    read = lambda path: json.loads(Path(path).read_text())  # noqa: E731
+    print(render(read(rollout_json), read(train_json), read(side_by_side_json) if side_by_side_json else None, measured))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: bench/results.py ROLLOUT_JSON TRAIN_JSON > bench/RESULTS.md")
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: bench/results.py ROLLOUT_JSON TRAIN_JSON [SIDE_BY_SIDE_JSON] > bench/RESULTS.md")
     main(*sys.argv[1:])

@@ -22,7 +22,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fireact import tracking
+from fireact import threads, tracking
 from fireact.agents.runner import load_written, resolve_method_format, run_agent, speed_keys
 from fireact.entry import stage_main
 from fireact.evaluate.summary import print_summary
@@ -94,6 +94,7 @@ def summarize_generation(kept: list[Trajectory], failed: list[Trajectory]) -> di
 def generate(cfg: DictConfig) -> dict[str, float]:
     """Run (or finish) the generation and log it as one MLflow run (stage "generate")."""
     resolve_method_format(cfg)  # method.format=auto: the model's own
+    threads.share(cfg.threads)
     with tracking.start_run(cfg, stage="generate"):
         result = _generate(cfg)
         tracking.log_metrics(result)

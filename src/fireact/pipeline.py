@@ -96,6 +96,8 @@ def shared_stage_dir(cfg: DictConfig, folder: str, stage: str, changes: list[Cha
     a config file trains anew instead of reusing a stage made under the old one."""
     settings = stage_config(cfg, stage, Path("<stage folder>"), *changes)
     settings.experiment_name = None
+    if "threads" in settings:  # how many cores the stage computes with, not what it makes
+        settings.threads = None
     key = hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()[:12]
     shared = Path(cfg.stages_dir).resolve() / f"{folder}-{key}"
     shared.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from fireact import threads
 from fireact.agents.methods import Method
 from fireact.calls import ModelCall, ToolCall
 from fireact.llm.base import LLM, Completion, Prompt, TokenIds, request_seed
@@ -136,6 +137,7 @@ class Rollout:
         with ThreadPoolExecutor(self.tool_workers) as tool_pool, driver:
             schedule = Schedule(self, episodes, tool_pool, on_finish, in_flight)
             while schedule.busy or driver.busy:
+                threads.refresh()  # cores given back or taken as our other processes start and end
                 gather = schedule.gather_left()
                 if schedule.ready and driver.takes_asks(schedule, gather):
                     driver.ask(schedule)

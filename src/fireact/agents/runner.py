@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # A rollout's own settings that change its speed, never what a trajectory holds; the backend and
 # the tool declare theirs (`speed_settings` of the classes their configs name).
-ROLLOUT_SPEED_KEYS = ("in_flight", "tool_workers")
+ROLLOUT_SPEED_KEYS = ("in_flight", "tool_workers", "threads")
 
 
 def speed_keys(cfg: Mapping) -> tuple[str, ...]:

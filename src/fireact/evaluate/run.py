@@ -18,7 +18,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fireact import tracking
+from fireact import threads, tracking
 from fireact.agents.runner import load_written, resolve_method_format, run_agent, speed_keys
 from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.summary import print_summary, summarize
@@ -37,6 +37,7 @@ def not_results(cfg: DictConfig) -> tuple[str, ...]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run (or finish) the evaluation and log it as one MLflow run (stage "evaluate")."""
     resolve_method_format(cfg)  # method.format=auto: the model's own
+    threads.share(cfg.threads)
     with tracking.start_run(cfg, stage="evaluate"):  # fails here, before any work, if the store is down
         return _evaluate(cfg)
 

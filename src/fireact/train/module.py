@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import get_scheduler
 
+from fireact import threads
 from fireact.logs import route_transformers
 from fireact.train.objectives import SFT, Objective
 from fireact.train.strategies import shard_layers
@@ -103,6 +104,9 @@ class CausalLMModule(pl.LightningModule):
             self.log("train/loss", step_loss, prog_bar=True, batch_size=size)
             self.losses.append(step_loss.item())
         return loss * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        threads.refresh()  # cores given back or taken as our other processes start and end
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, metrics = self.objective(self.model, self.objective.rows(self.model, batch))

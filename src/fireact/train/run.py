@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoConfig, AutoTokenizer
 
-from fireact import tracking
+from fireact import threads, tracking
 from fireact.formats import write_trained_format
 from fireact.evaluate.plots import line_chart
 from fireact.llm.embedded import resolve_model_path
@@ -52,6 +52,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
     strategy loads the model and exports what was trained)."""
     strategy = instantiate(cfg.finetune)
     hosted = isinstance(strategy, OpenAIFinetune)
+    threads.share(cfg.threads)
     if hosted and callbacks:
         raise ValueError("Lightning callbacks do not apply to finetune=openai (the job runs on the API)")
     with tracking.start_run(cfg, stage="train"):
