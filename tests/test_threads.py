@@ -12,7 +12,7 @@ import torch
 
 from fireact import threads
 
-REGISTERED = "from fireact import threads; threads.share(); print('registered', flush=True); import time; time.sleep(120)"
+REGISTERED = "from fireact import threads; held = threads.computing(); held.__enter__(); print('registered', flush=True); import time; time.sleep(120)"
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +39,11 @@ def test_an_explicit_setting_wins_and_a_bad_one_names_the_key():
         threads.share(0)
 
 
-def test_alone_a_process_takes_every_core():
-    assert threads.share() == threads.cores() and threads.running() == 1
+def test_a_stage_computes_registered_with_every_core_alone_and_leaves_no_trace():
+    torch.set_num_threads(1)
+    with threads.computing() as count:
+        assert count == threads.cores() == torch.get_num_threads() and threads.running() == 1
+    assert threads.running() == 0 and torch.get_num_threads() == 1  # unregistered, as it was before
 
 
 def test_two_registered_processes_share_the_cores_and_a_killed_one_gives_them_back():
@@ -57,7 +60,7 @@ def test_two_registered_processes_share_the_cores_and_a_killed_one_gives_them_ba
 
 
 def test_a_process_that_exits_unregisters_itself():
-    process = subprocess.run([sys.executable, "-c", "from fireact import threads; threads.share()"], env=os.environ)
+    process = subprocess.run([sys.executable, "-c", "from fireact import threads; held = threads.computing(); held.__enter__()"], env=os.environ)
     assert process.returncode == 0
     assert list(threads.register_dir().glob("*.pid")) == []
 

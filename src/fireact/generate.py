@@ -94,8 +94,7 @@ def summarize_generation(kept: list[Trajectory], failed: list[Trajectory]) -> di
 def generate(cfg: DictConfig) -> dict[str, float]:
     """Run (or finish) the generation and log it as one MLflow run (stage "generate")."""
     resolve_method_format(cfg)  # method.format=auto: the model's own
-    threads.share(cfg.threads)
-    with tracking.start_run(cfg, stage="generate"):
+    with threads.computing(cfg.threads), tracking.start_run(cfg, stage="generate"):
         result = _generate(cfg)
         tracking.log_metrics(result)
         for name in ("trajectories.jsonl", "failures.jsonl", "summary.json"):

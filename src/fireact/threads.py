@@ -9,9 +9,10 @@ every core by default, so two of our processes side by side (an evaluation while
 runs, a sweep's parallel jobs, the processes of a local DDP run) would each run twice the
 threads the cores hold and spend their time waiting on one another.
 
-`share` is called when a stage starts; `refresh` re-reads the register at most every few
-seconds and is called by the long loops (rollouts, training steps), so a process that started
-alone gives cores back when a second one starts, and takes them again when it ends.
+A stage computes inside `computing` (registered, with its share, from its start to its end);
+`refresh` re-reads the register at most every few seconds and is called by the long loops
+(rollouts, training steps), so a process that started alone gives cores back when a second one
+starts, and takes them again when it ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import atexit
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fireact.paths import cache_dir
@@ -75,13 +78,14 @@ def running() -> int:
 
 
 class _Share:
-    """This process's registration and its explicit setting."""
+    """This process's registration, its explicit setting and the threads it set."""
 
     def __init__(self):
         self.registered: Path | None = None
         self.explicit: int | None = None
         self.threads: int | None = None
         self.checked = 0.0
+        self.depth = 0  # stages computing (one inside another: the outer one owns the registration)
 
     def register(self) -> None:
         folder = register_dir()
@@ -99,13 +103,13 @@ class _Share:
             self.registered = None
 
     def apply(self, threads: int, reason: str) -> int:
-        self.checked = time.monotonic()
-        if threads != self.threads:
-            import torch  # here: the agents import this module, and an API-backed rollout needs no torch
+        import torch  # here: the agents import this module, and an API-backed rollout needs no torch
 
+        self.checked = time.monotonic()
+        if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
             log.info("computing with %d of %d cores: %s", threads, cores(), reason)
-            self.threads = threads
+        self.threads = threads
         return threads
 
 
@@ -128,9 +132,28 @@ def share(threads: int | None = None) -> int:
                                                                    f"(threads=N sets it)")
 
 
+@contextmanager
+def computing(threads: int | None = None) -> Iterator[int]:
+    """A stage's computation: this process registered and computing with `share(threads)` inside,
+    unregistered and back to the threads it had after (so an idle process, e.g. a notebook
+    between two evaluations, takes no share of the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    _this.depth += 1
+    try:
+        yield share(threads) if _this.depth == 1 else _this.threads
+    finally:
+        _this.depth -= 1
+        if _this.depth == 0:
+            _this.unregister()
+            _this.explicit = None
+            torch.set_num_threads(before)
+
+
 def refresh() -> None:
     """Take this process's share again if the register may have changed (at most every
-    REFRESH_SECONDS); nothing under an explicit `threads=` or before `share` was called."""
+    REFRESH_SECONDS); nothing under an explicit `threads=` or outside `computing`."""
     if _this.explicit is not None or _this.registered is None:
         return
     if time.monotonic() - _this.checked >= REFRESH_SECONDS:

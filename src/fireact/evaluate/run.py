@@ -37,8 +37,8 @@ def not_results(cfg: DictConfig) -> tuple[str, ...]:
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run (or finish) the evaluation and log it as one MLflow run (stage "evaluate")."""
     resolve_method_format(cfg)  # method.format=auto: the model's own
-    threads.share(cfg.threads)
-    with tracking.start_run(cfg, stage="evaluate"):  # fails here, before any work, if the store is down
+    # the tracking store fails here, before any work, if it is down
+    with threads.computing(cfg.threads), tracking.start_run(cfg, stage="evaluate"):
         return _evaluate(cfg)
 
 

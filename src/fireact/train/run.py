@@ -52,10 +52,9 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
     strategy loads the model and exports what was trained)."""
     strategy = instantiate(cfg.finetune)
     hosted = isinstance(strategy, OpenAIFinetune)
-    threads.share(cfg.threads)
     if hosted and callbacks:
         raise ValueError("Lightning callbacks do not apply to finetune=openai (the job runs on the API)")
-    with tracking.start_run(cfg, stage="train"):
+    with threads.computing(cfg.threads), tracking.start_run(cfg, stage="train"):
         pl.seed_everything(cfg.seed, workers=True)
         summary = strategy.run_job(cfg) if hosted else fit_local(cfg, strategy, callbacks)
         tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
