@@ -81,3 +81,9 @@ def test_refresh_follows_the_register():
     finally:
         other.terminate()
         other.wait()
+
+
+def test_a_stage_says_what_it_computes_with(caplog):
+    with caplog.at_level("INFO", logger="fireact.threads"), threads.computing():
+        pass
+    assert f"computing with {threads.cores()} of {threads.cores()} cores: 1 fireact process(es) running" in caplog.text

@@ -103,10 +103,11 @@ class _Share:
             self.registered = None
 
     def apply(self, threads: int, reason: str) -> int:
+        """Compute with `threads`; said in the log when a stage starts and whenever it changes."""
         import torch  # here: the agents import this module, and an API-backed rollout needs no torch
 
         self.checked = time.monotonic()
-        if threads != torch.get_num_threads():
+        if threads != torch.get_num_threads() or self.threads is None:
             torch.set_num_threads(threads)
             log.info("computing with %d of %d cores: %s", threads, cores(), reason)
         self.threads = threads
@@ -147,7 +148,7 @@ def computing(threads: int | None = None) -> Iterator[int]:
         _this.depth -= 1
         if _this.depth == 0:
             _this.unregister()
-            _this.explicit = None
+            _this.explicit = _this.threads = None
             torch.set_num_threads(before)
 
 
