@@ -110,7 +110,8 @@ def test_stage_folder_follows_the_config_files_not_only_the_overrides(tmp_path):
     first = train_folder()
     assert train_folder() == first  # the same files: the same folder
     lora = conf / "finetune" / "lora.yaml"
-    lora.write_text(lora.read_text().replace("\nr: 8\n", "\nr: 16\n"))
+    assert "\n  r: 8\n" in lora.read_text()
+    lora.write_text(lora.read_text().replace("\n  r: 8\n", "\n  r: 16\n"))
     changed = train_folder()
     assert changed != first
     assert (tmp_path / "run" / "train").resolve().name == changed  # the run folder's link follows
