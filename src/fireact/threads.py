@@ -3,8 +3,8 @@
 An explicit `threads=N` (a key of every stage's config) wins. Otherwise a process takes its share
 of the cores this process may run on among the fireact processes computing on the machine: each
 registers itself while one of its stages computes (a file named by its pid in <cache>/processes,
-removed when the stage ends and ignored once its process is gone), and its share is the cores over how many are registered, at
-least 1. Torch's intra-op pool (and the BLAS under it) then uses that many threads. Torch takes
+removed when the stage ends and ignored once its process is gone), and its share is the cores
+over how many are registered, at least 1. Torch's intra-op pool (and the BLAS under it) then uses that many threads. Torch takes
 every core by default, so two of our processes side by side (an evaluation while a training
 runs, a sweep's parallel jobs, the processes of a local DDP run) would each run twice the
 threads the cores hold and spend their time waiting on one another.
