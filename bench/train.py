@@ -56,10 +56,10 @@ def config(examples: int, cutoff: int, output_dir: str, checkpointing: str | Non
 def run_ours(cfg) -> dict:
     import pytorch_lightning as pl
 
-    from fireact.train.run import fit_local
+    from fireact.train.run import fit_local, prepare
 
     pl.seed_everything(cfg.seed, workers=True)  # as fireact.train.train does (the Trainer seeds itself)
-    summary = fit_local(cfg, instantiate(cfg.finetune))
+    summary = fit_local(cfg, instantiate(cfg.finetune), prepare(cfg))
     return {"seconds": summary["train_seconds"], "examples": summary["data"]["train_examples"],
             "tokens": summary["data"]["train_tokens"], "losses": summary["losses"]}
 

@@ -123,7 +123,9 @@ def hashes(folder):
 def test_the_entry_point_writes_the_same_bytes_twice(tmp_path):
     mix = ["task_mix=multitask", "method_mix=react_cot_reflexion", "n=300", "seed=7"]
     stdout = run_cli(*mix, cwd=tmp_path)  # into the run's Hydra folder
-    (first,) = (tmp_path / "outputs" / "build_data").glob("*")
+    (first,) = [p for p in (tmp_path / "outputs" / "build_data").glob("*") if p.name != "latest"]
+    assert (first.parent / "latest").resolve() == first
+    assert stdout.splitlines()[-1].endswith(f"-m fireact.train data.path=outputs/build_data/{first.name} data.limit=null")
     run_cli(*mix, f"output_dir={tmp_path / 'again'}", cwd=tmp_path)
     assert hashes(first) == hashes(tmp_path / "again")
     assert "selected" in stdout and "strategyqa:dev" in stdout
@@ -145,6 +147,23 @@ def test_the_entry_point_writes_the_same_bytes_twice(tmp_path):
     alpaca = json.loads((first / "alpaca.json").read_text())
     chats = [json.loads(line) for line in (first / "chat.jsonl").read_text().splitlines()]
     assert [r["instruction"] for r in alpaca] == [c["messages"][0]["content"] for c in chats] == [t.question for t in trajectories]
+
+
+def test_a_file_given_by_its_absolute_path_names_its_run_folder_and_the_next_command_exactly(tmp_path):
+    source = tmp_path / "own" / "generated.jsonl"
+    source.parent.mkdir()
+    write_jsonl(source, [Trajectory(task="hotpotqa", qid=str(i), question=f"Who wrote book {i}?", gold="Ann",
+                                    method="react", em=1.0, steps=[Step("Ann.", "finish", "Ann")]) for i in range(3)])
+    stdout = run_cli("data_source=trajectories", f"data_source.paths=[{source}]", cwd=tmp_path)
+    (folder,) = [p for p in (tmp_path / "outputs" / "build_data").glob("*") if p.name != "latest"]
+    assert (folder / "manifest.json").exists() and "=" not in folder.name and "," not in folder.name
+    assert f"wrote 3 trajectories to {folder}:" in stdout.replace("\n", "")
+    compose_build_data(f"output_dir=outputs/build_data/{folder.name}")  # passed back unquoted, Hydra takes it
+    # A folder whose name holds brackets (as run folders named by their overrides did): printed as it is.
+    bracketed = tmp_path / f"paths=[{source}]"
+    stdout = run_cli("data_source=trajectories", f"data_source.paths=[{source}]", f"output_dir='{bracketed}'",
+                     cwd=tmp_path)
+    assert (bracketed / "manifest.json").exists() and f"to {bracketed}:" in stdout.replace("\n", "")
 
 
 def test_our_own_rollouts_are_mixed_and_exported(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -178,3 +179,30 @@ def test_sigkill_of_an_embedded_model_evaluation_then_rerun_matches_an_uninterru
     assert timeless(ours) == pytest.approx(timeless(theirs), rel=1e-9)
     strip = lambda t: {k: v for k, v in t.to_dict().items() if k not in ("wall_time", "started_at")}  # noqa: E731
     assert [strip(t) for t in read_jsonl(killed / "trajectories.jsonl")[0]] == [strip(t) for t in read_jsonl(reference / "trajectories.jsonl")[0]]
+
+
+def test_ctrl_c_midway_says_in_a_line_how_to_resume_and_that_command_finishes(tmp_path):
+    questions = HotpotQA(split="dev", shuffle_seed=233, n=N).questions()
+    teacher = Teacher(questions)
+    run_dir, log = tmp_path / "run", tmp_path / "interrupted.log"
+    cmd = command("evaluate", run_dir, teacher.server.base_url, "held")
+    with teacher.server:
+        teacher.held = True
+        process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=environment(), stdout=subprocess.DEVNULL,
+                                   stderr=log.open("w"))
+        deadline = time.monotonic() + KILL_WAIT_S
+        while lines(run_dir / "trajectories.jsonl") < 1:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        teacher.release.set()  # the request in flight comes back, so the process can end
+        assert process.wait(timeout=120) == 130, log.read_text()[-3000:]
+        said = log.read_text()
+        assert "Traceback" not in said
+        interrupted = said[said.index("interrupted:"):].splitlines()
+        assert interrupted[0] == "interrupted: what was written is kept; the same command resumes:"
+        assert shlex.split(interrupted[1]) == cmd and len(interrupted) == 2  # this interpreter, the module, the overrides
+        teacher.held = False
+        finish(cmd, tmp_path / "resumed.log")
+    final = qids([run_dir / "trajectories.jsonl"])
+    assert sorted(final) == sorted(q.qid for q in questions) and len(set(final)) == N

@@ -1,7 +1,9 @@
 """run_config.yaml (fireact.run_folder): a folder's results are resumed only under the settings they were written with."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,7 +14,8 @@ from fireact.generate import not_results as generate_not_results
 from fireact.generate import generate
 from fireact.paths import REPO_ROOT
 from fireact.tasks import HotpotQA
-from fireact.run_folder import RUN_CONFIG, ConfigMismatch, RunFolder, differences, result_config
+from fireact.run_folder import (RUN_CONFIG, SLUG_CHARS, ConfigMismatch, RunFolder, differences, folder_name,
+                                result_config)
 from fireact.trajectory import Step, Trajectory
 from fireact.trajectory_files import append_jsonl
 from tests.conftest import compose_config
@@ -131,3 +134,29 @@ def test_the_entry_point_stops_before_any_work_with_the_message(tmp_path):
     assert "method._target_: 'fireact.agents.methods.ReAct' (in the folder) -> 'fireact.agents.methods.CoT' (now)" in changed.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name in before} == before
     assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    "task.n=2", "method=cot,task.n=50", "data_source.paths=[/work/x/uxdata/good.jsonl],data_source=trajectories",
+    "+model.adapter=outputs/train/run_abc123/adapter,backend.base_url=http://127.0.0.1:8000/v1",
+    "experiment=" + "very_long_name_" * 8,
+])
+def test_a_run_folder_is_named_so_that_it_can_be_passed_back_unquoted(overrides, compose_cfg):
+    name = folder_name(overrides)
+    slug, digest = name.rsplit("_", 1)
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", name) and len(slug) <= SLUG_CHARS and len(digest) == 6
+    assert folder_name(overrides) == name and folder_name(overrides + ",seed=1") != name  # same command, same folder
+    assert compose_cfg("evaluate", f"model.adapter=outputs/train/{name}/adapter").model.adapter.endswith(f"/{name}/adapter")
+    assert folder_name("") == "default"
+
+
+def test_each_single_run_links_latest_to_its_folder(tmp_path):
+    """Two runs (stopped at once by a bad task.n, which is quick): latest is the second one's folder."""
+    for overrides in (["task.n=0"], ["task.n=0", "seed=1"]):
+        done = subprocess.run([sys.executable, "-m", "fireact.evaluate", *overrides, "~tracker"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+    runs = tmp_path / "outputs" / "evaluate"
+    first, second = (folder_name(f"{seed}task.n=0,~tracker") for seed in ("", "seed=1,"))
+    assert sorted(p.name for p in runs.iterdir()) == sorted(["latest", first, second])
+    assert (runs / "latest").readlink() == Path(second)

@@ -18,21 +18,24 @@ from fireact.data.mix import count_cells
 from fireact.data.pairs import PAIRS
 from fireact.data.summary import print_summary
 from fireact.entry import stage_main
+from fireact.terminal import command, shown_path
 
 
 def build_data(cfg: DictConfig) -> BuildResult:
     """Build the set and log it as one MLflow run (stage "build_data"): counts per task ×
-    method as metrics, the manifest and the exports as artifacts."""
+    method as metrics, the manifest and the exports as artifacts. The build comes first, so
+    bad ratios or data stop it before the run opens."""
+    tracking.check(cfg)  # the tracking store first: down, nothing else is done
+    result = build_from_config(cfg)
     with tracking.start_run(cfg, stage="build_data"):
-        result = build_from_config(cfg)
         counts = {f"count_{task}_{method}": k for (task, method), k in count_cells(result.trajectories).items()}
         tracking.log_metrics({"n_trajectories": len(result.trajectories), "n_pairs": len(result.pairs), **counts})
         if result.out_dir is not None:
             for name in (MANIFEST, TRAJECTORIES, PAIRS):
                 if (result.out_dir / name).exists():
                     tracking.log_artifact(result.out_dir / name)
-        print_summary(result)
-        return result
+    print_summary(result)
+    return result
 
 
 def built(folder: Path) -> bool:
@@ -42,7 +45,12 @@ def built(folder: Path) -> bool:
 
 @stage_main("build_data")
 def main(cfg: DictConfig) -> None:
-    build_data(cfg)
+    result = build_data(cfg)
+    if result.out_dir is not None:
+        data = f"data.path={shown_path(result.out_dir)}"
+        print(f"next: {command('fireact.train', data, 'data.limit=null')}")
+        if result.pairs:
+            print(f"  or: {command('fireact.train', 'objective=dpo', 'data=preference', data, 'model.path=SFT_MODEL')}")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fireact import threads, tracking
-from fireact.agents.runner import load_written, resolve_method_format, run_agent, speed_keys
+from fireact.agents.runner import (Agent, check_rollout_settings, load_written, resolve_method_format, run_agent,
+                                   speed_keys, to_run)
 from fireact.entry import stage_main
 from fireact.evaluate.summary import print_summary
 from fireact.llm.pricing import cost
 from fireact.paths import data_dir
 from fireact.run_folder import RunFolder
+from fireact.terminal import command, shown_path
 from fireact.trajectory import Trajectory
 from fireact.trajectory_files import append_jsonl, read_alpaca
 
@@ -92,35 +94,30 @@ def summarize_generation(kept: list[Trajectory], failed: list[Trajectory]) -> di
 
 
 def generate(cfg: DictConfig) -> dict[str, float]:
-    """Run (or finish) the generation and log it as one MLflow run (stage "generate")."""
+    """Run (or finish) the generation and log it as one MLflow run (stage "generate"). Everything
+    that can stop it on bad input or a service that is down is checked before the run opens."""
     resolve_method_format(cfg)  # method.format=auto: the model's own
-    with threads.computing(cfg.threads), tracking.start_run(cfg, stage="generate"):
-        result = _generate(cfg)
-        tracking.log_metrics(result)
-        for name in ("trajectories.jsonl", "failures.jsonl", "summary.json"):
-            if not cfg.dry_run and (Path(cfg.output_dir) / name).exists():
-                tracking.log_artifact(Path(cfg.output_dir) / name)
-        return result
-
-
-def _generate(cfg: DictConfig) -> dict[str, float]:
+    tracking.check(cfg)  # the tracking store first: down, nothing else is done
     task = instantiate(cfg.task)
     questions = task.questions()
     if cfg.dry_run:
-        result = estimate(cfg, task, questions)
+        with tracking.start_run(cfg, stage="generate"):
+            result = estimate(cfg, task, questions)
+            tracking.log_metrics(result)
         print_summary(result, f"generate --dry-run · {task.name} · {cfg.model.name} (estimate)")
         return result
 
+    samples = cfg.samples
+    check_rollout_settings(cfg, samples)
+    if samples > 1 and not cfg.backend.get("temperature"):
+        raise ValueError(f"samples={samples} with backend.temperature=0 draws the same trajectory {samples} times; "
+                         f"set backend.temperature above 0 (e.g. 0.7), or samples=1")
     out_dir = Path(cfg.output_dir)
     kept_path, failed_path = out_dir / "trajectories.jsonl", out_dir / "failures.jsonl"
     resume = cfg.resume
     folder = RunFolder(out_dir, cfg, results=[kept_path.name, failed_path.name], not_results=not_results(cfg))
     if resume:
         folder.check()  # written under other settings: stop now, naming the keys
-    samples = cfg.samples
-    if isinstance(samples, int) and samples > 1 and not cfg.backend.get("temperature"):
-        raise ValueError(f"samples={samples} with backend.temperature=0 draws the same trajectory {samples} times; "
-                         f"set backend.temperature above 0 (e.g. 0.7), or samples=1")
     keys = {(q.qid, sample) for q in questions for sample in range(samples)}
     kept = {key: t for key, t in load_written([kept_path]).items() if key in keys} if resume else {}
     failed = {key: t for key, t in load_written([failed_path]).items() if key in keys and key not in kept} if resume else {}
@@ -135,11 +132,17 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
             append_jsonl(failed_path, trajectory)
             failed[trajectory.key] = trajectory
 
-    run_agent(cfg, task, questions, {**kept, **failed}, write, desc="generate", samples=samples)
-
-    result = summarize_generation(list(kept.values()), list(failed.values()))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
+    done = {**kept, **failed}
+    with threads.computing(cfg.threads), Agent(cfg, needed=bool(to_run(questions, done, samples))) as agent, \
+            tracking.start_run(cfg, stage="generate"):
+        run_agent(cfg, agent, task, questions, done, write, desc="generate", samples=samples)
+        result = summarize_generation(list(kept.values()), list(failed.values()))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "summary.json").write_text(json.dumps(result, indent=2))
+        tracking.log_metrics(result)
+        for path in (kept_path, failed_path, out_dir / "summary.json"):
+            if path.exists():
+                tracking.log_artifact(path)
     print_summary(result, f"generate · {task.name} · {cfg.model.name}")
     print(f"kept:     {kept_path}\nfailures: {failed_path}")
     return result
@@ -148,6 +151,9 @@ def _generate(cfg: DictConfig) -> dict[str, float]:
 @stage_main("generate")
 def main(cfg: DictConfig) -> None:
     generate(cfg)
+    if not cfg.dry_run:
+        kept = shown_path(Path(cfg.output_dir) / "trajectories.jsonl")  # the successes: SFT data
+        print(f"next: {command('fireact.build_data', 'data_source=trajectories', f'data_source.paths=[{kept}]')}")
 
 
 if __name__ == "__main__":

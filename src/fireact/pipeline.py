@@ -33,12 +33,12 @@ from filelock import FileLock
 
 from hydra import compose
 from omegaconf import DictConfig, OmegaConf, open_dict
-from rich.console import Console
 from rich.table import Table
 
 from fireact import tracking
 from fireact.build_data import build_data, built
 from fireact.entry import stage_main
+from fireact.terminal import show
 from fireact.evaluate import stats
 from fireact.evaluate.files import read_scores
 from fireact.evaluate.plots import line_chart
@@ -98,6 +98,8 @@ def shared_stage_dir(cfg: DictConfig, folder: str, stage: str, changes: list[Cha
     settings.experiment_name = None
     if "threads" in settings:  # how many cores the stage computes with, not what it makes
         settings.threads = None
+    with open_dict(settings):
+        settings.pop("agent", None)  # the evaluated agent's name: a label on its run
     key = hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()[:12]
     shared = Path(cfg.stages_dir).resolve() / f"{folder}-{key}"
     shared.mkdir(parents=True, exist_ok=True)
@@ -113,13 +115,14 @@ def shared_stage_dir(cfg: DictConfig, folder: str, stage: str, changes: list[Cha
     return shared
 
 
-def run_evaluate(cfg: DictConfig, folder: str, changes: list[Changes], root: Path) -> tuple[Path, dict]:
-    """`evaluate` in a shared stage folder linked as root/<folder>: jobs that evaluate the same agent
-    on the same questions (a sweep's jobs, all starting from one fine-tuned model) share its
-    trajectories, the first writing them; every job still logs its own evaluate run."""
-    out_dir = shared_stage_dir(cfg, folder, "evaluate", changes, root)
+def run_evaluate(cfg: DictConfig, agent: str, changes: list[Changes], root: Path) -> tuple[Path, dict]:
+    """`evaluate` of the agent named `agent` in a shared stage folder linked as root/evaluate_<agent>:
+    jobs that evaluate the same agent on the same questions (a sweep's jobs, all starting from one
+    fine-tuned model) share its trajectories, the first writing them; every job still logs its own
+    evaluate run, tagged with the agent's name."""
+    out_dir = shared_stage_dir(cfg, f"evaluate_{agent.replace('-', '')}", "evaluate", changes, root)
     with FileLock(out_dir.with_suffix(".lock")):
-        return out_dir, evaluate(stage_config(cfg, "evaluate", out_dir, *changes))
+        return out_dir, evaluate(stage_config(cfg, "evaluate", out_dir, *changes, {"agent": agent}))
 
 
 def run_build_data(cfg: DictConfig, root: Path) -> Path:
@@ -169,16 +172,16 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         trained = train_once(cfg, "train", [{"data": {"path": str(run_build_data(cfg, root))}}], root)
         results, folders = {}, {}
         # method.format=auto: each agent is prompted in the format its model was trained in (fewshot: the base)
-        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "evaluate_finetuned", [trained.agent()], root)
+        folders["fine-tuned"], results["fine-tuned"] = run_evaluate(cfg, "fine-tuned", [trained.agent()], root)
         comparisons = []  # (agent, baseline, MLflow metric prefix), each on the same questions
         if cfg.prompted:
-            folders["prompted"], results["prompted"] = run_evaluate(cfg, "evaluate_prompted", [], root)
+            folders["prompted"], results["prompted"] = run_evaluate(cfg, "prompted", [], root)
             comparisons.append(("fine-tuned", "prompted", "paired"))
         rounds = []
         if cfg.get("improve"):  # absent unless improve=<member>
             for name, improved in run_improve(cfg, trained, root):
                 rounds.append(name)
-                folders[name], results[name] = run_evaluate(cfg, f"evaluate_{name}", [improved.agent()], root)
+                folders[name], results[name] = run_evaluate(cfg, name, [improved.agent()], root)
                 comparisons.append((name, "fine-tuned", f"paired_{name.replace('-', '')}"))
         tracking.log_metrics({f"{name.replace('-', '')}_{key}": s[key] for name, s in results.items() for key in COMPARED})
         paired = {(agent, baseline): stats.compare(read_scores(folders[agent]), read_scores(folders[baseline]))
@@ -192,7 +195,7 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         for name in ("comparison.md", "comparison.csv", "paired.json", "rounds.png"):
             if (root / name).exists():
                 tracking.log_artifact(root / name)
-    Console().print(*tables)
+    show(*tables)
     for (agent, baseline), result in paired.items():
         print(stats.verdict(result, agent, baseline))
     if cfg.note:

@@ -63,6 +63,20 @@ def column(key: str) -> str:
     return key if key.startswith(("params.", "tags.", "metrics.")) else f"params.{key}"
 
 
+def newest_pipeline_experiment() -> str:
+    """The experiment of the newest pipeline run in the store (experiments=null)."""
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    newest = client.search_runs(experiments, "tags.stage = 'pipeline'", order_by=["attributes.start_time DESC"],
+                                max_results=1) if experiments else []
+    if not newest:
+        raise ValueError(f"no pipeline run in {tracking.display_uri(mlflow.get_tracking_uri())} to report on; "
+                         f"run one (make run), or name the experiments: experiments=[NAME,...]")
+    name = client.get_experiment(newest[0].info.experiment_id).name
+    log.info("reporting experiment %r, the newest pipeline run's (experiments=[NAME,...] picks others)", name)
+    return name
+
+
 def load_runs(experiments: list[str], filter_string: str = "") -> pd.DataFrame:
     """Every run of the named experiments (newest first), children completed with their parents' params."""
     client = mlflow.MlflowClient()
@@ -131,11 +145,14 @@ def _sorted(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def turn_distributions(runs: pd.DataFrame, label_keys: list[str], max_runs: int) -> dict[str, list[int]]:
-    """Turns per question of the newest runs that logged per_question.csv, labelled by params."""
+def turn_distributions(runs: pd.DataFrame, label_keys: list[str] | None, max_runs: int) -> dict[str, list[int]]:
+    """Turns per question of the newest runs that logged per_question.csv, labelled by params
+    (`label_keys`; None: the params that differ among those runs)."""
     found: dict[str, list[int]] = {}
     if "metrics.turns_mean" in runs:  # runs that logged an evaluation (log_evaluation)
         runs = runs[runs["metrics.turns_mean"].notna()]
+    if label_keys is None:
+        label_keys = differing_params(runs.head(max_runs))
     with tempfile.TemporaryDirectory() as scratch:
         for _, run in runs.head(max_runs * 4).iterrows():
             if len(found) == max_runs:
@@ -146,11 +163,31 @@ def turn_distributions(runs: pd.DataFrame, label_keys: list[str], max_runs: int)
                 )
             except (MlflowException, OSError):
                 continue  # a run without the table (a parent run, a training run)
-            values = [run.get(column(k)) for k in label_keys]
-            label = ",".join(str(v) for v in values if isinstance(v, str)) or str(run.get("tags.mlflow.runName", ""))
+            values = {k.removeprefix("tags."): run.get(column(k)) for k in label_keys}
+            label = " ".join(f"{k}={v}" for k, v in values.items() if isinstance(v, str)) or str(
+                run.get("tags.mlflow.runName", ""))
             label = label if label not in found else f"{label} ({run['run_id'][:6]})"
             found[label] = pd.read_csv(path)["turns"].astype(int).tolist()
     return found
+
+
+# Params that differ between any two runs without saying what was compared.
+NOT_LABELS = ("output_dir", "paths.", "hydra", "seed", "experiment_name", "tracker.", "threads", "trainer.default_root_dir")
+
+
+def differing_params(runs: pd.DataFrame) -> list[str]:
+    """What tells the runs apart, as labels: the agent's name (tag `agent`, the pipeline's) and the
+    config groups' choices and top-level keys whose values differ among the runs; when none do,
+    the other config keys that differ. Folders and paths are left out (they differ by a hash)."""
+    def differs(key: str) -> bool:
+        values = runs[column(key)].dropna().astype(str)
+        return values.nunique() > 1 and not values.str.contains("/").any()
+
+    keys = [c.removeprefix("params.") for c in runs if c.startswith("params.")]
+    keys = [k for k in keys if not k.startswith(NOT_LABELS) and "_target_" not in k and differs(k)]
+    tags = ["tags.agent"] if "tags.agent" in runs and differs("tags.agent") else []
+    top = [k for k in keys if "." not in k and "/" not in k]
+    return [*tags, *(top or ([] if tags else keys))]
 
 
 def select_runs(runs: pd.DataFrame, stage: str | None) -> pd.DataFrame:
@@ -217,6 +254,9 @@ def report(cfg: DictConfig) -> dict[str, pd.DataFrame]:
         raise ValueError("the report reads MLflow runs: keep tracker=mlflow (and set MLFLOW_TRACKING_URI for a server)")
     tracker.check()
     mlflow.set_tracking_uri(tracker.uri)
+    if cfg.experiments is None:
+        cfg.experiments = [newest_pipeline_experiment()]
+    cfg.experiment_name = cfg.experiment_name or cfg.experiments[0]
     runs = select_runs(load_runs(list(cfg.experiments), cfg.filter), cfg.stage)
     if runs.empty:
         raise ValueError(
@@ -261,7 +301,8 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
             plot = bar_chart if spec.plot == "bar" else line_chart
             plot(table, out_dir / "plots" / f"{name}.png", title, spec.metric, bounds)
             sections.append(f"![{title}](plots/{name}.png)\n")
-    turns = turn_distributions(runs, list(cfg.turns.label), cfg.turns.max_runs) if cfg.turns else {}
+    label = list(cfg.turns.label) if cfg.turns and cfg.turns.label is not None else None
+    turns = turn_distributions(runs, label, cfg.turns.max_runs) if cfg.turns else {}
     if turns:
         turns_boxplot(turns, out_dir / "plots" / "turns.png", "turns per trajectory")
         stats = pd.DataFrame({label: pd.Series(values).describe() for label, values in turns.items()}).T

@@ -12,12 +12,18 @@ how many questions, batch sizes, workers, retries and timeouts), so `task.n=500`
     folder = RunFolder(out_dir, cfg, results=["trajectories.jsonl"], not_results=not_results(cfg))
     folder.check()     # before any work: ConfigMismatch if the folder was written otherwise
     folder.record()    # with the first result written: run_config.yaml (once)
+
+A single run's folder is outputs/<entry point>/<folder_name(overrides)>: a slug of the overrides
+that a shell and Hydra take unquoted, and a hash of them all (conf/hydra/default.yaml), so the
+same command finds the same folder; outputs/<entry point>/latest links to the newest one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,31 @@ RUN_CONFIG = "run_config.yaml"
 # Dotted keys (and everything under them) of where a run writes and logs: never part of a result.
 BOOKKEEPING = ("hydra", "paths", "tracker", "logger", "experiment_name", "output_dir", "resume")
 _ABSENT = "<absent>"
+SLUG_CHARS = 48
+LATEST = "latest"
+
+
+def folder_name(overrides: str) -> str:
+    """A run folder's name for a command's overrides (Hydra's override_dirname, "k=v,k=v"): a
+    readable slug of them (letters, digits and . _ -: "task.n-2_method-cot") cut at SLUG_CHARS,
+    then a hash of them all; "default" for none."""
+    if not overrides:
+        return "default"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", overrides.replace("=", "-").replace(",", "_"))
+    slug = re.sub(r"-+", "-", re.sub(r"[-_]*_[-_]*", "_", slug)).strip("-_.")[:SLUG_CHARS].rstrip("-_.")
+    return f"{slug}_{hashlib.sha256(overrides.encode()).hexdigest()[:6]}"
+
+
+def link_latest(run_dir: str | Path) -> None:
+    """Point <run_dir's parent>/latest at run_dir (replacing the link atomically)."""
+    run_dir = Path(run_dir)
+    link = run_dir.parent / LATEST
+    if link.exists() and not link.is_symlink():
+        return  # a folder of that name is someone's: left alone
+    tmp = run_dir.parent / f".{LATEST}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name, target_is_directory=True)
+    tmp.replace(link)
 
 
 class ConfigMismatch(ValueError):

@@ -149,8 +149,8 @@ class Trajectory:
     noise: str = ""
     seed: int | None = None
     sample: int = 0  # which of the question's sampled trajectories (0: the first or only one)
-    format_errors: int = 0
-    error: str | None = None
+    format_errors: int = 0  # replies with no action after the re-asks, and actions the tool could not run
+    error: str | None = None  # why it ended without an answer (no finish[] within the rounds, a refused request)
     meta: dict[str, Any] = field(default_factory=dict)
     tokens: TokenTrace | None = None  # a local engine's rollout: the ids fed and sampled
 

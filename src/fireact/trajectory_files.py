@@ -21,6 +21,9 @@ from fireact.formats import Alpaca, Chat, messages_to_steps, split_alpaca_prompt
 from fireact.trajectory import Step, Trajectory, final_answer, parse_react_text, split_preamble
 
 log = logging.getLogger(__name__)
+# Repairs of known quirks (the released files have some) go to the run's log file, not the terminal
+# (conf/hydra/default.yaml routes this logger); records that could not be read are warnings on both.
+repairs_log = log.getChild("repairs")
 
 
 @dataclass
@@ -35,7 +38,8 @@ class ReadReport:
         for key, reason in self.failures:
             log.warning("%s: %s could not be read: %s", self.path, key, reason)
         if self.repairs:
-            log.info("%s: %d records repaired while reading (first: %s, %s)", self.path, len(self.repairs), *self.repairs[0])
+            repairs_log.info("%s: %d records repaired while reading (first: %s, %s)", self.path, len(self.repairs),
+                             *self.repairs[0])
 
 
 def _load_json(path: Path) -> Any:

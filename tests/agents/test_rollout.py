@@ -5,9 +5,11 @@ reflection cues, invalid actions, backend failures, tool errors."""
 import threading
 import time
 
+import pytest
+
 from fireact.agents.methods import CoT, IO, ReAct, Reflexion
 from fireact.agents.rollout import Rollout
-from fireact.evaluate.summary import method_used
+from fireact.evaluate.summary import method_used, summarize
 from fireact.llm.base import LLM, Completion, cut_at_stop
 from fireact.tasks import HotpotQA
 from fireact.tasks.base import Question
@@ -99,10 +101,12 @@ def test_reply_without_action_is_continued_then_counted_as_finish():
     assert t.format_errors == 1 and t.steps[-1].is_finish and t.answer == "" and t.em == 0.0
 
 
-def test_garbage_action_is_an_invalid_action_not_a_format_error():
-    r, _ = rollout(lambda p: " x\nAction: I will think more", method=ReAct(max_rounds=1))
+@pytest.mark.parametrize("action", ["I will think more", "search[Martin Sheen movie"])
+def test_an_action_the_tool_cannot_run_is_an_invalid_action_and_a_format_error(action):
+    r, _ = rollout(lambda p: f" x\nAction: {action}", method=ReAct(max_rounds=2))
     (t,) = r.run([Q1])
-    assert t.format_errors == 0 and t.steps[0].observation.startswith("Invalid action: I will think more.")
+    assert t.format_errors == 2 and all(s.observation.startswith(f"Invalid action: {action}.") for s in t.steps)
+    assert summarize([t])["format_error_rate"] == 1.0
 
 
 def test_reask_that_yields_an_action_recovers():
@@ -114,7 +118,7 @@ def test_reask_that_yields_an_action_recovers():
 def test_round_limit_and_invalid_action():
     r, _ = rollout(lambda p: " Look.\nAction: lookup[milhouse]", method=ReAct(max_rounds=3))
     (t,) = r.run([Q1])
-    assert t.turns == 3 and t.answer is None and t.em == 0.0 and "within 3 rounds" in t.error
+    assert t.turns == 3 and t.answer is None and t.em == 0.0 and "within 3 rounds" in t.error and t.format_errors == 3
     assert t.steps[0].observation == "Invalid action: lookup[milhouse]. Valid actions are search[<argument>] and finish[<argument>]."
 
 

@@ -2,7 +2,8 @@
 
 `FaultServer` speaks the OpenAI completions and chat completions shape and misbehaves for real:
 a `respond(attempt, request)` function decides, per request, what goes back (a status with
-headers, a delay past the client's timeout, a malformed body, or a well-formed answer). `attempt`
+headers, a delay past the client's timeout, a malformed body, a hang-up with no answer, or a
+well-formed answer); `stop()` takes it down, so that connections are refused. `attempt`
 counts earlier requests carrying the same prompt, so "fail once, then answer" holds under
 concurrency. `VLLMServer` runs a real `vllm serve` from the vLLM environment.
 """
@@ -45,6 +46,7 @@ class Reply:
     body: bytes | None = None  # None: a well-formed completion carrying `text`
     text: str = "ok"
     delay_s: float = 0.0
+    hang_up: bool = False  # close the connection without an answer
 
 
 @dataclass
@@ -73,14 +75,14 @@ def completion_body(request: dict, text: str) -> dict:
 
 
 class FaultServer:
-    def __init__(self, respond: Callable[[int, dict], Reply]):
+    def __init__(self, respond: Callable[[int, dict], Reply], port: int = 0):
         self.respond = respond
         self.received: list[Received] = []
         self._attempts: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._http = ThreadingHTTPServer((HOST, 0), self._handler())
+        self._http = ThreadingHTTPServer((HOST, port), self._handler())
         self._http.daemon_threads = True
         self.base_url = f"http://{HOST}:{self._http.server_address[1]}/v1"
 
@@ -89,6 +91,10 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop listening (from any thread but a handler's, which must start a thread for it)."""
         self._http.shutdown()
         self._http.server_close()
 
@@ -115,6 +121,9 @@ class FaultServer:
                 finally:
                     with server._lock:
                         server.in_flight -= 1
+                if reply.hang_up:
+                    self.close_connection = True
+                    return
                 body = reply.body
                 if body is None:
                     body = json.dumps(completion_body(request, reply.text)).encode()

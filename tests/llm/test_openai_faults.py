@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from fireact.agents.methods import ReAct
 from fireact.agents.rollout import Rollout
+from fireact.errors import Unavailable
 from fireact.llm.openai_backend import OpenAIBackend
 from fireact.paths import CONF_DIR
 from fireact.tasks import HotpotQA
@@ -75,7 +76,7 @@ def test_persistent_500_sets_error_and_the_run_goes_on(api_key):
         completions = llm.generate(["one", "FAIL", "two"])
         again = llm.generate(["three"])  # the backend is still usable afterwards
     assert [c.text for c in completions] == ["answer", "", "answer"]
-    assert completions[1].error and "500" in completions[1].error
+    assert completions[1].error and "500" in completions[1].error and completions[1].outage  # no result: rerun
     assert completions[0].error is None and completions[2].error is None
     assert len(server.requests_for("FAIL")) == 3  # the first try and max_retries=2 retries
     assert again[0].text == "answer"
@@ -93,8 +94,21 @@ def test_bad_request_is_not_retried(api_key):
     respond = lambda attempt, _: Reply(400, body=b'{"error": {"message": "context too long"}}')
     with FaultServer(respond) as server, backend(server) as llm:
         [completion] = llm.generate(["q"])
-    assert "context too long" in completion.error
+    assert "context too long" in completion.error and not completion.outage  # the prompt's own result
     assert len(server.received) == 1
+
+
+def test_a_server_gone_is_checked_and_the_requests_after_the_first_give_up_at_once(api_key):
+    with FaultServer(lambda *_: Reply(text="up")) as server, backend(server) as llm:
+        llm.check_reachable()  # the server answers (a 501 to the models list is an answer)
+        assert llm.generate(["q"])[0].text == "up"
+        server.stop()
+        with pytest.raises(Unavailable, match=f"{server.base_url} cannot be reached .*Connection refused"):
+            llm.check_reachable()
+        [first] = llm.generate(["a"])  # retried, then given up: the server is taken as down
+        rest = llm.generate(["b", "c"])
+    assert first.outage and "APIConnectionError" in first.error and server.base_url in first.error
+    assert all(c.outage and c.error.startswith("not sent: the server was down") for c in rest)
 
 
 def test_wrong_key_raises_without_showing_it(api_key, caplog):

@@ -114,3 +114,20 @@ def test_report_over_a_hydra_multirun(tracking_uri, compose_cfg, tmp_path):
     assert table["em"].tolist() == pytest.approx([expected[50], expected[100]])
     sweep_dirs = mlflow.search_runs(experiment_names=["multirun-report"])["tags.hydra_sweep_dir"]
     assert set(sweep_dirs.dropna()) == {str(sweep)}
+
+
+def test_report_by_default_reports_the_newest_pipeline_and_labels_runs_by_what_differs(tracking_uri, compose_cfg,
+                                                                                     released_7b, tmp_path):
+    with tracking.start_run(compose_cfg("rescore", "experiment_name=older-pipeline"), stage="pipeline"):
+        pass
+    with tracking.start_run(compose_cfg("rescore", "experiment_name=newest-pipeline"), stage="pipeline"):
+        for index, noise in enumerate(("clean", "none_obs")):
+            with tracking.start_run(compose_cfg("rescore", "experiment_name=newest-pipeline"), stage="evaluate",
+                                    params={"noise": noise}):
+                trajectories = released_7b[10 * index: 10 * index + 10]
+                summary = summarize(trajectories)
+                tracking.log_evaluation(summary, write_evaluation(trajectories, summary, tmp_path / noise))
+    cfg = compose_cfg("report", "tables={}")
+    tables = report(cfg)
+    assert cfg.experiments == ["newest-pipeline"] and cfg.experiment_name == "newest-pipeline"
+    assert sorted(tables["turns"].index) == ["noise=clean", "noise=none_obs"]

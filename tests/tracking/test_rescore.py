@@ -101,6 +101,9 @@ def test_entry_point_rescores_compares_and_logs(tracking_uri, compose_cfg, hotpo
     assert choice == pytest.approx(expected)
     printed = capsys.readouterr().out
     assert "oracle_em" in printed and "the same as" in printed
+    # a pipe is not cut at 80 columns: every row of every table names its file in full
+    # (the others also in "the same as" table; a wide paired table folds its cells, dropping none)
+    assert [printed.count(f"│ {label}") >= need for label, need in zip(labels, (1, 2))] == [True, True], printed
     # the 7B and 13B agents run different models: few whole trajectories agree, some answers do
     assert table["compared_as_first"].tolist()[1] == 100
     assert 0 <= table["same_trajectory_as_first"][1] < table["same_answer_as_first"][1] < 1

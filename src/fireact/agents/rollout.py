@@ -8,7 +8,8 @@ an ask join the batch already decoding at its next step, and when the engine is 
 waits up to `gather_s` for tool calls still running so that their next asks start with it. An
 API backend gets one call per ask instead, several at once (`LLM.parallel_calls`). A reply
 with no action is re-asked (up to `method.max_retries` times, then the round counts as
-`finish[]` and a format error).
+`finish[]` and a format error); an action the tool cannot run (an unknown name, an unclosed
+bracket) gets an "Invalid action" observation and counts as a format error too.
 
 A question may be run several times (samples 0, 1, ...); every request carries a seed made
 from (run seed, question, sample, round, attempt), so a sampling backend draws the same
@@ -21,9 +22,11 @@ them), and the sampled ids are never decoded and tokenized again; the trajectory
 a trainer scores what the policy wrote, not a re-rendering of it. A re-ask continues the reply in
 the same turn (chat too), and a reply forced to finish[] keeps the ids the policy did write.
 A finished question becomes a `Trajectory` at once and is handed to `on_finish` (the caller
-appends it to the output JSONL), so a killed run loses nothing done. With a `tracer`
-(fireact.tracking.traces), each episode also keeps its model and tool calls (prompt, reply,
-tokens, times) and hands them to the tracer with the finished trajectory.
+appends it to the output JSONL), so a killed run loses nothing done. A question whose backend
+could not answer (an outage: `Completion.outage`) is no result: it is not handed on, the others
+go on, and the run ends with `Incomplete`, naming the error, so that a rerun runs it. With a
+`tracer` (fireact.tracking.traces), each episode also keeps its model and tool calls (prompt,
+reply, tokens, times) and hands them to the tracer with the finished trajectory.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from fireact import threads
 from fireact.agents.methods import Method
 from fireact.calls import ModelCall, ToolCall
+from fireact.errors import Incomplete
 from fireact.llm.base import LLM, Completion, Prompt, TokenIds, request_seed
 from fireact.tasks.base import Question, Task
 from fireact.tools.base import Tool, ToolError
@@ -59,6 +63,7 @@ class Episode:
     completion_tokens: int = 0
     format_errors: int = 0
     error: str | None = None
+    outage: bool = False  # the backend could not answer: no result (Completion.outage)
     finished: bool = False
     calls: list[ModelCall | ToolCall] | None = None  # kept only for a tracer
     started_at: float = 0.0  # time.time() at its first ask
@@ -142,6 +147,11 @@ class Rollout:
                 if schedule.ready and driver.takes_asks(schedule, gather):
                     driver.ask(schedule)
                 driver.advance(schedule, gather)
+        if schedule.outages:
+            first = schedule.outages[0]
+            raise Incomplete(f"{len(schedule.outages)} of {len(episodes)} questions were not run: {first.error}. "
+                             f"The {len(episodes) - len(schedule.outages)} finished are written; once the backend "
+                             f"answers, the same command runs the rest")
         return [schedule.results[e.question.qid, e.sample] for e in episodes]
 
     # --- one answer and one tool call --------------------------------------------------
@@ -199,6 +209,7 @@ class Rollout:
                                            start_ns, end_ns, completion.error))
         if completion.error is not None:
             episode.error = f"LLM request failed: {completion.error}"
+            episode.outage = completion.outage
             return None
         reply = completion.text if request.attempt == 0 else self.method.joined(request.reply, completion.text)
         step = self.method.parse(reply, request.round)
@@ -217,6 +228,7 @@ class Rollout:
             reward = self.task.score(step.argument, episode.question.gold)["em"] == 1.0
             return f"Episode finished, reward = {reward}"
         if step.argument is None or step.action.lower() not in self.tool.actions:
+            episode.format_errors += 1  # an action the harness cannot run is malformed too
             calls = " and ".join(f"{a}[<argument>]" for a in (*self.tool.actions, "finish"))
             return f"Invalid action: {step.action_text}. Valid actions are {calls}."
         start_ns, failed = time.time_ns(), False
@@ -264,6 +276,7 @@ class Schedule:
         self.ready_since = 0.0  # when the oldest ready ask became ready
         self.tools: dict[Future, tuple[Episode, Step]] = {}
         self.results: dict[tuple[str, int], Trajectory] = {}
+        self.outages: list[Episode] = []  # ended by an outage: no result
         self.admit()
 
     @property
@@ -332,6 +345,10 @@ class Schedule:
         rollout = self.rollout
         if rollout.noise is not None:
             rollout.noise.end_episode(episode.name)
+        if episode.outage:
+            self.outages.append(episode)
+            self.admit()
+            return
         trajectory = rollout._trajectory(episode, episode.started_at, time.perf_counter() - episode.started)
         self.results[trajectory.key] = trajectory
         self.on_finish(trajectory)

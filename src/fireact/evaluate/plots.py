@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _wrap(text: str, width: int = 40) -> str:
@@ -34,6 +35,8 @@ def turns_histogram(turns: Sequence[int], path: str | Path, title: str = "turns 
         mean = sum(turns) / len(turns)
         axes.axvline(mean, color="tab:red", linestyle="--", label=f"mean {mean:.2f}")
         axes.legend()
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # turns and counts are whole numbers
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set(xlabel="turns", ylabel="trajectories")
     axes.set_title(_wrap(title, 60), fontsize="medium")
     return _save(figure, path)
@@ -47,6 +50,7 @@ def turns_boxplot(turns_by_label: Mapping[str, Sequence[int]], path: str | Path,
     axes.boxplot([list(turns_by_label[label]) for label in labels], orientation="horizontal", showmeans=True)
     axes.set_yticks(range(1, len(labels) + 1), [_wrap(label) for label in labels], fontsize="small")
     axes.invert_yaxis()  # first label on top
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set(title=title, xlabel="turns")
     return _save(figure, path)
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-from fireact import tracking
+from fireact import terminal, tracking
 from fireact.evaluate import stats
 from fireact.evaluate.agreement import agreement
 from fireact.evaluate.files import write_evaluation
@@ -122,7 +122,7 @@ def print_results(results: dict[str, Rescored], choice: dict[str, float] | None,
             name, str(s["missing"]), stats.with_interval(s, "em"), stats.with_interval(s, "f1"),
             f"{s['turns_mean']:.2f}±{s['turns_std']:.2f}", f"{s['tool_calls_mean']:.2f}", f"{s['agreement']:.3f}",
         )
-    console.print(table)
+    terminal.show(table, to=console)
     if len(results) > 1:
         first, *others = results
         paired = Table(title=f"each file - {first}, question by question over all {n} (95% paired-bootstrap intervals)")
@@ -136,7 +136,7 @@ def print_results(results: dict[str, Rescored], choice: dict[str, float] | None,
             paired.add_row(name, stats.with_interval(s, "em_diff"), stats.with_interval(s, "f1_diff"),
                            str(s["only_a_right"]), str(s["only_b_right"]), f"{s['mcnemar_p']:.3g}",
                            *([f"{s['mcnemar_p_holm']:.3g}"] if holm else []))
-        console.print(paired)
+        terminal.show(paired, to=console)
         rows = Table(title=f"the same as {first} (over the questions both have)")
         rows.add_column("file", overflow="fold", min_width=20)
         for header in ("compared", "trajectory", "answer", "first step"):
@@ -145,14 +145,14 @@ def print_results(results: dict[str, Rescored], choice: dict[str, float] | None,
             s = results[name].summary
             rows.add_row(name, str(s["compared_as_first"]), f"{s['same_trajectory_as_first']:.3f}",
                          f"{s['same_answer_as_first']:.3f}", f"{s['same_first_step_as_first']:.3f}")
-        console.print(rows)
+        terminal.show(rows, to=console)
     if choice:
         rows = Table(title="choosing among the files per question")
         rows.add_column("metric", overflow="fold")
         rows.add_column("EM", justify="right", no_wrap=True)
         for key, value in choice.items():
             rows.add_row(key, f"{value:.3f}")
-        console.print(rows)
+        terminal.show(rows, to=console)
 
 
 def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
@@ -189,7 +189,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
         tracking.log_artifact(out_dir / "rescore.csv")
         if choice:
             tracking.log_artifact(out_dir / "method_choice.json")
-        print_results(results, choice, Console())
+        print_results(results, choice, terminal.console())
     print(f"results: {out_dir / 'rescore.csv'}")
     return summaries
 

@@ -19,7 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fireact import threads, tracking
-from fireact.agents.runner import load_written, resolve_method_format, run_agent, speed_keys
+from fireact.agents.runner import (Agent, check_rollout_settings, load_written, resolve_method_format, run_agent,
+                                   speed_keys, to_run)
 from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.summary import print_summary, summarize
 from fireact.run_folder import RunFolder
@@ -29,30 +30,25 @@ OUTPUTS = ("summary.json", "per_question.csv", "plots/turns.png")
 
 
 def not_results(cfg: DictConfig) -> tuple[str, ...]:
-    """The keys that do not change what evaluate writes: the rollout's speed keys, and task.n
-    (more questions resume the folder)."""
-    return (*speed_keys(cfg), "task.n")
+    """The keys that do not change what evaluate writes: the rollout's speed keys, task.n (more
+    questions resume the folder) and the agent's name."""
+    return (*speed_keys(cfg), "task.n", "agent")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Run (or finish) the evaluation and log it as one MLflow run (stage "evaluate")."""
+    """Run (or finish) the evaluation and log it as one MLflow run (stage "evaluate"). Everything
+    that can stop it on bad input or a service that is down is checked before the run opens."""
     resolve_method_format(cfg)  # method.format=auto: the model's own
-    # the tracking store fails here, before any work, if it is down
-    with threads.computing(cfg.threads), tracking.start_run(cfg, stage="evaluate"):
-        return _evaluate(cfg)
-
-
-def _evaluate(cfg: DictConfig) -> dict[str, float]:
-    out_dir = Path(cfg.output_dir)
-    path = out_dir / "trajectories.jsonl"
+    tracking.check(cfg)  # the tracking store first: down, nothing else is done
     task = instantiate(cfg.task)
     questions = task.questions()  # a bad task or n fails here, before the folder is touched
+    check_rollout_settings(cfg)
+    out_dir = Path(cfg.output_dir)
+    path = out_dir / "trajectories.jsonl"
     folder = RunFolder(out_dir, cfg, results=[path.name], not_results=not_results(cfg))
     fresh = not cfg.resume
     if not fresh:
         folder.check()  # written under other settings: stop now, naming the keys
-    tracking.log_dataset(pd.DataFrame([asdict(q) for q in questions]), context="evaluation", source=task.source,
-                         name=f"{task.name}:{task.split}[{task.start}:{task.start + len(questions)}]")
     keys = {(q.qid, 0) for q in questions}  # one trajectory (sample 0) per question
     done = {} if fresh else {key: t for key, t in load_written([path]).items() if key in keys}
 
@@ -61,12 +57,15 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
         append_jsonl(path, trajectory)
         done[trajectory.key] = trajectory
 
-    run_agent(cfg, task, questions, done, write, desc="evaluate")
-
-    trajectories = [done[q.qid, 0] for q in questions]
-    summary = summarize(trajectories)
-    title = f"evaluate · {task.name} · {trajectories[0].method if trajectories else ''} · {cfg.model.name}"
-    tracking.log_evaluation(summary, write_evaluation(trajectories, summary, out_dir, title=title))
+    with threads.computing(cfg.threads), Agent(cfg, needed=bool(to_run(questions, done))) as agent, \
+            tracking.start_run(cfg, stage="evaluate", tags={"agent": cfg.agent} if cfg.get("agent") else None):
+        tracking.log_dataset(pd.DataFrame([asdict(q) for q in questions]), context="evaluation", source=task.source,
+                             name=f"{task.name}:{task.split}[{task.start}:{task.start + len(questions)}]")
+        run_agent(cfg, agent, task, questions, done, write, desc="evaluate")
+        trajectories = [done[q.qid, 0] for q in questions]
+        summary = summarize(trajectories)
+        title = f"evaluate · {task.name} · {trajectories[0].method} · {cfg.model.name}"
+        tracking.log_evaluation(summary, write_evaluation(trajectories, summary, out_dir, title=title))
     print_summary(summary, title=title)
     print(f"trajectories: {path}\nsummary:      {out_dir / 'summary.json'}")
     return summary

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fireact.evaluate.stats import with_interval, with_intervals
+from fireact.terminal import show
 from fireact.trajectory import Trajectory
 
 
@@ -78,13 +79,22 @@ def summarize(trajectories: Sequence[Trajectory], n_questions: int | None = None
     return summary
 
 
+# The unit each value is in, shown beside its name (the summary.json keys stay as they are).
+UNITS = {"latency_mean": "s", "time_per_trial": "s", "throughput": "trials/s", "cost_per_trial": "USD",
+         "prompt_tokens_mean": "tokens", "completion_tokens_mean": "tokens", "cost_usd": "USD"}
+CAPTION = ("completed: questions with a trajectory; failed: of those, ended without an answer (no finish[] "
+           "within method.max_rounds, or a request the backend refused); format_error_rate: the share with a "
+           "reply that held no action or an action the tool could not run")
+
+
 def print_summary(summary: dict[str, float], title: str, console: Console | None = None) -> None:
     """A two-column table of the values, printed at the end of a run (EM and F1 with their intervals)."""
-    table = Table(title=f"{title} (EM, F1: 95% bootstrap intervals over {summary.get('n', 0)} questions)")
+    table = Table(title=f"{title} (EM, F1: 95% bootstrap intervals over {summary.get('n', 0)} questions)",
+                  caption=CAPTION if "failed" in summary else None, caption_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.items():
         if key.endswith(("_ci_low", "_ci_high")):
             continue
-        table.add_row(key, with_interval(summary, key))
-    (console or Console()).print(table)
+        table.add_row(f"{key} ({UNITS[key]})" if key in UNITS else key, with_interval(summary, key))
+    show(table, to=console)

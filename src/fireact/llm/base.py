@@ -39,6 +39,10 @@ class Completion:
     completion_tokens: int
     finish_reason: str  # "stop" (stop string or end of sequence) or "length"
     error: str | None = None  # set when the request failed after every retry
+    # With error: the backend could not be reached or could not answer (a broken connection, a
+    # timeout, 429, 5xx) rather than refusing this prompt. An outage is no result: the rollout
+    # leaves the question unwritten, so a rerun runs it.
+    outage: bool = False
     # A token-level backend's (hf, vllm, a vLLM server): every token it sampled, through the one that completed a stop
     # string or the end-of-sequence token, so `text` is their decoding cut at the stop; and each
     # one's log-probability under the distribution it was drawn from (logits over the temperature,
@@ -63,6 +67,10 @@ class LLM(ABC):
     # Settings (keys of the backend's config) that change a run's speed, placement or transport,
     # never what a trajectory holds: a run folder resumes under other values of them.
     speed_settings: tuple[str, ...] = ()
+
+    def check_reachable(self) -> None:
+        """Raise fireact.errors.Unavailable if the backend cannot answer (a server not started);
+        called once before any work. A local engine, loaded already, answers."""
 
     def encode(self, prompt: Prompt, special_tokens: bool = True) -> list[int]:
         """The prompt's token ids, as the backend would feed them (chat messages through the chat

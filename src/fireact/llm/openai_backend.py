@@ -9,9 +9,14 @@ switched off (max_retries=0) because their waits are fixed module constants and 
 time budget. Here a prompt is retried on 429 (waiting as long as Retry-After says), 408, 5xx,
 timeouts, connection errors and malformed response bodies, with exponential backoff, at most
 `max_retries` times and never past `retry_budget_s`; after that its Completion carries `error`
-and the rest of the batch goes on. A wrong key, a forbidden or unknown model raise at once:
-every prompt would fail the same way. The rollout sends one prompt per call, `concurrency`
-calls at once (`parallel_calls`), so a prompt being retried holds no other question.
+(and `outage`: no result, the question runs again on a rerun) and the rest of the batch goes on;
+once a request gives up on a broken connection the server is taken as down, and the requests
+after it give up at once rather than each waiting out its retries. A refused prompt (another
+4xx) is not retried and is a result. A wrong key, a forbidden or unknown model raise at once:
+every prompt would fail the same way. `check_reachable` asks the server for its models once,
+before any work, so a wrong URL or a server not started stops the run in a line. The rollout
+sends one prompt per call, `concurrency` calls at once (`parallel_calls`), so a prompt being
+retried holds no other question.
 
 With `token_ids` (a vLLM server: `vllm serve`, started with `--logprobs-mode processed_logprobs`
 for log-probabilities under the temperature) the backend is token in, token out like a local
@@ -39,6 +44,7 @@ from urllib.parse import urlparse
 import httpx
 import openai
 
+from fireact.errors import Unavailable
 from fireact.llm.base import LLM, Completion, Prompt, TokenIds, cut_at_stop
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 LOCAL_PLACEHOLDER_KEY = "EMPTY"
 RETRY_STATUS = {408, 429}  # and every 5xx
 FATAL_ERRORS = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+CHECK_TIMEOUT_S = 10.0
 
 
 class MalformedResponse(Exception):
@@ -104,6 +111,26 @@ class OpenAIBackend(LLM):
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai")
         self.parallel_calls = concurrency
         self._fatal = threading.Event()
+        self._down: str | None = None  # why the server is taken as down (a request gave up on its connection)
+
+    @property
+    def url(self) -> str:
+        return self.base_url or "https://api.openai.com/v1"
+
+    def check_reachable(self) -> None:
+        """Raise Unavailable, naming the URL, unless the server answers HTTP (any status but a
+        refused key: a server without a models endpoint still serves completions)."""
+        try:
+            self._client.with_options(timeout=CHECK_TIMEOUT_S).models.list()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as err:
+            raise RuntimeError(f"{self._hide_key(err)} (at {self.url}): check the API key in {self.api_key_env}") from None
+        except openai.APIStatusError:
+            pass
+        except openai.APIConnectionError as err:
+            raise Unavailable(
+                f"the LLM server at {self.url} cannot be reached ({self._hide_key(_cause(err))}). Start it, or "
+                f"point backend.base_url at a running one. Nothing was run."
+            ) from None
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model_id!r}, api={self.api!r}, base_url={self.base_url!r})"
@@ -154,6 +181,8 @@ class OpenAIBackend(LLM):
         while True:
             if self._fatal.is_set():  # raised, not returned: no question is written as failed by it
                 raise RuntimeError("not sent: an earlier request failed for good (see the first error)")
+            if self._down is not None:
+                return _failed(f"not sent: {self._down}", outage=True)
             try:
                 return self._request(prompt, request, stop)
             except FATAL_ERRORS as err:
@@ -169,7 +198,10 @@ class OpenAIBackend(LLM):
                 if wait is None or attempt == self.max_retries or elapsed + wait > self.retry_budget_s:
                     log.warning("%s: giving up after %d attempt(s), %.1fs: %s", self.model_id, attempt + 1,
                                 elapsed, message)
-                    return _failed(f"{type(err).__name__}: {message}")
+                    error = f"{type(err).__name__}: {message} ({self.url})"
+                    if isinstance(err, openai.APIConnectionError):
+                        self._down = f"the server was down ({error})"
+                    return _failed(error, outage=wait is not None)
                 log.info("%s: %s; retry %d in %.2fs", self.model_id, message, attempt + 1, wait)
                 time.sleep(wait)
                 attempt += 1
@@ -221,7 +253,7 @@ class OpenAIBackend(LLM):
         return min(self.backoff_initial_s * 2**attempt, self.backoff_max_s)
 
     def _hide_key(self, err: BaseException) -> str:
-        text = str(err)
+        text = str(err) or type(err).__name__
         return text.replace(self._key, "***") if self._key != LOCAL_PLACEHOLDER_KEY else text
 
 
@@ -256,5 +288,12 @@ def _retry_after_s(headers) -> float | None:
         return max(email.utils.mktime_tz(parsed) - time.time(), 0.0) if parsed else None
 
 
-def _failed(error: str) -> Completion:
-    return Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="error", error=error)
+def _failed(error: str, outage: bool) -> Completion:
+    return Completion(text="", prompt_tokens=0, completion_tokens=0, finish_reason="error", error=error, outage=outage)
+
+
+def _cause(err: BaseException) -> BaseException:
+    """The socket's own error under the SDK's "Connection error." (e.g. [Errno 111] Connection refused)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err

@@ -59,8 +59,12 @@ class Task(ABC):
         self.hub = HubSource(**hub) if isinstance(hub, dict) else hub
         if self.hub is None and self.split not in self.splits:
             raise ValueError(f"task {self.name!r} has no split {self.split!r}; choose one of {list(self.splits)}")
-        if n is not None and n < 0 or start < 0:
-            raise ValueError(f"task {self.name!r}: n and start must be >= 0 (got n={n}, start={start})")
+        if n is not None and (not _is_int(n) or n < 1):
+            raise ValueError(f"task.n={n!r}: the number of questions must be an integer >= 1; set task.n=1 or more "
+                             f"(task.n=null: the whole split)")
+        if not _is_int(start) or start < 0:
+            raise ValueError(f"task.start={start!r}: the first question's index must be an integer >= 0; "
+                             f"set task.start=0 or more")
 
     # --- questions -------------------------------------------------------------------
     def all_questions(self, split: str | None = None) -> list[Question]:
@@ -132,3 +136,7 @@ class Task(ABC):
     @abstractmethod
     def score(self, prediction: str, gold: str) -> dict[str, float]:
         """{"em": ..., "f1": ...} for one answer."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -39,6 +39,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 from omegaconf import OmegaConf
 
+from fireact.errors import Unavailable
 from fireact.paths import REPO_ROOT
 from fireact.config_tree import resolved_config
 from fireact.tracking.config import clip, run_params, run_tags
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 LOCAL_STORE = REPO_ROOT / "mlruns"
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(Unavailable):
     """The tracking store cannot be reached; raised before any work starts."""
 
 

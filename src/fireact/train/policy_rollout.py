@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 class TaskReward:
     """The reward of a trajectory: the task's score (`metric`: em or f1) of its answer, less
-    `format_penalty` when a reply had no action or no answer was given, less `search_cost` per
+    `format_penalty` when a reply had no action or an invalid one, or no answer was given, less `search_cost` per
     tool call."""
 
     def __init__(self, metric: str = "em", format_penalty: float = 0.0, search_cost: float = 0.0):

@@ -7,6 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from fireact.config_tree import dotted
+from fireact.terminal import command, shown_path
+
 SUMMARY = "train_summary.json"  # written last: the training is finished
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -40,6 +43,12 @@ class TrainedModel:
         if "fine_tuned_model" in outputs:
             return {"model": {"path": outputs["fine_tuned_model"]}, "method": {"format": "chat"}}
         return {"model": {"path": outputs["model"]}}
+
+    def evaluate_command(self) -> str:
+        """The command that evaluates it: `python -m fireact.evaluate model.path=... [model.adapter=...]`."""
+        overrides = [f"{key}={shown_path(value) if key != 'method.format' else value}"
+                     for key, value in dotted(self.agent()).items()]
+        return command("fireact.evaluate", *overrides)
 
     def folder(self) -> str:
         """The trained model as one folder (a full model, or the adapter merged): what an improve

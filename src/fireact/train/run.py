@@ -20,20 +20,21 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from rich.console import Console
 from rich.table import Table
 from transformers import AutoConfig, AutoTokenizer
 
 from fireact import threads, tracking
 from fireact.formats import write_trained_format
+from fireact.terminal import show
 from fireact.evaluate.plots import line_chart
 from fireact.llm.embedded import resolve_model_path
 from fireact.train.module import CausalLMModule
@@ -50,22 +51,61 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict:
     Lightning curves into it); returns the summary (also in train_summary.json). Two paths:
     a hosted job (finetune=openai: the API trains) or Lightning here (lora, qlora, full: the
     strategy loads the model and exports what was trained)."""
+    tracking.check(cfg)  # the tracking store first: down, nothing else is done
     strategy = instantiate(cfg.finetune)
     hosted = isinstance(strategy, OpenAIFinetune)
     if hosted and callbacks:
         raise ValueError("Lightning callbacks do not apply to finetune=openai (the job runs on the API)")
-    with threads.computing(cfg.threads), tracking.start_run(cfg, stage="train"):
+    with threads.computing(cfg.threads):
         pl.seed_everything(cfg.seed, workers=True)
-        summary = strategy.run_job(cfg) if hosted else fit_local(cfg, strategy, callbacks)
-        tracking.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        if (Path(cfg.output_dir) / SUMMARY).exists():
-            tracking.log_artifact(Path(cfg.output_dir) / SUMMARY)
-        return summary
+        if not hosted:  # bad settings or data stop here, before the run opens and the model loads
+            check_training_length(cfg.trainer)
+            check_learning_rate(cfg.optimizer)
+            prepared = prepare(cfg)
+        with tracking.start_run(cfg, stage="train"):
+            summary = strategy.run_job(cfg) if hosted else fit_local(cfg, strategy, prepared, callbacks)
+            tracking.log_metrics({k: v for k, v in summary.items()
+                                  if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            if (Path(cfg.output_dir) / SUMMARY).exists():
+                tracking.log_artifact(Path(cfg.output_dir) / SUMMARY)
+    return summary
 
 
-def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Callback] = ()) -> dict:
-    """Train a local model with Lightning: data first (bad data fails before the model loads)."""
-    output_dir = Path(cfg.output_dir)
+def check_training_length(trainer: DictConfig) -> None:
+    """Some training: max_epochs null, -1 (no limit) or >= 1, and max_steps -1 (no limit) or >= 1."""
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if epochs is not None and (not _is_number(epochs) or (epochs < 1 and epochs != -1)):
+        raise ValueError(f"trainer.max_epochs={epochs!r} trains nothing; set trainer.max_epochs=1 or more "
+                         f"(or -1 with trainer.max_steps=N to stop after N steps)")
+    if not _is_number(steps) or (steps < 1 and steps != -1):
+        raise ValueError(f"trainer.max_steps={steps!r} trains nothing; set trainer.max_steps=1 or more, "
+                         f"or -1 to train for trainer.max_epochs")
+
+
+def check_learning_rate(optimizer: DictConfig) -> None:
+    lr = optimizer.get("lr")
+    if not _is_number(lr) or lr <= 0:
+        raise ValueError(f"optimizer.lr={lr!r}: the learning rate must be a number > 0, e.g. optimizer.lr=1e-4 "
+                         f"(the finetune preset sets one for its kind: LoRA 1e-3, full 2e-5)")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class Prepared:
+    """What a local training reads before its model loads: the model's folder and tokenizer, the
+    objective and the data, set up."""
+
+    model_path: str
+    tokenizer: Any
+    objective: Any
+    data: pl.LightningDataModule
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """The tokenizer, the objective and the data, set up: a bad data path or a mismatch fails here."""
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     context_length = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
@@ -79,6 +119,13 @@ def fit_local(cfg: DictConfig, strategy: FullFinetune, callbacks: Sequence[pl.Ca
         )
     data.iterations = getattr(objective, "num_iterations", 1)  # GRPO: optimizer steps on each step's rollouts
     data.setup("fit")
+    return Prepared(model_path, tokenizer, objective, data)
+
+
+def fit_local(cfg: DictConfig, strategy: FullFinetune, prepared: Prepared, callbacks: Sequence[pl.Callback] = ()) -> dict:
+    """Train a local model with Lightning on the prepared data."""
+    output_dir = Path(cfg.output_dir)
+    model_path, tokenizer, objective, data = prepared.model_path, prepared.tokenizer, prepared.objective, prepared.data
     tracking.log_dataset(data.table(), name=data.dataset_name, source=data.dataset_source, context="training")
     ckpt_path = resolve_resume(cfg.resume, output_dir)
 
@@ -216,4 +263,4 @@ def _write_summary(output_dir: Path, summary: dict) -> None:
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     for key, value in {**summary["data"], **summary["outputs"]}.items():
         table.add_row(key, str(value))
-    Console().print(table)
+    show(table)
