@@ -22,11 +22,12 @@ class Reply:
     reset: bool = False  # drop the connection with a TCP reset instead of answering
 
 
-Route = Callable[[str, dict[str, str]], Reply]
+Route = Callable[[str, Any], Reply]  # (path, query parameters or JSON body)
 
 
 class LoopbackServer:
-    """Answers GETs with `script` replies first (one each, in order), then with `route`."""
+    """Answers GETs (route gets the query parameters) and POSTs (route gets the JSON body) with
+    `script` replies first (one each, in order), then with `route`."""
 
     def __init__(self, route: Route) -> None:
         self.route = route
@@ -51,8 +52,14 @@ class LoopbackServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
-                params = {key: values[-1] for key, values in parse_qs(url.query).items()}
-                reply = server._next_reply(url.path, params)
+                self.answer(url.path, {key: values[-1] for key, values in parse_qs(url.query).items()})
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.answer(urlsplit(self.path).path, json.loads(body) if body else {})
+
+            def answer(self, path: str, params: Any) -> None:
+                reply = server._next_reply(path, params)
                 if reply.reset:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()

@@ -1,4 +1,4 @@
-"""GET JSON over httpx with bounded retries: the HTTP layer under the live tools.
+"""JSON over httpx (GET, or POST of a JSON body) with bounded retries: the HTTP layer under the live tools.
 
 Retried: 429 and 5xx (waiting what Retry-After says when the server sends it), timeouts
 and connection errors. Waits grow as backoff * 2**attempt (at most max_backoff), without
@@ -108,10 +108,17 @@ class JSONClient:
         self.client = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
 
     def get(self, path: str, params: dict[str, Any]) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body)
+
+    def request(self, method: str, path: str, **content: Any) -> Any:
+        """The decoded JSON answer of `method path`, retried as the module says."""
         start = time.monotonic()
         attempt = 0
         while True:
-            problem, retry_after, response = self._attempt(path, params)
+            problem, retry_after, response = self._attempt(method, path, content)
             if response is not None:
                 return self._decode(response)
             wait = retry_after if retry_after is not None else self.retry.backoff_wait(attempt)
@@ -124,10 +131,10 @@ class JSONClient:
             time.sleep(wait)
             attempt += 1
 
-    def _attempt(self, path: str, params: dict[str, Any]) -> tuple[str, float | None, httpx.Response | None]:
+    def _attempt(self, method: str, path: str, content: dict[str, Any]) -> tuple[str, float | None, httpx.Response | None]:
         """(problem, Retry-After seconds, None) for a retryable failure, else ("", None, response)."""
         try:
-            response = self.client.get(path, params=params)
+            response = self.client.request(method, path, **content)
         except httpx.TimeoutException:
             return f"no answer within the {self.timeout}s timeout", None, None
         except httpx.TransportError as err:  # refused, reset, closed early

@@ -1,0 +1,175 @@
+"""`tool=retriever` and `python -m fireact.retriever`: the real server on loopback over a small corpus
+(the API round trip, Search-R1's observation, the index built once, the call cache replaying), and
+a loopback server that misbehaves on cue (batching, retries, malformed replies)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from tool_servers import Reply
+
+from fireact.paths import REPO_ROOT
+from fireact.retriever.corpus import Passage, read_corpus, write_corpus
+from fireact.retriever.index import BM25Index
+from fireact.tools.base import EMPTY_QUERY, NO_RESULT, ToolError
+from fireact.tools.cache import cached
+from fireact.tools.retriever import RetrieverSearch, passages_text
+from tests.tracking.conftest import free_port
+
+PASSAGES = [
+    Passage("0", "Arthur's Magazine\nArthur's Magazine (1844-1846) was an American literary periodical."),
+    Passage("1", "First for Women\nFirst for Women is a woman's magazine started in 1989."),
+    Passage("2", "Milhouse Van Houten\nMilhouse was named after U.S. president Richard Nixon."),
+    Passage("3", "Eiffel Tower\nThe Eiffel Tower is 330 metres tall."),
+    Passage("4", "Pavel Urysohn\nPavel Urysohn was a Soviet mathematician."),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python -m fireact.retriever` over PASSAGES on a free port, its index cached in a fresh folder."""
+    root = tmp_path_factory.mktemp("retriever")
+    corpus = root / "corpus.jsonl"
+    write_corpus(corpus, PASSAGES)
+    port = free_port()
+    env = {**os.environ, "FIREACT_CACHE_DIR": str(root / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "fireact.retriever", f"corpus={corpus}", f"port={port}",
+                                f"hydra.run.dir={root / 'run'}"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
+        time.sleep(0.2)
+    yield url, corpus, root / "cache"
+    process.terminate()
+    process.wait(timeout=60)
+
+
+def test_the_api_answers_as_search_r1s_server_does(server):
+    url, _, _ = server
+    scored = httpx.post(f"{url}/retrieve", json={"queries": ["Who named Milhouse?", "tallest tower"], "topk": 2,
+                                                 "return_scores": True}).json()["result"]
+    assert [len(hits) for hits in scored] == [1, 1]  # passages sharing no term are left out
+    assert scored[0][0]["document"] == {"id": "2", "contents": PASSAGES[2].contents} and scored[0][0]["score"] > 0
+    plain = httpx.post(f"{url}/retrieve", json={"queries": ["magazine women"]}).json()["result"]
+    assert plain[0][0] == PASSAGES[1].to_dict() and len(plain[0]) == 2  # the default topk (3), plain documents
+    assert httpx.get(f"{url}/info").json()["passages"] == len(PASSAGES)
+
+
+def test_the_tool_shows_passages_as_search_r1_does_and_the_cache_replays_them(server, tmp_path):
+    url, corpus, _ = server
+    tool = cached(RetrieverSearch(url=f"{url}/retrieve", topk=2), cache_path=str(tmp_path / "calls.sqlite"))
+    observation = tool.run("search", "magazine  started")
+    assert observation == ("Doc 1(Title: First for Women) First for Women is a woman's magazine started in 1989.\n"
+                           "Doc 2(Title: Arthur's Magazine) Arthur's Magazine (1844-1846) was an American literary "
+                           "periodical.")
+    assert tool.run("search", "zebra") == NO_RESULT and tool.run("search", "  ") == EMPTY_QUERY
+    assert tool.tool.result_config()["corpus_hash"] == httpx.get(f"{url}/info").json()["corpus_hash"]
+    tool.close()
+    elsewhere = RetrieverSearch(url="http://127.0.0.1:9/retrieve", topk=2)  # port 9: nothing answers
+    elsewhere.server = tool.tool.server  # a server of the same corpus: the same cache key
+    offline = cached(elsewhere, cache_path=str(tmp_path / "calls.sqlite"))
+    assert offline.run("search", "magazine  started") == observation  # replayed
+    offline.close()
+
+
+def test_the_index_is_built_once_per_corpus_content(server, tmp_path):
+    _, corpus, cache = server
+    again = BM25Index(corpus, cache_dir=cache / "retriever")  # the server built it
+    assert not again.built and again.search(["Richard Nixon"], 1)[0][0][0] == PASSAGES[2]
+    changed = tmp_path / "changed.jsonl"
+    write_corpus(changed, PASSAGES[:3])
+    assert BM25Index(changed, cache_dir=cache / "retriever").built
+
+
+def test_a_corpus_line_that_is_not_a_passage_is_named(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "0", "contents": "a\\nb"}\n{"id": "1", "text": "no contents"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl line 2 is not a passage .*\"contents\": \"title"):
+        read_corpus(bad)
+
+
+def echo(path, body):
+    """A Search-R1 server whose passage for each query is the query itself."""
+    return Reply(body={"result": [[{"document": {"id": q, "contents": f"{q}\nabout {q}"}, "score": 1.0}]
+                                  for q in body["queries"]]})
+
+
+def test_concurrent_searches_go_as_one_request(loopback, fast_retry):
+    server = loopback(echo)
+    tool = RetrieverSearch(url=f"{server.url}/retrieve", retry=fast_retry, batch_window_s=0.3)
+    queries = [f"question {i}" for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        observations = list(pool.map(lambda q: tool.run("search", q), queries))
+    assert observations == [passages_text([{"contents": f"{q}\nabout {q}"}]) for q in queries]
+    posts = [body for path, body in server.requests if path == "/retrieve"]
+    assert len(posts) == 1 and sorted(posts[0]["queries"]) == queries and posts[0]["topk"] == 3
+    tool.close()
+
+
+def test_a_batch_is_sent_once_it_is_full(loopback, fast_retry):
+    server = loopback(echo)
+    tool = RetrieverSearch(url=f"{server.url}/retrieve", retry=fast_retry, batch_window_s=30.0, max_batch=2)
+    with ThreadPoolExecutor(2) as pool:
+        started = time.monotonic()
+        list(pool.map(lambda q: tool.run("search", q), ["a b", "c d"]))
+    assert time.monotonic() - started < 10  # not the 30 s window
+    tool.close()
+
+
+def test_faults_are_retried_then_named(loopback, fast_retry):
+    server = loopback(echo)
+    server.script = [Reply(status=503, body={"error": "busy"}), Reply(reset=True)]
+    tool = RetrieverSearch(url=f"{server.url}/retrieve", retry=fast_retry, batch_window_s=0.0)
+    assert tool.run("search", "tower") == "Doc 1(Title: tower) about tower"  # after a 503 and a reset
+    server.script = [Reply(body={"result": "not lists"})]
+    with pytest.raises(ToolError, match="not \\{\"result\": \\[...\\]\\} with one list per query"):
+        tool.run("search", "tower")
+    server.script = [Reply(body={"result": [[{"document": {"title": "no contents"}}]]})]
+    with pytest.raises(ToolError, match="passage list that is not"):
+        tool.run("search", "tower")
+    server.route = lambda path, body: Reply(status=500, body={"error": "down"})
+    with pytest.raises(ToolError, match="retriever request failed after 4 attempts"):
+        tool.run("search", "tower")
+    tool.close()
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="tool.tool.topk=0"):
+        RetrieverSearch(topk=0)
+    with pytest.raises(ValueError, match="tool.tool.url='localhost:8000' is not an http"):
+        RetrieverSearch(url="localhost:8000")
+
+
+def test_searches_of_many_threads_each_get_their_own_answer(loopback, fast_retry):
+    server = loopback(echo)
+    tool = RetrieverSearch(url=f"{server.url}/retrieve", retry=fast_retry, batch_window_s=0.005, max_batch=4)
+    errors = []
+
+    def search(i):
+        for j in range(10):
+            query = f"q{i} {j}"
+            if tool.run("search", query) != f"Doc 1(Title: {query}) about {query}":
+                errors.append(query)
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len([p for p, _ in server.requests if p == "/retrieve"]) < 60
+    tool.close()
