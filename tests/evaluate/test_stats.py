@@ -101,3 +101,17 @@ def test_summary_intervals_count_missing_questions_as_failures():
     assert summary["em"] == pytest.approx(0.15)
     assert (summary["em_ci_low"], summary["em_ci_high"]) == stats.interval([1.0] * 3 + [0.0] * 17)
     assert stats.with_interval(summary, "em").startswith("0.15 [")
+
+
+def test_the_detectable_difference_is_found_with_the_power_it_promises():
+    """Two agents of n questions whose EMs differ by detectable_difference(n) around 0.5: a two-sided
+    two-proportion test at 0.05 rejects in about 80% of 4,000 simulated pairs of runs."""
+    n = 200
+    delta = stats.detectable_difference(n)
+    assert delta == pytest.approx(0.1401, abs=1e-4) and stats.detectable_difference(500) < delta
+    rng = np.random.default_rng(0)
+    a = rng.binomial(n, 0.5 - delta / 2, size=4000) / n
+    b = rng.binomial(n, 0.5 + delta / 2, size=4000) / n
+    pooled = (a + b) / 2
+    z = (b - a) / np.sqrt(2 * pooled * (1 - pooled) / n)
+    assert np.mean(np.abs(z) > 1.959964) == pytest.approx(0.8, abs=0.03)

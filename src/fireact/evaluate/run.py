@@ -10,6 +10,7 @@ the first new trajectory is written, so a run that fails before that loses nothi
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,9 +23,12 @@ from fireact import threads, tracking
 from fireact.agents.runner import (Agent, check_rollout_settings, load_written, resolve_method_format, run_agent,
                                    speed_keys, to_run)
 from fireact.evaluate.files import write_evaluation
+from fireact.evaluate.stats import POWER, SIGNIFICANCE, detectable_difference
 from fireact.evaluate.summary import print_summary, summarize
 from fireact.run_folder import RunFolder
 from fireact.trajectory_files import append_jsonl
+
+log = logging.getLogger(__name__)
 
 OUTPUTS = ("summary.json", "per_question.csv", "plots/turns.png")
 
@@ -43,6 +47,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     task = instantiate(cfg.task)
     questions = task.questions()  # a bad task or n fails here, before the folder is touched
     check_rollout_settings(cfg)
+    log.info("%d questions: an EM difference between two agents below %.3f is unlikely to be detected "
+             "(two-sided, alpha %.2f, power %.1f)", len(questions), detectable_difference(len(questions)),
+             SIGNIFICANCE, POWER)
     out_dir = Path(cfg.output_dir)
     path = out_dir / "trajectories.jsonl"
     folder = RunFolder(out_dir, cfg, results=[path.name], not_results=not_results(cfg))

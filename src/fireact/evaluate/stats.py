@@ -6,7 +6,8 @@ Two agents run on the same questions are compared question by question: the mean
 with its paired-bootstrap interval, and for EM (right or wrong per question) McNemar's exact
 test, a two-sided binomial test on the questions only one of the two got right. A question an
 agent lacks or did not score is its failure, in the tables and the paired tests alike; a report
-that makes several comparisons reads each at a Holm-adjusted p.
+that makes several comparisons reads each at a Holm-adjusted p. Before a run, how large a
+difference its number of questions can show at all: `detectable_difference`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ CONFIDENCE = 0.95
 RESAMPLES = 10_000
 SEED = 0
 SIGNIFICANCE = 0.05  # the level the comparison's one-line verdict is read at
+POWER = 0.8
+
+
+def detectable_difference(n: int, alpha: float = SIGNIFICANCE, power: float = POWER) -> float:
+    """The smallest EM difference between two agents of n questions each that a two-sided test at
+    `alpha` finds with probability `power`, for EM near 0.5, where a rate varies most (so it holds
+    at any EM): (z_{1-alpha/2} + z_power) * sqrt(2 * 0.5 * 0.5 / n). A paired test on the same
+    questions can find less when the two agents agree on most of them."""
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * np.sqrt(0.5 / n))
 
 
 def interval(values: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
