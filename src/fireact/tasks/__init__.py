@@ -4,6 +4,7 @@ from fireact.tasks.bamboogle import Bamboogle
 from fireact.tasks.base import METHODS, Question, Task
 from fireact.tasks.hotpotqa import HotpotQA
 from fireact.tasks.mmlu import MMLU
+from fireact.tasks.qa import QADataset
 from fireact.tasks.strategyqa import StrategyQA
 
-__all__ = ["METHODS", "Bamboogle", "HotpotQA", "MMLU", "Question", "StrategyQA", "Task"]
+__all__ = ["METHODS", "Bamboogle", "HotpotQA", "MMLU", "QADataset", "Question", "StrategyQA", "Task"]
