@@ -12,20 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from fireact.evaluate.stats import interval, mcnemar_exact
+from fireact.retriever.process import HOST, serving
 from fireact.tasks import HotpotQA
 from fireact.tasks.metrics import normalize_answer
 from fireact.tools.recorded_search import RecordedSearch
 from fireact.tools.retriever import RetrieverSearch
-
-HOST = "127.0.0.1"
 
 
 def free_port() -> int:
@@ -44,29 +38,13 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=3)
     args = parser.parse_args()
     questions = HotpotQA(shuffle_seed=233, n=args.n).questions()
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fireact.retriever", f"port={port}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the retriever did not start:\n{server.stdout.read()[-3000:]}")
-            time.sleep(0.5)
-        retriever = RetrieverSearch(url=f"http://{HOST}:{port}/retrieve", topk=args.topk)
+    with serving(free_port()) as url:
+        retriever = RetrieverSearch(url=f"{url}/retrieve", topk=args.topk)
         recorded = RecordedSearch()
         ours = [hit(retriever.run("search", q.question), q.gold) for q in questions]
         theirs = [hit(recorded.run("search", q.question), q.gold) for q in questions]
         info = retriever.server
         retriever.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     only_ours, only_theirs, p = mcnemar_exact(ours, theirs)
     result = {
         "questions": len(questions), "topk": args.topk, "corpus": info,

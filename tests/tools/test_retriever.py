@@ -5,8 +5,6 @@ a loopback server that misbehaves on cue (batching, retries, malformed replies).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +16,7 @@ from tool_servers import Reply
 from fireact.paths import REPO_ROOT
 from fireact.retriever.corpus import Passage, read_corpus, write_corpus
 from fireact.retriever.index import BM25Index
+from fireact.retriever.process import serving
 from fireact.tools.base import EMPTY_QUERY, NO_RESULT, ToolError
 from fireact.tools.cache import cached
 from fireact.tools.retriever import RetrieverSearch, passages_text
@@ -38,25 +37,10 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("retriever")
     corpus = root / "corpus.jsonl"
     write_corpus(corpus, PASSAGES)
-    port = free_port()
-    env = {**os.environ, "FIREACT_CACHE_DIR": str(root / "cache"),
+    env = {"FIREACT_CACHE_DIR": str(root / "cache"),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "fireact.retriever", f"corpus={corpus}", f"port={port}",
-                                f"hydra.run.dir={root / 'run'}"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
-        time.sleep(0.2)
-    yield url, corpus, root / "cache"
-    process.terminate()
-    process.wait(timeout=60)
+    with serving(free_port(), corpus, [f"hydra.run.dir={root / 'run'}"], env) as url:
+        yield url, corpus, root / "cache"
 
 
 def test_the_api_answers_as_search_r1s_server_does(server):
