@@ -201,7 +201,8 @@ def test_ctrl_c_midway_says_in_a_line_how_to_resume_and_that_command_finishes(tm
         assert "Traceback" not in said
         interrupted = said[said.index("interrupted:"):].splitlines()
         assert interrupted[0] == "interrupted: what was written is kept; the same command resumes:"
-        assert shlex.split(interrupted[1]) == cmd and len(interrupted) == 2  # this interpreter, the module, the overrides
+        said = shlex.split(interrupted[1])  # this interpreter (relative to the folder it ran in), the module, the overrides
+        assert said[1:] == cmd[1:] and (REPO_ROOT / said[0]).resolve() == Path(cmd[0]).resolve() and len(interrupted) == 2
         teacher.held = False
         finish(cmd, tmp_path / "resumed.log")
     final = qids([run_dir / "trajectories.jsonl"])
