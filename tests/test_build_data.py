@@ -220,3 +220,14 @@ def test_sampled_successes_and_failures_become_pairs_and_the_failures_stay_out_o
     assert preference[0]["rejected"][-1]["content"].endswith("finish[Bob]")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pairs"] == 2 and {"pairs.jsonl", "preference.jsonl"} <= set(manifest["outputs"])
+
+
+def test_any_trajectory_file_format_is_a_source(tmp_path):
+    """A released evaluation file (a .json object, not our JSONL) given as data_source.paths is read
+    as rescore reads it; its questions are the evaluation set's, which the table then reports."""
+    released = REPO / "data" / "trajs" / "hotpotqa_dev_0_500_llama_models_lora_llama-2-7b-d_1000_0.7_2023-09-19-00-49-36.json"
+    cfg = compose_build_data("data_source=trajectories", f"data_source.paths=[{released}]", "n=5",
+                             f"output_dir={tmp_path / 'out'}")
+    result = build_from_config(cfg)
+    assert len(result.trajectories) == 5 and not result.loaded.notes
+    assert result.pool_overlaps[0].eval_set.startswith("hotpotqa:dev") and len(result.pool_overlaps[0].questions) == 500

@@ -24,7 +24,7 @@ from fireact.data.mix import Cell, count_cells
 from fireact.paths import data_dir as default_data_dir
 from fireact.tasks import Task
 from fireact.tasks.base import METHODS
-from fireact.trajectory_files import ReadReport, read_jsonl
+from fireact.trajectory_files import ReadReport, read_trajectory_file
 from fireact.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,9 @@ class ReleasedSource:
 
 
 class TrajectoryFiles:
-    """Trajectory JSONL files (fireact.trajectory.write_jsonl). A corrupt line is reported with
-    its line number and skipped; the rest of the file is still read."""
+    """Trajectory files: ours (JSONL, fireact.trajectory_files.write_jsonl), or any other format
+    fireact.trajectory_files reads (chat JSONL, Alpaca JSON, a released evaluation file). A corrupt
+    record is reported with where it is and skipped; the rest of the file is still read."""
 
     def __init__(self, paths: list[str]):
         if not paths:
@@ -89,7 +90,7 @@ class TrajectoryFiles:
     def load(self) -> Loaded:
         trajectories, tables, notes = [], {}, []
         for path in self.paths:
-            read, report = read_jsonl(path)
+            read, report = read_trajectory_file(path)
             notes += read_notes(report)
             for number, trajectory in enumerate(read, start=1):
                 _check_labels(trajectory, path, number)

@@ -47,9 +47,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     task = instantiate(cfg.task)
     questions = task.questions()  # a bad task or n fails here, before the folder is touched
     check_rollout_settings(cfg)
-    log.info("%d questions: an EM difference between two agents below %.3f is unlikely to be detected "
-             "(two-sided, alpha %.2f, power %.1f)", len(questions), detectable_difference(len(questions)),
-             SIGNIFICANCE, POWER)
+    smallest = detectable_difference(len(questions))
+    log.info("%d questions: %s (two-sided, alpha %.2f, power %.1f)", len(questions),
+             f"an EM difference between two agents below {smallest:.3f} is unlikely to be detected" if smallest < 1
+             else "too few for any EM difference between two agents to be detected reliably", SIGNIFICANCE, POWER)
     out_dir = Path(cfg.output_dir)
     path = out_dir / "trajectories.jsonl"
     folder = RunFolder(out_dir, cfg, results=[path.name], not_results=not_results(cfg))
