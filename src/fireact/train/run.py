@@ -33,10 +33,10 @@ from rich.table import Table
 from transformers import AutoConfig, AutoTokenizer
 
 from fireact import threads, tracking
-from fireact.formats import write_trained_format
-from fireact.terminal import show
 from fireact.evaluate.plots import line_chart
+from fireact.formats import write_trained_format
 from fireact.llm.embedded import resolve_model_path
+from fireact.terminal import show
 from fireact.train.module import CausalLMModule
 from fireact.train.openai_finetune import OpenAIFinetune
 from fireact.train.peft_setup import FullFinetune
