@@ -157,3 +157,29 @@ def test_searches_of_many_threads_each_get_their_own_answer(loopback, fast_retry
         thread.join()
     assert not errors and len([p for p, _ in server.requests if p == "/retrieve"]) < 60
     tool.close()
+
+
+def test_generate_searches_a_local_corpus(server, compose_cfg, tmp_path):
+    """A teacher (a loopback OpenAI-compatible server) generating over the corpus: tool=retriever
+    needs no paid search API. Each question searches once, then answers."""
+    from fireact.generate import generate
+    from fireact.trajectory_files import read_jsonl
+    from tests.llm.servers import FaultServer
+    from tests.llm.servers import Reply as LLMReply
+
+    def teacher(attempt, request):
+        searched = "Milhouse was named" in request["prompt"]  # the passage the search returns
+        return LLMReply(text=" Done.\nAction: finish[Richard Nixon]" if searched else " Look.\nAction: search[Milhouse Nixon]")
+
+    url, _, _ = server
+    with FaultServer(teacher) as llm:
+        result = generate(compose_cfg("generate", "task.n=2", "method.max_rounds=3", "model=gpt35", "model.path=teacher",
+                                      "backend=openai", "backend.api=completions", f"backend.base_url={llm.base_url}",
+                                      "tool=retriever", f"tool.tool.url={url}/retrieve", "tool.cache=false", "~tracker",
+                                      f"output_dir={tmp_path / 'out'}"))
+    written = [t for name in ("trajectories.jsonl", "failures.jsonl") if (tmp_path / "out" / name).exists()
+               for t in read_jsonl(tmp_path / "out" / name)[0]]
+    assert result["attempted"] == 2 and len(written) == 2
+    for trajectory in written:
+        assert trajectory.tool == "retriever" and trajectory.steps[0].argument == "Milhouse Nixon"
+        assert trajectory.steps[0].observation.startswith("Doc 1(Title: Milhouse Van Houten) Milhouse was named")
