@@ -188,14 +188,17 @@ def test_ctrl_c_midway_says_in_a_line_how_to_resume_and_that_command_finishes(tm
     cmd = command("evaluate", run_dir, teacher.server.base_url, "held")
     with teacher.server:
         teacher.held = True
+        # A user's terminal delivers Ctrl-C; a test run started in the background (nohup, CI) may
+        # ignore SIGINT, which a child would inherit: the child starts with the default.
         process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=environment(), stdout=subprocess.DEVNULL,
-                                   stderr=log.open("w"))
+                                   stderr=log.open("w"), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + KILL_WAIT_S
         while lines(run_dir / "trajectories.jsonl") < 1:
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.02)
         process.send_signal(signal.SIGINT)
-        teacher.release.set()  # the request in flight comes back, so the process can end
+        time.sleep(1.0)  # the signal is taken while the other questions' requests are still held...
+        teacher.release.set()  # ...then those requests come back, so the process can end
         assert process.wait(timeout=120) == 130, log.read_text()[-3000:]
         said = log.read_text()
         assert "Traceback" not in said
