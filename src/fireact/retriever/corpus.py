@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fireact import paths
 from fireact.tools.base import NO_RESULT
-from fireact.tools.recorded_search import RecordedSearch, recorded_searches
+from fireact.tools.recorded_search import recorded_files, recorded_searches
 
 FORMAT = 'one JSON object a line: {"id": "...", "contents": "title\\ntext"}'
 
@@ -79,10 +79,9 @@ def content_hash(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def released_passages(data_dir: str | None = None) -> list[Passage]:
-    """Each distinct recorded observation (not "None"), in first-recorded order, titled by the first
-    query that returned it."""
-    files = RecordedSearch(data_dir=data_dir).files
+def released_passages(files: tuple[tuple[str, Path], ...]) -> list[Passage]:
+    """Each distinct observation recorded in `files` (not "None"), in first-recorded order, titled by
+    the first query that returned it."""
     first_query: dict[str, str] = {}
     for query, observation in recorded_searches(files):
         observation = observation.strip()
@@ -94,9 +93,9 @@ def released_passages(data_dir: str | None = None) -> list[Passage]:
 
 def released_corpus(data_dir: str | None = None) -> Path:
     """The offline corpus file, written to <cache_dir>/corpora/ on first use."""
-    files = RecordedSearch(data_dir=data_dir).files
+    files = recorded_files(data_dir=data_dir)
     sources = hashlib.sha256("".join(content_hash(path) for _, path in files).encode()).hexdigest()[:12]
     path = paths.cache_dir() / "corpora" / f"released-{sources}.jsonl"
     if not path.exists():
-        write_corpus(path, released_passages(data_dir))
+        write_corpus(path, released_passages(files))
     return path

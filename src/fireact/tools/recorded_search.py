@@ -112,6 +112,23 @@ def load_corpus(files: tuple[tuple[str, Path], ...]) -> RecordedCorpus:
         return _load_corpus(files)
 
 
+def recorded_files(alpaca_files: Sequence[str] = ("finetune/alpaca_format/*.json",),
+                   chat_files: Sequence[str] = ("finetune/gpt_format/*.jsonl",),
+                   eval_files: Sequence[str] = ("trajs/*.json",),
+                   data_dir: str | None = None) -> tuple[tuple[str, Path], ...]:
+    """(format, path) of the released files the recorded searches are read from: the glob patterns,
+    relative to `data_dir` (default fireact.paths.data_dir()), sorted within each."""
+    root = Path(data_dir) if data_dir else paths.data_dir()
+    patterns = {"alpaca": alpaca_files, "chat": chat_files, "eval": eval_files}
+    files = tuple((fmt, path) for fmt, globs in patterns.items() for pattern in globs for path in sorted(root.glob(pattern)))
+    if not files:
+        raise FileNotFoundError(
+            f"recorded_search found no files for {dict(patterns)} under {root}; "
+            "point FIREACT_DATA_DIR (or tool.data_dir) at the folder holding the released data"
+        )
+    return files
+
+
 class RecordedSearch(Tool):
     """search[query] answered from the recorded Google results; offline and deterministic.
 
@@ -129,16 +146,7 @@ class RecordedSearch(Tool):
         eval_files: Sequence[str] = ("trajs/*.json",),
         data_dir: str | None = None,
     ) -> None:
-        root = Path(data_dir) if data_dir else paths.data_dir()
-        patterns = {"alpaca": alpaca_files, "chat": chat_files, "eval": eval_files}
-        self.files = tuple(
-            (fmt, path) for fmt, globs in patterns.items() for pattern in globs for path in sorted(root.glob(pattern))
-        )
-        if not self.files:
-            raise FileNotFoundError(
-                f"recorded_search found no files for {dict(patterns)} under {root}; "
-                "point FIREACT_DATA_DIR (or tool.data_dir) at the folder holding the released data"
-            )
+        self.files = recorded_files(alpaca_files, chat_files, eval_files, data_dir)
         self.corpus = load_corpus(self.files)
 
     def run(self, action: str, argument: str) -> str:
