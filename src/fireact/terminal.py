@@ -41,7 +41,3 @@ def shown_path(path: str | Path) -> str:
 def command(module: str, *args: str) -> str:
     """The shell command that runs `python -m <module> args` with this interpreter."""
     return shlex.join([shown_path(sys.executable), "-m", module, *args])
-
-
-def print_next(module: str, *args: str) -> None:
-    print(f"next: {command(module, *args)}")
