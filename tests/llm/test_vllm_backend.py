@@ -117,7 +117,11 @@ def results(lora_adapter, tmp_path_factory) -> dict:
 
 @pytest.mark.vllm
 def test_seeded_sampling_repeats_and_follows_the_seed_in_any_batch(results):
-    assert results["seeded_again"] == results["seeded_batch"]
+    # The same batch under the same seeds draws the same tokens; vLLM's CPU kernels may still
+    # round a logprob differently from run to run (seen: -3.8328 against -3.8294).
+    for again, first in zip(results["seeded_again"], results["seeded_batch"], strict=True):
+        assert (again["text"], again["token_ids"]) == (first["text"], first["token_ids"])
+        assert again["logprobs"] == pytest.approx(first["logprobs"], abs=0.05)
     # Alone, the prompt draws under the same seed; a batch's other rows change vLLM's kernels, so
     # logits differ in the last bits and a draw far down the tail may go the other way later on.
     alone, batched = results["seeded_alone"][0]["text"], results["seeded_batch"][1]["text"]
