@@ -12,6 +12,8 @@ set of it holds (`record`):
 - `Chat` ("chat"): chat messages, the user's question, the assistant's Thought/Action turns, the
   user's Observation turns (agents fine-tuned on chat records, zero-shot), rendered with the
   model's chat template; a record is {"messages": [...]}.
+- `SearchR1` ("search_r1"): Search-R1's instruction and tags (`<think>`, `<search>`,
+  `<information>`, `<answer>`) in one assistant turn (method=search_r1; agents trained in it).
 
 The fine-tuned formats are zero-shot: their prompt holds no few-shot examples, as their training
 sequences hold none. A rollout's prompt at any round is what the format's training sequence holds
@@ -171,7 +173,91 @@ class Chat(Format):
         return {"messages": steps_to_messages(trajectory.question, trajectory.steps)}
 
 
-FORMATS: dict[str, type[Format]] = {"fewshot": FewShot, "alpaca": Alpaca, "chat": Chat}
+# Search-R1's instruction (scripts/data_process/nq_search.py, make_prefix, template "base"), word for word:
+# its checkpoints were trained under it.
+SEARCH_R1_INSTRUCTION = (
+    "Answer the given question. "
+    "You must conduct reasoning inside <think> and </think> first every time you get new information. "
+    "After reasoning, if you find you lack some knowledge, you can call a search engine by <search> query </search> "
+    "and it will return the top searched results between <information> and </information>. "
+    "You can search as many times as your want. "
+    "If you find no further external knowledge needed, you can directly provide the answer inside <answer> and "
+    "</answer>, without detailed illustrations. For example, <answer> Beijing </answer>. Question: {question}\n"
+)
+# What Search-R1's harness answers a reply with neither tag (search_r1/llm_agent/generation.py).
+SEARCH_R1_INVALID = (
+    "\nMy previous action is invalid. If I want to search, I should put the query between <search> and </search>. "
+    "If I want to give the final answer, I should put the answer between <answer> and </answer>. Let me try again.\n"
+)
+
+
+class SearchR1(Format):
+    """Search-R1's protocol: the instruction with the question as the user's message, through the
+    model's chat template; then one assistant turn that every round continues: the agent's
+    `<think> ... </think>` and `<search> query </search>`, the harness's `<information>` block
+    (the retrieved passages: an observation, never trained on), until `<answer> ... </answer>` and
+    no more. A reply with neither tag is an invalid step (its raw text in
+    `Step.action`, no argument) and gets Search-R1's invalid-action message.
+
+    Prompts after the first continue the assistant's turn, which only token ids can say: a rollout
+    in this format runs token in, token out (fireact.agents.methods.SearchR1 checks the backend).
+    A ReAct trajectory (the released ones) renders in it when its only tool is search."""
+
+    name = "search_r1"
+
+    @staticmethod
+    def pose(question: str) -> str:
+        """The question as Search-R1's data preparation writes it: stripped, ending in "?"."""
+        question = question.strip()
+        return question if question.endswith("?") else question + "?"
+
+    def prompt(self, question, steps, examples="", thought_prefix=""):
+        if steps:
+            raise ValueError("format=search_r1 continues the assistant's turn after the first round, which chat "
+                             "messages cannot hold; it runs token in, token out (backend=hf, backend=vllm, or a "
+                             "vLLM server with backend.token_ids=true)")
+        return [{"role": "user", "content": SEARCH_R1_INSTRUCTION.format(question=self.pose(question))}]
+
+    def reply_text(self, step: Step) -> str:
+        """What the agent writes for `step`, through its closing tag."""
+        if step.argument is None:
+            return step.action
+        if not (step.is_finish or step.action.lower() == "search"):
+            raise ValueError(f"format=search_r1 has no tag for the action {step.action_text!r}: its tools are "
+                             f"search and the answer")
+        tag = "answer" if step.is_finish else "search"
+        think = f"<think> {step.thought} </think>\n" if step.thought else ""
+        return f"{think}<{tag}> {step.argument} </{tag}>"
+
+    def observation_text(self, step: Step) -> str:
+        """What the harness adds after `step`'s reply: the information block, Search-R1's
+        invalid-action message, or nothing after the answer."""
+        if step.is_finish:
+            return ""
+        if step.argument is None:
+            return SEARCH_R1_INVALID
+        return f"\n\n<information>{(step.observation or '').strip()}</information>\n\n"
+
+    def segments(self, trajectory, tokenizer):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"format=search_r1 puts its instruction through the model's chat template, and "
+                             f"{tokenizer.name_or_path!r} has none; use format=alpaca")
+        [user] = self.prompt(trajectory.question, [])
+        head = tokenizer.apply_chat_template([user], add_generation_prompt=True, return_dict=True)["input_ids"]
+        segments = [Segment(list(head), "prompt")]
+        for step in trajectory.steps:
+            segments.append(Segment(_encode(tokenizer, self.reply_text(step)), "agent"))
+            if not step.is_finish:
+                segments.append(Segment(_encode(tokenizer, self.observation_text(step)), "observation"))
+        return segments  # the turn ends at </answer>, where a rollout stops generating (a stop string)
+
+    def record(self, trajectory):
+        [user] = self.prompt(trajectory.question, [])
+        turn = "".join(self.reply_text(step) + self.observation_text(step) for step in trajectory.steps)
+        return {"messages": [user, {"role": "assistant", "content": turn}]}
+
+
+FORMATS: dict[str, type[Format]] = {"fewshot": FewShot, "alpaca": Alpaca, "chat": Chat, "search_r1": SearchR1}
 
 
 def get_format(name: str) -> Format:

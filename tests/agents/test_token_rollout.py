@@ -58,7 +58,7 @@ class TokenPolicy(LLM):
                 raw = raw[: len(text) + len(next(s for s in stop if raw[len(text):].startswith(s)))]
             ids = self.encode(raw, special_tokens=False)
             logprobs = [-0.5 - i / 64 for i in range(len(ids))]  # float32 values, as engines give
-            out.append(Completion(text, len(prompt), len(ids), "stop", token_ids=ids, logprobs=logprobs))
+            out.append(Completion(text, len(prompt), len(ids), "stop", token_ids=ids, logprobs=logprobs, stop=stopped))
         return out
 
 

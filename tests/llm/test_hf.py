@@ -95,7 +95,7 @@ def assert_stops_at(backend: HFBackend, stop: str, free_text: str) -> None:
     assert stop in free_text, "the test prompt must lead the model to emit the stop string"
     stopped = backend.generate([REACT], stop=[stop], max_tokens=32)[0]
     assert stopped.text == free_text[: free_text.index(stop)]
-    assert stopped.finish_reason == "stop"
+    assert stopped.finish_reason == "stop" and stopped.stop == stop
     n = stopped.completion_tokens
     assert stop in backend.generate([REACT], max_tokens=n)[0].text
     assert stop not in backend.generate([REACT], max_tokens=n - 1)[0].text

@@ -61,6 +61,7 @@ def test_completions_greedy_stop_strings_and_usage(server, tokenizer, monkeypatc
     assert free.prompt_tokens == len(tokenizer(prompt).input_ids)
     assert cut.text == free.text[: free.text.index(stop)] and cut.finish_reason == "stop"
     assert cut5.text == cut.text and cut5.finish_reason == "stop"
+    assert cut.stop == cut5.stop == stop and free.stop is None  # the server says which stop string; the client cut the fifth
     assert 0 < cut.completion_tokens < 16
 
 

@@ -147,6 +147,7 @@ def test_stop_strings_cut_the_completion(results):
     free, stop, [cut] = results["free"][0]["text"], results["stop"], results["cut"]
     assert cut["text"] == free[: free.index(stop)]
     assert cut["finish_reason"] == "stop" and cut["completion_tokens"] < results["free"][0]["completion_tokens"]
+    assert cut["stop"] == stop and results["free"][0]["stop"] is None
 
 
 @pytest.mark.vllm

@@ -183,3 +183,29 @@ def test_generate_searches_a_local_corpus(server, compose_cfg, tmp_path):
     for trajectory in written:
         assert trajectory.tool == "retriever" and trajectory.steps[0].argument == "Milhouse Nixon"
         assert trajectory.steps[0].observation.startswith("Doc 1(Title: Milhouse Van Houten) Milhouse was named")
+
+
+def test_the_embedded_model_runs_search_r1s_protocol_over_the_server(server, compose_cfg, tmp_path):
+    """evaluate method=search_r1 tool=retriever on the embedded model (hf, token in, token out): the
+    one assistant turn starts with Search-R1's instruction, and whatever the harness added (the
+    information blocks, the invalid-action message) is outside the spans the policy sampled."""
+    from fireact.evaluate.run import evaluate
+    from fireact.trajectory_files import read_jsonl
+    from transformers import AutoTokenizer
+    from fireact.llm.embedded import resolve_model_path
+
+    url, _, _ = server
+    evaluate(compose_cfg("evaluate", "method=search_r1", "method.max_rounds=2", "method.max_tokens=24", "task.n=1",
+                         "tool=retriever", f"tool.tool.url={url}/retrieve", "tool.cache=false", "~tracker",
+                         f"output_dir={tmp_path / 'out'}"))
+    [trajectory] = [t for name in ("trajectories.jsonl", "failures.jsonl") if (tmp_path / "out" / name).exists()
+                    for t in read_jsonl(tmp_path / "out" / name)[0]]
+    assert trajectory.method == "search_r1" and 1 <= len(trajectory.steps) <= 2
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:smollm2-135m-instruct"))
+    trace = trajectory.tokens
+    assert trace.format == "search_r1"
+    assert tokenizer.decode(trace.ids).startswith("<|im_start|>system\n")
+    assert "<|im_start|>user\nAnswer the given question." in tokenizer.decode(trace.ids)
+    harness = tokenizer.decode([i for i, sampled in zip(trace.ids, trace.mask()) if not sampled])
+    if len(trajectory.steps) == 2:  # a first reply that searched, or one with neither tag
+        assert "<information>" in harness or "My previous action is invalid" in harness

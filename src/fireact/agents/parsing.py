@@ -7,6 +7,7 @@ hallucinated observation, a second round) is dropped, as the stop string would h
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from fireact.trajectory import parse_action
@@ -52,3 +53,19 @@ def parse_answer(text: str) -> tuple[str, str | None]:
     if not found:
         return text.strip(), None
     return thought.strip().removeprefix("Thought:").strip(), answer.strip().split("\n", 1)[0].strip()
+
+
+_SEARCH_R1_ACTION = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+_THINK_TAG = re.compile(r"</?think>")
+
+
+def parse_search_r1(reply: str) -> Reply:
+    """A Search-R1 reply, through the stop string that ended it (`</search>`, `</answer>`), read as
+    Search-R1 reads it (search_r1/llm_agent/generation.py, postprocess_predictions): the first
+    `<search>...</search>` or `<answer>...</answer>` is the action, its content stripped; neither:
+    no action. The thought is the text before it, think tags removed."""
+    match = _SEARCH_R1_ACTION.search(reply)
+    if match is None:
+        return Reply(thought=reply.strip(), action=None)
+    thought = _THINK_TAG.sub("", reply[: match.start()]).strip()
+    return Reply(thought, "finish" if match.group(1) == "answer" else "search", match.group(2).strip())

@@ -169,11 +169,19 @@ class Rollout:
             episode.trace.add(self.llm.encode(self.prompt(episode.question.question, episode.steps, request.round)))
         return TokenIds(episode.trace.ids)
 
+    def _reply_text(self, completion: Completion) -> str:
+        """The reply as the method reads it: through the stop string that ended it when the stop
+        string is the agent's (Method.keeps_stop), else cut before it."""
+        return completion.text + (completion.stop or "") if self.method.keeps_stop else completion.text
+
     def _harness_text(self, episode: Episode) -> str:
         """What the harness adds after the reply that made the episode's last step: the text that
-        follows that reply in the method's next prompt (the observation, the next cue), found by
-        rendering the prompt with a mark in the reply's place."""
+        follows that reply in the method's next prompt (the observation, the next cue): the method's
+        own (Method.harness_text), else found by rendering the prompt with a mark in the reply's place."""
         *before, last = episode.steps
+        known = self.method.harness_text(last)
+        if known is not None:
+            return known
         marked = [*before, Step("", REPLY_MARK, None, last.observation)]
         prompt = self.prompt(episode.question.question, marked, len(episode.steps) + 1)
         text = prompt if isinstance(prompt, str) else self.llm.decode(self.llm.encode(prompt))
@@ -211,7 +219,8 @@ class Rollout:
             episode.error = f"LLM request failed: {completion.error}"
             episode.outage = completion.outage
             return None
-        reply = completion.text if request.attempt == 0 else self.method.joined(request.reply, completion.text)
+        text = self._reply_text(completion)
+        reply = text if request.attempt == 0 else self.method.joined(request.reply, text)
         step = self.method.parse(reply, request.round)
         if step is None and request.attempt < self.method.max_retries:
             if episode.trace is not None:  # the reply continues after the cue
@@ -229,8 +238,7 @@ class Rollout:
             return f"Episode finished, reward = {reward}"
         if step.argument is None or step.action.lower() not in self.tool.actions:
             episode.format_errors += 1  # an action the harness cannot run is malformed too
-            calls = " and ".join(f"{a}[<argument>]" for a in (*self.tool.actions, "finish"))
-            return f"Invalid action: {step.action_text}. Valid actions are {calls}."
+            return self.method.invalid_action(step, self.tool.actions)
         start_ns, failed = time.time_ns(), False
         try:
             observation = seen = episode.tool.run(step.action.lower(), step.argument)
@@ -330,7 +338,7 @@ class Schedule:
         ends = step.is_finish or len(episode.steps) >= max_rounds
         if episode.trace is not None:
             reply, episode.pending = episode.pending, None
-            follows = None if ends else reply.text + self.rollout._harness_text(episode)
+            follows = None if ends else self.rollout._reply_text(reply) + self.rollout._harness_text(episode)
             self.rollout._add_reply(episode.trace, reply, follows)
         if ends:
             if not step.is_finish:

@@ -106,6 +106,7 @@ class Agent:
         try:
             self.llm.check_reachable()
             self.method, self.tool, self.noise = instantiate(cfg.method), instantiate(cfg.tool), instantiate(cfg.noise)
+            self.method.check(self.llm, self.tool)
         except BaseException:
             self.llm.close()
             raise

@@ -7,6 +7,7 @@
   call. A CoT rollout's text ("Thought: ... Answer: X", or the reasoning alone with the
   answer in `Trajectory.answer`) is split into the two.
 - io: one round with no thought, `finish[answer]`.
+- search_r1: its search and answer steps are ReAct's search[] and finish[], kept as they are.
 
 The method label is kept: it says where the trajectory came from, which is what the mix
 selects on; only the steps change.
@@ -68,6 +69,7 @@ _CONVERTERS: dict[str, Callable[[Trajectory], list[Step]]] = {
     "cot": _cot,
     "react": _react,
     "reflexion": _react,
+    "search_r1": _react,  # search and answer steps: already ReAct's
 }
 
 

@@ -49,6 +49,9 @@ class Completion:
     # before top-p; greedy: temperature 1). None from an API, which returns text.
     token_ids: list[int] | None = None
     logprobs: list[float] | None = field(default=None, compare=False)  # equal up to float rounding across batches
+    # The stop string the text was cut before; None when the end of sequence or max_tokens ended
+    # it, or an API does not say which (the OpenAI API; a vLLM server does).
+    stop: str | None = None
 
 
 class LLM(ABC):
@@ -175,10 +178,13 @@ class LocalEngine(ContinuousBatching):
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Text up to the earliest stop string, and whether one was found."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """Text up to the earliest stop string, and that stop string (None if none is in it)."""
+    found = [(i, s) for s in stop if s and (i := text.find(s)) >= 0]
+    if not found:
+        return text, None
+    cut, string = min(found, key=lambda f: f[0])
+    return text[:cut], string
 
 
 def request_seed(*parts) -> int:

@@ -238,6 +238,7 @@ class OpenAIBackend(LLM):
             completion_tokens=usage.completion_tokens if usage else 0,
             finish_reason="stop" if cut else ("length" if choice.finish_reason == "length" else "stop"),
             **sampled,
+            stop=cut or _server_stop(choice),
         )
 
     def _retry_wait(self, err: openai.APIError | MalformedResponse, attempt: int) -> float | None:
@@ -286,6 +287,13 @@ def _retry_after_s(headers) -> float | None:
     except ValueError:
         parsed = email.utils.parsedate_tz(value)
         return max(email.utils.mktime_tz(parsed) - time.time(), 0.0) if parsed else None
+
+
+def _server_stop(choice) -> str | None:
+    """The stop string a server cut the text before: vLLM says it (`stop_reason`, an int for a stop
+    token); the OpenAI API does not."""
+    reason = getattr(choice, "stop_reason", None)
+    return reason if isinstance(reason, str) else None
 
 
 def _failed(error: str, outage: bool) -> Completion:

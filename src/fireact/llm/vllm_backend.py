@@ -151,4 +151,5 @@ def _completion(output) -> Completion:
         finish_reason="length" if sample.finish_reason == "length" else "stop",
         token_ids=list(sample.token_ids),
         logprobs=[step[token].logprob for step, token in zip(sample.logprobs, sample.token_ids)],
+        stop=sample.stop_reason if isinstance(sample.stop_reason, str) else None,  # an int: a stop token
     )

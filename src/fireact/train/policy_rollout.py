@@ -88,6 +88,7 @@ class PolicyRollout:
             raise RuntimeError("PolicyRollout.attach(tokenizer) first: the rollouts are the trained model's ids")
         if self.engine is None or self.engine.llm.lm is not model:
             policy = HFBackend.of(model, self.tokenizer, name="policy", temperature=self.temperature, top_p=self.top_p)
+            self.method.check(policy, self.tool)
             labels = {"backend": "hf", "model": "policy", "tool": self.tool.name, "noise": self.noise.name}
             self.engine = Rollout(policy, self.method, self.task, self.tool, self.noise,
                                   tool_workers=self.tool_workers, labels=labels)

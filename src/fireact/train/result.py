@@ -48,6 +48,8 @@ class TrainedModel:
         """The command that evaluates it: `python -m fireact.evaluate model.path=... [model.adapter=...]`."""
         overrides = [f"{key}={shown_path(value) if key != 'method.format' else value}"
                      for key, value in dotted(self.agent()).items()]
+        if self.summary.get("format") == "search_r1":  # its own method: ReAct's cannot prompt in it
+            overrides.insert(0, "method=search_r1")
         return command("fireact.evaluate", *overrides)
 
     def folder(self) -> str:

@@ -370,7 +370,7 @@ class HFBackend(LocalEngine):
         text, stopped = cut_at_stop(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), stop)
         sampled = {"token_ids": list(tokens), "logprobs": list(row.logprobs)}
         if stopped:  # generation halted on the token that completed the stop string
-            return Completion(text, prompt_tokens, end, "stop", **sampled)
+            return Completion(text, prompt_tokens, end, "stop", **sampled, stop=stopped)
         if end < len(tokens):  # an end-of-sequence token, counted as generated
             return Completion(text, prompt_tokens, end + 1, "stop", **sampled)
         return Completion(text, prompt_tokens, len(tokens), "length", **sampled)
