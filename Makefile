@@ -107,7 +107,7 @@ bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training s
 #   ARGS="..."               more overrides for the multirun(s), e.g. ARGS="model=llama2_7b" (the pipeline
 #                            takes the stages' config groups and keys: see conf/pipeline.yaml)
 # Paper scale needs GPUs and the hub weights (Llama rows) or OPENAI_API_KEY (GPT rows).
-.PHONY: table1 table2 noise bamboogle lora_vs_full scaling fig4 multimethod multitask mixgrid mixoptuna
+.PHONY: table1 table2 noise bamboogle search_r1 lora_vs_full scaling fig4 multimethod multitask mixgrid mixoptuna
 SMALL ?=
 LAUNCHER ?=
 SIZE := $(if $(filter 1 true yes,$(SMALL)),_small)
@@ -128,6 +128,13 @@ noise: install  ## Table 3: prompted vs fine-tuned GPT-3.5 with clean, "None" an
 bamboogle: install  ## Table 3: prompted vs fine-tuned (on HotpotQA) GPT-3.5 on Bamboogle
 	$(PY) -m fireact.pipeline -m experiment=table3_bamboogle$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.report +experiment/report=table3_bamboogle 'experiments=[table3_bamboogle$(SIZE)]'
+
+RETRIEVER_PORT ?= 8000
+CORPUS ?=
+search_r1: install  ## Search-R1's protocol and retriever on its seven QA datasets, fine-tuned vs prompted (SMALL=1: SmolLM2, HotpotQA and Bamboogle over the offline corpus); CORPUS=FILE, RETRIEVER_PORT
+	$(PY) -m fireact.retriever.process --port $(RETRIEVER_PORT) --corpus '$(CORPUS)' -- \
+	  $(PY) -m fireact.pipeline -m experiment=search_r1$(SIZE) tool.tool.url=http://127.0.0.1:$(RETRIEVER_PORT)/retrieve $(LAUNCH) $(ARGS)
+	$(PY) -m fireact.report +experiment/report=search_r1 'experiments=[search_r1$(SIZE)]'
 
 lora_vs_full: install  ## LoRA vs full fine-tuning of Llama-2-7B (full: FSDP over the node's GPUs)
 	$(PY) -m fireact.pipeline -m experiment=lora_vs_full$(SIZE) $(LAUNCH) $(ARGS)
