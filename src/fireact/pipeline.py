@@ -39,7 +39,7 @@ from fireact import tracking
 from fireact.build_data import build_data, built
 from fireact.entry import stage_main
 from fireact.terminal import show
-from fireact.evaluate import stats
+from fireact.evaluate import manifest as manifests, stats
 from fireact.evaluate.files import read_scores
 from fireact.evaluate.plots import line_chart
 from fireact.evaluate.run import evaluate
@@ -187,9 +187,11 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
         paired = {(agent, baseline): stats.compare(read_scores(folders[agent]), read_scores(folders[baseline]))
                   for agent, baseline, _ in comparisons}
         stats.adjust_for_multiple(list(paired.values()))
+        differ = {(agent, baseline): manifests.differences(manifests.read(folders[agent]), manifests.read(folders[baseline]))
+                  for agent, baseline, _ in comparisons}
         for agent, baseline, prefix in comparisons:
             tracking.log_metrics({f"{prefix}_{key}": value for key, value in paired[agent, baseline].items()})
-        tables = write_comparison(results, paired, root)
+        tables = write_comparison(results, paired, differ, root)
         if rounds:
             plot_rounds(results, rounds, root)
         for name in ("comparison.md", "comparison.csv", "paired.json", "rounds.png"):
@@ -197,7 +199,7 @@ def pipeline(cfg: DictConfig) -> dict[str, dict]:
                 tracking.log_artifact(root / name)
     show(*tables)
     for (agent, baseline), result in paired.items():
-        print(stats.verdict(result, agent, baseline))
+        print("\n".join(verdict_lines(result, agent, baseline, differ[agent, baseline])))
     if cfg.note:
         print(cfg.note)
     print(f"pipeline folder: {root}\nMLflow: `make ui`, then http://127.0.0.1:5000 (experiment {cfg.experiment_name!r})")
@@ -214,8 +216,16 @@ def plot_rounds(results: dict[str, dict], rounds: list[str], root: Path) -> Path
     return line_chart(table, root / "rounds.png", f"EM per round: {', '.join(names)}", "EM", bounds=bounds)
 
 
-def paired_rows(result: dict, agent: str, baseline: str) -> list[tuple[str, str, str]]:
+def verdict_lines(result: dict, agent: str, baseline: str, differ: dict[str, list[str]]) -> list[str]:
+    """The paired test's verdict, after a line saying the two are not comparable when their
+    evaluations' environments differ (fireact.evaluate.manifest)."""
+    line = manifests.incomparable(agent, baseline, differ)
+    return [*([line] if line else []), stats.verdict(result, agent, baseline)]
+
+
+def paired_rows(result: dict, agent: str, baseline: str, differ: dict[str, list[str]]) -> list[tuple[str, str, str]]:
     """A paired test's rows: (column of the tables/paired.json artifact, row as printed, value)."""
+    settings = "; ".join(f"{group}: {', '.join(keys)}" for group, keys in differ.items() if keys)
     return [
         ("questions paired", "questions paired", str(result["n_paired"])),
         ("EM difference", "EM difference", stats.with_interval(result, "em_diff")),
@@ -228,10 +238,12 @@ def paired_rows(result: dict, agent: str, baseline: str) -> list[tuple[str, str,
         *([("questions missing (failures)", "questions missing (counted as failures)",
             f"{agent} {result['missing_a']}, {baseline} {result['missing_b']}")]
           if result["missing_a"] or result["missing_b"] else []),
+        *([("settings that differ", "settings that differ (manifest)", settings)] if settings else []),
     ]
 
 
-def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dict], root: Path) -> list[Table]:
+def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dict],
+                     differ: dict[tuple[str, str], dict[str, list[str]]], root: Path) -> list[Table]:
     """comparison.csv and .md (one row per agent), paired.json ({"<agent> - <baseline>": test}),
     the same as table artifacts of the pipeline's run (tables/comparison.json, tables/paired.json:
     the run's Artifacts tab shows them as tables), and the printed tables: one row per metric
@@ -252,7 +264,7 @@ def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dic
                                      for name in agents]), "tables/comparison.json")
     tables, paired_table = [table], []
     for (agent, baseline), result in paired.items():
-        rows = paired_rows(result, agent, baseline)
+        rows = paired_rows(result, agent, baseline, differ[agent, baseline])
         paired_table.append({"agent": agent, "baseline": baseline, **{column: value for column, _, value in rows}})
         pairs = Table(title=f"{agent} - {baseline}, question by question (95% paired-bootstrap intervals)")
         pairs.add_column("")
@@ -261,7 +273,7 @@ def write_comparison(results: dict[str, dict], paired: dict[tuple[str, str], dic
             pairs.add_row(name, value)
         tables.append(pairs)
         lines += ["", f"| {agent} - {baseline} | paired |", "| --- | --- |", *(f"| {n} | {v} |" for _, n, v in rows),
-                  "", stats.verdict(result, agent, baseline)]
+                  "", *verdict_lines(result, agent, baseline, differ[agent, baseline])]
     if paired:
         tracking.log_table(pd.DataFrame(paired_table), "tables/paired.json")
         (root / "paired.json").write_text(json.dumps({f"{a} - {b}": result for (a, b), result in paired.items()}, indent=2))

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fireact import tracking
 from fireact.entry import stage_main
+from fireact.evaluate import manifest as manifests
 from fireact.evaluate.plots import bar_chart, line_chart, turns_boxplot
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,26 @@ def pivot(runs: pd.DataFrame, spec: TableSpec, missing: str = "none") -> pd.Data
     table = cells.unstack(keys[1]) if spec.cols else cells.to_frame(spec.metric)
     table.index.name, table.columns.name = spec.rows, spec.cols
     return _sorted(table)
+
+
+def incomparable_rows(runs: pd.DataFrame, spec: TableSpec, missing: str = "none") -> list[str]:
+    """A line per table row whose cells were measured in different environments (the runs' manifest
+    params, fireact.evaluate.manifest.ENVIRONMENT): the cells a row sets side by side must be comparable.
+    Each cell is its newest run, as `last` pivots; runs without a manifest are unknown, never flagged."""
+    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    environment = [f"params.manifest.{key}" for key in manifests.ENVIRONMENT if f"params.manifest.{key}" in runs]
+    if not environment or any(key not in runs for key in keys):
+        return []
+    data = runs[runs[keys[0]].notna()].copy()
+    data[keys] = data[keys].fillna(missing)
+    cells = data.sort_values("start_time").groupby(keys).tail(1)  # each cell's newest run
+    lines = []
+    for row, group in cells.groupby(keys[0]):
+        differing = [key.removeprefix("params.manifest.") for key in environment if group[key].dropna().nunique() > 1]
+        if differing:
+            lines.append(f"NOT COMPARABLE: the cells of row {row!r} were measured in different settings "
+                         f"({', '.join(differing)} differ).")
+    return lines
 
 
 def _sorted(table: pd.DataFrame) -> pd.DataFrame:
@@ -297,6 +318,7 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
             shown = with_intervals(table, *bounds, cfg.digits)
             title += f" (95% bootstrap intervals; questions per cell: {questions_per_cell(runs, spec)})"
         sections.append(write_table(table, name, title, out_dir, cfg.digits, shown))
+        sections += [f"{line}\n" for line in incomparable_rows(runs, spec, cfg.missing)]
         if spec.plot:
             plot = bar_chart if spec.plot == "bar" else line_chart
             plot(table, out_dir / "plots" / f"{name}.png", title, spec.metric, bounds)

@@ -16,7 +16,9 @@ def test_evaluate_defaults_write_trajectories_and_summary_then_resume(compose_cf
     summary = evaluate(cfg)
     trajectories, report = read_jsonl(tmp_path / "trajectories.jsonl")
     assert report.failures == [] and len(trajectories) == 3
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    written = json.loads((tmp_path / "summary.json").read_text())
+    manifest = written.pop("manifest")
+    assert written == summary and (manifest["tool"], manifest["questions"], manifest["max_rounds"]) == ("recorded_search", 3, 2)
     assert summary["n"] == 3 and 0.0 <= summary["em"] <= 1.0 and summary["turns_mean"] >= 1
     t = trajectories[0]
     assert (t.backend, t.model, t.tool, t.noise, t.method, t.task) == ("hf", "SmolLM2-135M-Instruct", "recorded_search", "clean", "react", "hotpotqa")

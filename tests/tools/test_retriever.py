@@ -4,6 +4,7 @@ a loopback server that misbehaves on cue (batching, retries, malformed replies).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -201,6 +202,12 @@ def test_the_embedded_model_runs_search_r1s_protocol_over_the_server(server, com
     [trajectory] = [t for name in ("trajectories.jsonl", "failures.jsonl") if (tmp_path / "out" / name).exists()
                     for t in read_jsonl(tmp_path / "out" / name)[0]]
     assert trajectory.method == "search_r1" and 1 <= len(trajectory.steps) <= 2
+    # What the EM compares with: the corpus, the retriever and top-k, the protocol (its manifest).
+    manifest = json.loads((tmp_path / "out" / "summary.json").read_text())["manifest"]
+    corpus_hash = httpx.get(f"{url}/info").json()["corpus_hash"]
+    assert json.loads(manifest["tool_config"]) == {"topk": 3, "corpus_hash": corpus_hash, "retriever": "bm25"}
+    assert (manifest["method"], manifest["format"], manifest["max_rounds"], manifest["metric"]) == \
+        ("search_r1", "search_r1", 2, "fireact.tasks.hotpotqa.HotpotQA.score")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("embedded:smollm2-135m-instruct"))
     trace = trajectory.tokens
     assert trace.format == "search_r1"

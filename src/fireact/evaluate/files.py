@@ -30,8 +30,10 @@ def per_question_table(trajectories: Sequence[Trajectory]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PER_QUESTION_COLUMNS)
 
 
-def write_evaluation(trajectories: Sequence[Trajectory], summary: Mapping[str, float], out_dir: str | Path, title: str = "") -> dict[str, Path]:
-    """Write out_dir/{trajectories.jsonl (unless there), summary.json, per_question.csv, plots/turns.png}."""
+def write_evaluation(trajectories: Sequence[Trajectory], summary: Mapping[str, float], out_dir: str | Path,
+                     title: str = "", manifest: Mapping | None = None) -> dict[str, Path]:
+    """Write out_dir/{trajectories.jsonl (unless there), summary.json (with the `manifest`, when
+    given: fireact.evaluate.manifest), per_question.csv, plots/turns.png}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -41,7 +43,7 @@ def write_evaluation(trajectories: Sequence[Trajectory], summary: Mapping[str, f
     }
     if not files["trajectories"].exists():  # an evaluate run has appended it already
         write_jsonl(files["trajectories"], trajectories)
-    files["summary"].write_text(json.dumps(dict(summary), indent=2))
+    files["summary"].write_text(json.dumps({**summary, **({"manifest": dict(manifest)} if manifest else {})}, indent=2))
     per_question_table(trajectories).to_csv(files["per_question"], index=False)
     files["turns_plot"] = turns_histogram(
         [t.turns for t in trajectories], out_dir / "plots" / "turns.png", title=title or "turns per trajectory"

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fireact import terminal, tracking
-from fireact.evaluate import stats
+from fireact.evaluate import manifest as manifests, stats
 from fireact.evaluate.agreement import agreement
 from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.oracle import em_by_qid, method_choice
@@ -110,7 +110,8 @@ def scores_by_qid(result: Rescored) -> dict[str, dict[str, float]]:
     return {t.qid: {"em": t.em, "f1": t.f1} for t in result.trajectories}
 
 
-def print_results(results: dict[str, Rescored], choice: dict[str, float] | None, console: Console) -> None:
+def print_results(results: dict[str, Rescored], choice: dict[str, float] | None, console: Console,
+                  notes: list[str] = ()) -> None:
     n = next(iter(results.values())).summary["n"]
     table = Table(title=f"re-scored over {n} questions (missing ones count as failures; 95% bootstrap intervals)")
     table.add_column("file", overflow="fold", min_width=20)
@@ -137,6 +138,8 @@ def print_results(results: dict[str, Rescored], choice: dict[str, float] | None,
                            str(s["only_a_right"]), str(s["only_b_right"]), f"{s['mcnemar_p']:.3g}",
                            *([f"{s['mcnemar_p_holm']:.3g}"] if holm else []))
         terminal.show(paired, to=console)
+        for note in notes:
+            console.print(note)
         rows = Table(title=f"the same as {first} (over the questions both have)")
         rows.add_column("file", overflow="fold", min_width=20)
         for header in ("compared", "trajectory", "answer", "first step"):
@@ -172,12 +175,18 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
             with tracking.start_run(cfg, stage="rescore", run_name=name, params={"file": str(path), "file_label": name}):
                 files = write_evaluation(results[name].trajectories, results[name].summary, out_dir / name, title=name)
                 tracking.log_evaluation(results[name].summary, files)
-        choice = None
+        choice, notes = None, []
         if len(results) > 1:
             first, *others = results.values()
             qids = [q.qid for q in questions]
             paired = [stats.compare(scores_by_qid(result), scores_by_qid(first), qids) for result in others]
             stats.adjust_for_multiple(paired)
+            first_name, *other_names = results
+            for name, result in zip(other_names, others):
+                differ = manifests.differences(manifests.of_trajectories(result.trajectories),
+                                               manifests.of_trajectories(first.trajectories))
+                if (note := manifests.incomparable(name, first_name, differ)) is not None:
+                    notes.append(note)
             for result, comparison in zip(others, paired):
                 result.summary.update({f"{k}_as_first": v for k, v in agreement(first.trajectories, result.trajectories).items()})
                 result.summary.update({f"{k}_vs_first": v for k, v in comparison.items()})
@@ -189,7 +198,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
         tracking.log_artifact(out_dir / "rescore.csv")
         if choice:
             tracking.log_artifact(out_dir / "method_choice.json")
-        print_results(results, choice, terminal.console())
+        print_results(results, choice, terminal.console(), notes)
     print(f"results: {out_dir / 'rescore.csv'}")
     return summaries
 

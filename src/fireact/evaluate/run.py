@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fireact import threads, tracking
+from fireact.evaluate import manifest as manifests
 from fireact.agents.runner import (Agent, check_rollout_settings, load_written, resolve_method_format, run_agent,
                                    speed_keys, to_run)
 from fireact.evaluate.files import write_evaluation
@@ -37,6 +38,22 @@ def not_results(cfg: DictConfig) -> tuple[str, ...]:
     """The keys that do not change what evaluate writes: the rollout's speed keys, task.n (more
     questions resume the folder) and the agent's name."""
     return (*speed_keys(cfg), "task.n", "agent")
+
+
+def evaluation_manifest(cfg: DictConfig, task, questions, agent: Agent, out_dir: Path) -> dict:
+    """What the evaluation's numbers compare with (fireact.evaluate.manifest): from the agent that
+    ran; when nothing ran, from the folder's summary (its first run's environment) with this
+    run's questions, else from agent parts built for it."""
+    if agent.llm is None:
+        written = manifests.read(out_dir)
+        if written is not None:
+            return {**written, **manifests.question_set(task, questions)}
+        tool = instantiate(cfg.tool)
+        try:
+            return manifests.build(task, questions, instantiate(cfg.method), tool, instantiate(cfg.noise))
+        finally:
+            tool.close()
+    return manifests.build(task, questions, agent.method, agent.tool, agent.noise)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -72,8 +89,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         run_agent(cfg, agent, task, questions, done, write, desc="evaluate")
         trajectories = [done[q.qid, 0] for q in questions]
         summary = summarize(trajectories)
+        manifest = evaluation_manifest(cfg, task, questions, agent, out_dir)
+        tracking.log_params(manifests.as_params(manifest))
         title = f"evaluate · {task.name} · {trajectories[0].method} · {cfg.model.name}"
-        tracking.log_evaluation(summary, write_evaluation(trajectories, summary, out_dir, title=title))
+        tracking.log_evaluation(summary, write_evaluation(trajectories, summary, out_dir, title=title, manifest=manifest))
     print_summary(summary, title=title)
     print(f"trajectories: {path}\nsummary:      {out_dir / 'summary.json'}")
     return summary
