@@ -216,3 +216,31 @@ def test_the_embedded_model_runs_search_r1s_protocol_over_the_server(server, com
     harness = tokenizer.decode([i for i, sampled in zip(trace.ids, trace.mask()) if not sampled])
     if len(trajectory.steps) == 2:  # a first reply that searched, or one with neither tag
         assert "<information>" in harness or "My previous action is invalid" in harness
+
+
+def test_a_dense_index_finds_a_passage_by_its_words_and_embeds_the_corpus_once(tmp_path):
+    """index=e5's DenseIndex with the embedded model as its encoder (the one on disk offline): a
+    passage's own sentence finds it first; a second index over the same corpus loads the embeddings."""
+    from fireact.llm.embedded import resolve_model_path
+    from fireact.retriever.index import DenseIndex
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus(corpus, PASSAGES)
+    encoder = str(resolve_model_path("embedded:smollm2-135m-instruct"))
+    index = DenseIndex(corpus, encoder=encoder, cache_dir=tmp_path / "cache")
+    queries = [p.contents.split("\n", 1)[1] for p in PASSAGES]
+    found = index.search([*queries, "  "], 2)
+    assert [hits[0][0] for hits in found[:-1]] == PASSAGES and found[-1] == []
+    assert all(len(hits) == 2 and hits[0][1] >= hits[1][1] for hits in found[:-1])
+    again = DenseIndex(corpus, encoder=encoder, cache_dir=tmp_path / "cache")
+    assert index.built and not again.built and again.search(queries[:1], 1)[0][0][0] == PASSAGES[0]
+    assert again.name == f"dense:{encoder}"
+
+
+def test_a_dense_index_without_its_encoder_says_how_to_get_it(tmp_path):
+    from fireact.retriever.index import DenseIndex
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus(corpus, PASSAGES)
+    with pytest.raises(ValueError, match=r"index.encoder='.*no-encoder' could not be loaded .* or use index=bm25"):
+        DenseIndex(corpus, encoder=str(tmp_path / "no-encoder"))

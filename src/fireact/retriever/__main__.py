@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fireact.entry import stage_main
 from fireact.retriever.corpus import released_corpus
-from fireact.retriever.index import BM25Index
 from fireact.retriever.server import make_app
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,8 @@ def serve(cfg: DictConfig) -> None:
     if not isinstance(cfg.topk, int) or cfg.topk < 1:
         raise ValueError(f"topk={cfg.topk!r}: the passages a query gets by default must be an integer >= 1")
     corpus = cfg.corpus or released_corpus()
-    index = BM25Index(corpus)
-    print(f"retriever: {len(index.passages)} passages of {corpus} (BM25); "
+    index = instantiate(cfg.index, corpus=corpus)
+    print(f"retriever: {len(index.passages)} passages of {corpus} ({index.name}); "
           f"POST http://{cfg.host}:{cfg.port}/retrieve  (tool=retriever tool.tool.url=http://{cfg.host}:{cfg.port}/retrieve)",
           flush=True)
     uvicorn.run(make_app(index, cfg.topk), host=cfg.host, port=cfg.port, log_level=cfg.log_level)

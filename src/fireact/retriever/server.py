@@ -15,7 +15,7 @@ from __future__ import annotations
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel
 
-from fireact.retriever.index import BM25Index
+from fireact.retriever.index import BM25Index, DenseIndex
 
 MAX_QUERIES = 4096  # per request: more is a client bug, not a batch
 
@@ -26,7 +26,7 @@ class RetrieveRequest(BaseModel):
     return_scores: bool = False
 
 
-def make_app(index: BM25Index, topk: int) -> FastAPI:
+def make_app(index: BM25Index | DenseIndex, topk: int) -> FastAPI:
     app = FastAPI(title="fireact retriever")
     info = {"corpus": str(index.corpus), "corpus_hash": index.corpus_hash, "passages": len(index.passages),
             "retriever": index.name, "topk": topk}
