@@ -138,9 +138,12 @@ def pivot(runs: pd.DataFrame, spec: TableSpec, missing: str = "none") -> pd.Data
 def incomparable_rows(runs: pd.DataFrame, spec: TableSpec, missing: str = "none") -> list[str]:
     """A line per table row whose cells were measured in different environments (the runs' manifest
     params, fireact.evaluate.manifest.ENVIRONMENT): the cells a row sets side by side must be comparable.
-    Each cell is its newest run, as `last` pivots; runs without a manifest are unknown, never flagged."""
+    Each cell is its newest run, as `last` pivots; runs without a manifest are unknown, never flagged.
+    What the columns vary on purpose (cols: task, tool or noise) is not a difference."""
     keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
-    environment = [f"params.manifest.{key}" for key in manifests.ENVIRONMENT if f"params.manifest.{key}" in runs]
+    varied = manifests.GROUP_KEYS.get(spec.cols or "", ())
+    environment = [f"params.manifest.{key}" for key in manifests.ENVIRONMENT
+                   if key not in varied and f"params.manifest.{key}" in runs]
     if not environment or any(key not in runs for key in keys):
         return []
     data = runs[runs[keys[0]].notna()].copy()
@@ -151,7 +154,7 @@ def incomparable_rows(runs: pd.DataFrame, spec: TableSpec, missing: str = "none"
         differing = [key.removeprefix("params.manifest.") for key in environment if group[key].dropna().nunique() > 1]
         if differing:
             lines.append(f"NOT COMPARABLE: the cells of row {row!r} were measured in different settings "
-                         f"({', '.join(differing)} differ).")
+                         f"(differing: {', '.join(differing)}).")
     return lines
 
 

@@ -52,7 +52,7 @@ def test_the_pipeline_says_a_pair_from_different_environments_is_not_comparable(
     tool.result_config = lambda: {"corpus_hash": "abc", "topk": 5}
     apart = manifests.differences(manifest(), manifest(tool=tool))
     first, verdict = verdict_lines(result, "fine-tuned", "prompted", apart)
-    assert first.startswith("NOT COMPARABLE: fine-tuned and prompted") and "tool_config differ" in first
+    assert first.startswith("NOT COMPARABLE: fine-tuned and prompted") and "differing: tool_config" in first
     assert verdict.startswith("No significant EM difference")
 
 
@@ -65,7 +65,7 @@ def test_report_flags_a_row_whose_cells_differ_in_environment():
                          run("bamboogle", "prompted", '{"topk": 3}', 3), run("bamboogle", "fine-tuned", '{"topk": 5}', 4)])
     spec = TableSpec(rows="task", cols="tags.agent")
     assert incomparable_rows(runs, spec) == [
-        "NOT COMPARABLE: the cells of row 'bamboogle' were measured in different settings (tool_config differ)."]
+        "NOT COMPARABLE: the cells of row 'bamboogle' were measured in different settings (differing: tool_config)."]
     runs.loc[3, "params.manifest.tool_config"] = '{"topk": 3}'
     runs = pd.concat([runs, pd.DataFrame([run("bamboogle", "fine-tuned", '{"topk": 5}', 0)])])  # older: not the cell's
     assert incomparable_rows(runs, spec) == []
@@ -79,3 +79,13 @@ def test_rescore_files_compare_by_their_trajectories_labels():
                                  manifests.of_trajectories(labelled("retriever", "clean")))["environment"] == ["tool"]
     assert manifests.differences(manifests.of_trajectories(labelled("", "")),  # a released file: unlabelled
                                  manifests.of_trajectories(labelled("retriever", "clean")))["environment"] == []
+
+
+def test_report_does_not_flag_what_a_tables_columns_vary_on_purpose():
+    runs = pd.DataFrame([{"params.model": "smollm2", "params.task": task, "params.manifest.task": task,
+                          "params.manifest.questions_hash": task[:3], "params.manifest.noise": "clean",
+                          "start_time": i, "metrics.em": 0.1} for i, task in enumerate(["hotpotqa", "bamboogle"])])
+    assert incomparable_rows(runs, TableSpec(rows="model", cols="task")) == []
+    runs.loc[1, "params.manifest.noise"] = "none_obs"
+    assert incomparable_rows(runs, TableSpec(rows="model", cols="task")) == [
+        "NOT COMPARABLE: the cells of row 'smollm2' were measured in different settings (differing: noise)."]

@@ -22,10 +22,14 @@ from typing import Any
 
 ENVIRONMENT = ("task", "split", "questions", "questions_hash", "metric", "tool", "tool_config", "noise")
 PROTOCOL = ("method", "format", "prompt_hash", "max_rounds", "max_tokens")
+# A config group that picks part of the environment, and the keys it sets: a table whose columns
+# are that group sets those side by side on purpose.
+GROUP_KEYS = {"task": ("task", "split", "questions", "questions_hash", "metric"), "tool": ("tool", "tool_config"),
+              "noise": ("noise",)}
 PLACEHOLDER = "{question}"  # the question a prompt is hashed with: the prompt's own text, not a question's
 
 
-def content_hash(value: Any) -> str:
+def json_hash(value: Any) -> str:
     """12 hex digits of the SHA-256 of `value` as canonical JSON."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
@@ -38,7 +42,7 @@ def question_set(task, questions: Sequence) -> dict[str, Any]:
         "task": task.name,
         "split": task.split,
         "questions": len(questions),
-        "questions_hash": content_hash([[q.qid, q.question, q.gold] for q in questions]),
+        "questions_hash": json_hash([[q.qid, q.question, q.gold] for q in questions]),
         "metric": f"{score.__module__}.{score.__qualname__}",
     }
 
@@ -52,7 +56,7 @@ def build(task, questions: Sequence, method, tool, noise) -> dict[str, Any]:
         "noise": json.dumps({"name": noise.name, **vars(noise)}, sort_keys=True, default=str),
         "method": method.name,
         "format": method.format,
-        "prompt_hash": content_hash(method.prompter(task)(PLACEHOLDER, [], 1)),
+        "prompt_hash": json_hash(method.prompter(task)(PLACEHOLDER, [], 1)),
         "max_rounds": method.max_rounds,
         "max_tokens": method.max_tokens,
     }
@@ -91,4 +95,4 @@ def incomparable(a_name: str, b_name: str, differ: Mapping[str, list[str]]) -> s
     if not differ["environment"]:
         return None
     return (f"NOT COMPARABLE: {a_name} and {b_name} were measured in different settings "
-            f"({', '.join(differ['environment'])} differ); their difference is not the agents'.")
+            f"(differing: {', '.join(differ['environment'])}); their difference is not the agents'.")

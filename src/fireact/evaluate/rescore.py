@@ -182,12 +182,11 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
             paired = [stats.compare(scores_by_qid(result), scores_by_qid(first), qids) for result in others]
             stats.adjust_for_multiple(paired)
             first_name, *other_names = results
-            for name, result in zip(other_names, others):
+            for name, result, comparison in zip(other_names, others, paired):
                 differ = manifests.differences(manifests.of_trajectories(result.trajectories),
                                                manifests.of_trajectories(first.trajectories))
                 if (note := manifests.incomparable(name, first_name, differ)) is not None:
                     notes.append(note)
-            for result, comparison in zip(others, paired):
                 result.summary.update({f"{k}_as_first": v for k, v in agreement(first.trajectories, result.trajectories).items()})
                 result.summary.update({f"{k}_vs_first": v for k, v in comparison.items()})
             scores = {name: em_by_qid(result.trajectories) for name, result in results.items()}

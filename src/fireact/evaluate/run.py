@@ -20,9 +20,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fireact import threads, tracking
-from fireact.evaluate import manifest as manifests
 from fireact.agents.runner import (Agent, check_rollout_settings, load_written, resolve_method_format, run_agent,
                                    speed_keys, to_run)
+from fireact.evaluate import manifest as manifests
 from fireact.evaluate.files import write_evaluation
 from fireact.evaluate.stats import POWER, SIGNIFICANCE, detectable_difference
 from fireact.evaluate.summary import print_summary, summarize
