@@ -244,3 +244,22 @@ def test_a_dense_index_without_its_encoder_says_how_to_get_it(tmp_path):
     write_corpus(corpus, PASSAGES)
     with pytest.raises(ValueError, match=r"index.encoder='.*no-encoder' could not be loaded .* or use index=bm25"):
         DenseIndex(corpus, encoder=str(tmp_path / "no-encoder"))
+
+
+def test_a_command_runs_while_a_server_is_up_and_its_exit_status_is_returned(tmp_path):
+    """`python -m fireact.retriever.process` (what `make search_r1` runs the experiment in)."""
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus(corpus, PASSAGES)
+    port = free_port()
+    probe = (f"import httpx, sys; r = httpx.post('http://127.0.0.1:{port}/retrieve', json={{'queries': ['Eiffel']}}); "
+             f"sys.exit(7 if r.json()['result'][0][0]['id'] == '3' else 1)")
+    env = {**os.environ, "FIREACT_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "fireact.retriever.process", "--port", str(port), "--corpus", str(corpus),
+                           "--", sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 7, done.stdout + done.stderr
+    assert f"retriever up at http://127.0.0.1:{port}/retrieve" in done.stdout
