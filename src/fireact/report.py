@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fireact import tracking
 from fireact.entry import stage_main
-from fireact.evaluate import manifest as manifests
+from fireact.evaluate import manifest as manifests, stats
+from fireact.evaluate.files import PER_QUESTION, read_scores
 from fireact.evaluate.plots import bar_chart, line_chart, turns_boxplot
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ class TableSkipped(ValueError):
 @dataclass
 class TableSpec:
     """rows, cols: params (or tags.X) to pivot on; metric: the cell value; agg: how runs that
-    share a cell combine (last = the most recent run); plot: bar, line or null."""
+    share a cell combine (last = the most recent run); plot: bar, line or null. reference:
+    {rows: VALUE} or {cols: VALUE}: each other row (column) is paired with that one, question by
+    question, within each column (row): `paired_tests`."""
 
     rows: str
     cols: str | None = None
@@ -51,10 +54,15 @@ class TableSpec:
     plot: str | None = "bar"
     scale: float = 1.0  # 100: EM as a percentage, as the paper prints it
     title: str = ""
+    reference: dict | None = None
 
     def __post_init__(self):
         if self.agg not in AGGREGATIONS:
             raise ValueError(f"table agg {self.agg!r} is not one of {AGGREGATIONS}")
+        if self.reference is not None and (len(self.reference) != 1 or not all(
+                axis in ("rows", "cols") and getattr(self, axis) for axis in self.reference)):
+            raise ValueError(f"table reference {self.reference!r}: give {{rows: VALUE}} or {{cols: VALUE}}, an axis the "
+                             f"table has, and the value of it every other one is paired with")
         if self.plot not in (*PLOTS, None):
             raise ValueError(f"table plot {self.plot!r} is not one of {PLOTS} or null")
 
@@ -146,16 +154,76 @@ def incomparable_rows(runs: pd.DataFrame, spec: TableSpec, missing: str = "none"
                    if key not in varied and f"params.manifest.{key}" in runs]
     if not environment or any(key not in runs for key in keys):
         return []
-    data = runs[runs[keys[0]].notna()].copy()
-    data[keys] = data[keys].fillna(missing)
-    cells = data.sort_values("start_time").groupby(keys).tail(1)  # each cell's newest run
     lines = []
-    for row, group in cells.groupby(keys[0]):
+    for row, group in newest_cells(runs, keys, missing).groupby(keys[0]):
         differing = [key.removeprefix("params.manifest.") for key in environment if group[key].dropna().nunique() > 1]
         if differing:
             lines.append(f"NOT COMPARABLE: the cells of row {row!r} were measured in different settings "
                          f"(differing: {', '.join(differing)}).")
     return lines
+
+
+def newest_cells(runs: pd.DataFrame, keys: list[str], missing: str) -> pd.DataFrame:
+    """Each table cell's newest run (what `last` pivots), a row each."""
+    data = runs[runs[keys[0]].notna()].copy()
+    data[keys] = data[keys].fillna(missing)
+    return data.sort_values("start_time").groupby(keys).tail(1)
+
+
+def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Path) -> pd.DataFrame | None:
+    """Each arm of the table against its reference (spec.reference), question by question, from the
+    runs' per_question.csv: the EM and F1 differences with 95% paired-bootstrap intervals, the
+    questions only one got right, McNemar's exact p and, over the table's comparisons, Holm's;
+    `settings` names what differs in their manifests (NOT COMPARABLE: their environments). None
+    without a reference; pairs whose runs logged no per-question table are left out, logged."""
+    if not spec.reference:
+        return None
+    [(axis, value)] = spec.reference.items()
+    arm_key = column(getattr(spec, axis))
+    other = spec.cols if axis == "rows" else spec.rows
+    group_key = column(other) if other else None
+    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    if any(key not in runs for key in keys):
+        return None
+    cells = newest_cells(runs, keys, missing)
+    rows, tests = [], []
+    for group, cell in (cells.groupby(group_key) if group_key else [("", cells)]):
+        reference = cell[cell[arm_key].astype(str) == str(value)]
+        if reference.empty:
+            log.warning("table reference %s=%s: no run in %s", arm_key, value, group)
+            continue
+        baseline = reference.iloc[0]
+        for _, arm in cell[cell[arm_key].astype(str) != str(value)].iterrows():
+            scores = [per_question_scores(run["run_id"], scratch) for run in (arm, baseline)]
+            if None in scores:
+                log.warning("no per_question.csv in run %s or %s: %s=%s not paired", arm["run_id"], baseline["run_id"],
+                            arm_key, arm[arm_key])
+                continue
+            test = stats.compare(*scores)
+            differ = manifests.differences(*(
+                {key.removeprefix("params.manifest."): run[key] for key in run.index
+                 if key.startswith("params.manifest.") and pd.notna(run[key])} for run in (arm, baseline)))
+            rows.append({**({other: group} if other else {}), "arm": arm[arm_key], "reference": value,
+                         "settings": "NOT COMPARABLE: " + ", ".join(differ["environment"]) if differ["environment"]
+                         else ", ".join(differ["protocol"])})
+            tests.append(test)
+    stats.adjust_for_multiple(tests)
+    for row, test in zip(rows, tests):
+        row.update({"questions": int(test["n_paired"]), "EM difference": stats.with_interval(test, "em_diff"),
+                    "F1 difference": stats.with_interval(test, "f1_diff"), "only arm right": int(test["only_a_right"]),
+                    "only reference right": int(test["only_b_right"]), "McNemar p": f"{test['mcnemar_p']:.3g}",
+                    **({"Holm p": f"{test['mcnemar_p_holm']:.3g}"} if "mcnemar_p_holm" in test else {})})
+    return pd.DataFrame(rows).set_index("arm") if rows else None
+
+
+def per_question_scores(run_id: str, scratch: Path) -> dict[str, dict[str, float]] | None:
+    """{qid: {em, f1}} from a run's per_question.csv artifact, or None if it logged none."""
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PER_QUESTION,
+                                                   dst_path=str(scratch / run_id))
+    except (MlflowException, OSError):
+        return None
+    return read_scores(Path(path).parent)
 
 
 def _sorted(table: pd.DataFrame) -> pd.DataFrame:
@@ -322,6 +390,14 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
             title += f" (95% bootstrap intervals; questions per cell: {questions_per_cell(runs, spec)})"
         sections.append(write_table(table, name, title, out_dir, cfg.digits, shown))
         sections += [f"{line}\n" for line in incomparable_rows(runs, spec, cfg.missing)]
+        with tempfile.TemporaryDirectory() as scratch:
+            paired = paired_tests(runs, spec, cfg.missing, Path(scratch))
+        if paired is not None:
+            [(axis, value)] = spec.reference.items()
+            holm = f"; Holm over the {len(paired)} comparisons" if len(paired) > 1 else ""
+            sections.append(write_table(paired, f"{name}_paired", f"{title}: each {getattr(spec, axis)} against "
+                                        f"{value}, question by question (95% paired-bootstrap intervals{holm})",
+                                        out_dir, cfg.digits, paired))
         if spec.plot:
             plot = bar_chart if spec.plot == "bar" else line_chart
             plot(table, out_dir / "plots" / f"{name}.png", title, spec.metric, bounds)

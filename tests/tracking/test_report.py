@@ -131,3 +131,30 @@ def test_report_by_default_reports_the_newest_pipeline_and_labels_runs_by_what_d
     tables = report(cfg)
     assert cfg.experiments == ["newest-pipeline"] and cfg.experiment_name == "newest-pipeline"
     assert sorted(tables["turns"].index) == ["noise=clean", "noise=none_obs"]
+
+
+def test_report_pairs_each_arm_with_its_reference_question_by_question(tracking_uri, compose_cfg, released_7b, tmp_path):
+    """reference: {rows: react}: every other row is paired with react's run in its column over the
+    per-question tables the runs logged; Holm over the comparisons; manifests that differ are named."""
+    from dataclasses import replace
+
+    base = released_7b[:40]
+    right = sum(t.em == 1.0 for t in base)
+    arms = {"react": base, "cot": [replace(t, em=1.0) for t in base[:10]] + base[10:],
+            "io": [replace(t, em=0.0) for t in base]}
+    for name, trajectories in arms.items():
+        cfg = compose_cfg("rescore", "experiment_name=report-paired", "+model=llama2_7b")
+        params = {"arm": name, "manifest.tool": "retriever" if name == "io" else "recorded_search"}
+        with tracking.start_run(cfg, stage="evaluate", params=params):
+            summary = summarize(trajectories)
+            tracking.log_evaluation(summary, write_evaluation(trajectories, summary, tmp_path / name))
+    cfg = compose_cfg("report", "experiments=[report-paired]", "turns=null", "~tables",
+                      "+tables={em: {rows: arm, cols: model, metric: em, reference: {rows: react}}}")
+    report(cfg)
+    paired = pd.read_csv(tmp_path / "out" / "tables" / "em_paired.csv", index_col="arm")
+    assert set(paired.index) == {"cot", "io"} and set(paired["reference"]) == {"react"}
+    assert paired.loc["cot", "only arm right"] == sum(t.em != 1.0 for t in base[:10])
+    assert paired.loc["io", "only reference right"] == right and paired.loc["io", "only arm right"] == 0
+    assert (paired["questions"] == 40).all() and "Holm p" in paired
+    assert paired.loc["io", "settings"] == "NOT COMPARABLE: tool" and pd.isna(paired.loc["cot", "settings"])
+    assert "each arm against react, question by question" in (tmp_path / "out" / "report.md").read_text()
