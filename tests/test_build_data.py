@@ -231,3 +231,17 @@ def test_any_trajectory_file_format_is_a_source(tmp_path):
     result = build_from_config(cfg)
     assert len(result.trajectories) == 5 and not result.loaded.notes
     assert result.pool_overlaps[0].eval_set.startswith("hotpotqa:dev") and len(result.pool_overlaps[0].questions) == 500
+
+
+def test_search_r1_rollouts_are_mixed_by_their_method(tmp_path):
+    """A teacher's method=search_r1 successes (generate) become a training set with
+    method_mix=search_r1, for format=search_r1."""
+    rollouts = [Trajectory(task="hotpotqa", qid=str(i), question=f"Who wrote book {i}?", gold="Ann", method="search_r1",
+                           em=1.0, steps=[Step("Search it.", "search", f"book {i}", "Doc 1(Title: Ann) Ann wrote it."),
+                                          Step("Ann.", "finish", "Ann")]) for i in range(4)]
+    write_jsonl(tmp_path / "generated.jsonl", rollouts)
+    cfg = compose_build_data("data_source=trajectories", f"data_source.paths=[{tmp_path / 'generated.jsonl'}]",
+                             "method_mix=search_r1", f"output_dir={tmp_path / 'out'}")
+    result = build_from_config(cfg)
+    assert table(count_cells(result.trajectories)) == {"hotpotqa/search_r1": 4}
+    assert [s.action for s in result.trajectories[0].steps] == ["search", "finish"]

@@ -71,6 +71,7 @@ _CONVERTERS: dict[str, Callable[[Trajectory], list[Step]]] = {
     "reflexion": _react,
     "search_r1": _react,  # search and answer steps: already ReAct's
 }
+METHODS = tuple(_CONVERTERS)  # every method a trajectory can come from: what a method mix weighs
 
 
 def _text_of(trajectory: Trajectory) -> str:

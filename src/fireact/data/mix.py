@@ -26,7 +26,7 @@ import random
 from collections import Counter, defaultdict
 from typing import Mapping
 
-from fireact.tasks.base import METHODS
+from fireact.data.convert import METHODS
 from fireact.trajectory import Trajectory
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fireact.data.convert import to_react
+from fireact.data.convert import METHODS, to_react
 from fireact.data.importer import ReleasedSet, import_released
 from fireact.data.mix import Cell, count_cells
 from fireact.paths import data_dir as default_data_dir
 from fireact.tasks import Task
-from fireact.tasks.base import METHODS
 from fireact.trajectory_files import ReadReport, read_trajectory_file
 from fireact.trajectory import Trajectory
 

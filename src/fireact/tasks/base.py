@@ -12,7 +12,7 @@ import datasets
 
 from fireact.paths import data_dir as default_data_dir
 
-METHODS = ("io", "cot", "react", "reflexion")
+METHODS = ("io", "cot", "react", "reflexion")  # the methods a task has few-shot prompts for (FireAct's)
 
 
 @dataclass(frozen=True)
