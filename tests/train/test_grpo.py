@@ -107,3 +107,25 @@ def test_two_iterations_update_twice_on_one_rollout_step_and_the_ratio_moves(tmp
     assert abs(first["ratio"] - 1) < 1e-3
     assert abs(second["ratio"] - 1) > 10 * abs(first["ratio"] - 1)
     assert (tmp_path / "run" / "step_metrics.png").stat().st_size > 0  # the curves, beside the summary
+
+
+def test_grpo_runs_search_r1s_protocol_against_a_retrieval_server(tmp_path):
+    """Search-R1's RL recipe: the policy prompted with its instruction and tags (format=search_r1,
+    method=search_r1), searching a real retrieval server; each rollout's trace is token in, token out."""
+    from fireact.paths import REPO_ROOT
+    from fireact.retriever.corpus import Passage, write_corpus
+    from fireact.retriever.process import serving
+    from tests.tracking.conftest import free_port
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus(corpus, [Passage("0", "Arthur's Magazine\nArthur's Magazine (1844-1846) was a literary periodical.")])
+    env = {"FIREACT_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO_ROOT / "src")}
+    with serving(free_port(), corpus, [f"hydra.run.dir={tmp_path / 'server'}"], env) as url:
+        summary = train(grpo_config(tmp_path / "run", "trainer.max_steps=1", "format=search_r1",
+                                    "method@objective.rollout.method=search_r1", "objective.rollout.method.max_rounds=2",
+                                    "objective.rollout.method.max_tokens=24", "tool@objective.rollout.tool=retriever",
+                                    f"objective.rollout.tool.tool.url={url}/retrieve", "objective.rollout.tool.cache=false"))
+    assert summary["optimizer_steps"] == 1 and 1 <= summary["turns_mean"] <= 2
+    rollouts, _ = read_jsonl(tmp_path / "run" / "rollouts.jsonl")
+    assert len(rollouts) == 4 and {t.method for t in rollouts} == {"search_r1"}
+    assert all(t.tokens.format == "search_r1" and t.tokens.sampled for t in rollouts)
