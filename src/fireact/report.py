@@ -45,7 +45,9 @@ class TableSpec:
     """rows, cols: params (or tags.X) to pivot on; metric: the cell value; agg: how runs that
     share a cell combine (last = the most recent run); plot: bar, line or null. reference:
     {rows: VALUE} or {cols: VALUE}: each other row (column) is paired with that one, question by
-    question, within each column (row): `paired_tests`."""
+    question, within each column (row): `paired_tests`. average: a last row, the mean of each
+    column over the rows that have a value in every column (a macro average over datasets, as
+    Search-R1's papers report it; shown without an interval)."""
 
     rows: str
     cols: str | None = None
@@ -55,6 +57,7 @@ class TableSpec:
     scale: float = 1.0  # 100: EM as a percentage, as the paper prints it
     title: str = ""
     reference: dict | None = None
+    average: bool = False
 
     def __post_init__(self):
         if self.agg not in AGGREGATIONS:
@@ -321,7 +324,9 @@ def with_intervals(table: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, d
     for row in table.index:
         for col in table.columns:
             value = table.at[row, col]
-            shown.at[row, col] = "-" if pd.isna(value) else f"{value:.{digits}f} [{low.at[row, col]:.{digits}f}, {high.at[row, col]:.{digits}f}]"
+            low_end, high_end = low.at[row, col], high.at[row, col]
+            shown.at[row, col] = ("-" if pd.isna(value) else f"{value:.{digits}f}" if pd.isna(low_end)
+                                  else f"{value:.{digits}f} [{low_end:.{digits}f}, {high_end:.{digits}f}]")
     return shown
 
 
@@ -382,6 +387,8 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
         except TableSkipped as why:
             log.warning("table %s skipped: %s", name, why)
             continue
+        if spec.average:
+            table.loc["average"] = table.dropna().mean()
         tables[name] = table
         bounds = interval_tables(runs, spec, table)
         shown = None

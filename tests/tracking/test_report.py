@@ -149,8 +149,9 @@ def test_report_pairs_each_arm_with_its_reference_question_by_question(tracking_
             summary = summarize(trajectories)
             tracking.log_evaluation(summary, write_evaluation(trajectories, summary, tmp_path / name))
     cfg = compose_cfg("report", "experiments=[report-paired]", "turns=null", "~tables",
-                      "+tables={em: {rows: arm, cols: model, metric: em, reference: {rows: react}}}")
-    report(cfg)
+                      "+tables={em: {rows: arm, cols: model, metric: em, reference: {rows: react}, average: true}}")
+    tables = report(cfg)
+    assert tables["em"].loc["average", "llama2_7b"] == pytest.approx(tables["em"].drop("average")["llama2_7b"].mean())
     paired = pd.read_csv(tmp_path / "out" / "tables" / "em_paired.csv", index_col="arm")
     assert set(paired.index) == {"cot", "io"} and set(paired["reference"]) == {"react"}
     assert paired.loc["cot", "only arm right"] == sum(t.em != 1.0 for t in base[:10])
