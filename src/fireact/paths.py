@@ -2,6 +2,7 @@
 cache (FIREACT_DATA_DIR / FIREACT_CACHE_DIR move them). Where a run writes is the Hydra `paths`
 group's (conf/paths/default.yaml): one home each."""
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -16,3 +17,12 @@ def data_dir() -> Path:
 def cache_dir() -> Path:
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fireact"
     return Path(os.environ.get("FIREACT_CACHE_DIR", default))
+
+
+def file_hash(path: str | Path) -> str:
+    """16 hex digits of the SHA-256 of a file's content: what names a corpus or a set of files."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -9,7 +9,6 @@ cache folder, named by the content hash of the files it was read from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from fireact import paths
 from fireact.tools.base import NO_RESULT
-from fireact.tools.recorded_search import recorded_files, recorded_searches
+from fireact.tools.recorded_search import recorded_files, recorded_files_hash, recorded_searches
 
 FORMAT = 'one JSON object a line: {"id": "...", "contents": "title\\ntext"}'
 
@@ -71,14 +70,6 @@ def write_corpus(path: Path, passages: list[Passage]) -> None:
     tmp.replace(path)
 
 
-def content_hash(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def released_passages(files: tuple[tuple[str, Path], ...]) -> list[Passage]:
     """Each distinct observation recorded in `files` (not "None"), in first-recorded order, titled by
     the first query that returned it."""
@@ -94,8 +85,7 @@ def released_passages(files: tuple[tuple[str, Path], ...]) -> list[Passage]:
 def released_corpus(data_dir: str | None = None) -> Path:
     """The offline corpus file, written to <cache_dir>/corpora/ on first use."""
     files = recorded_files(data_dir=data_dir)
-    sources = hashlib.sha256("".join(content_hash(path) for _, path in files).encode()).hexdigest()[:12]
-    path = paths.cache_dir() / "corpora" / f"released-{sources}.jsonl"
+    path = paths.cache_dir() / "corpora" / f"released-{recorded_files_hash(files)}.jsonl"
     if not path.exists():
         write_corpus(path, released_passages(files))
     return path

@@ -27,7 +27,7 @@ import torch
 from filelock import FileLock
 
 from fireact import paths
-from fireact.retriever.corpus import Passage, content_hash, read_corpus
+from fireact.retriever.corpus import Passage, read_corpus
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class BM25Index:
 
     def __init__(self, corpus: str | Path, cache_dir: str | Path | None = None):
         self.corpus = Path(corpus)
-        self.corpus_hash = content_hash(self.corpus)
+        self.corpus_hash = paths.file_hash(self.corpus)
         self.passages: list[Passage] = read_corpus(self.corpus)
         folder = Path(cache_dir or paths.cache_dir() / "retriever") / f"bm25-{self.corpus_hash}"
         started = time.perf_counter()
@@ -92,7 +92,7 @@ class DenseIndex:
         from transformers import AutoModel, AutoTokenizer
 
         self.corpus = Path(corpus)
-        self.corpus_hash = content_hash(self.corpus)
+        self.corpus_hash = paths.file_hash(self.corpus)
         self.passages: list[Passage] = read_corpus(self.corpus)
         self.name = f"dense:{encoder}"
         self.max_length, self.batch_size = max_length, batch_size

@@ -20,6 +20,7 @@ The corpus and its index are built once per process for a given set of files (~0
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import unicodedata
@@ -112,6 +113,11 @@ def load_corpus(files: tuple[tuple[str, Path], ...]) -> RecordedCorpus:
         return _load_corpus(files)
 
 
+def recorded_files_hash(files: tuple[tuple[str, Path], ...]) -> str:
+    """12 hex digits naming the content of the recorded files (their order included)."""
+    return hashlib.sha256("".join(paths.file_hash(path) for _, path in files).encode()).hexdigest()[:12]
+
+
 def recorded_files(alpaca_files: Sequence[str] = ("finetune/alpaca_format/*.json",),
                    chat_files: Sequence[str] = ("finetune/gpt_format/*.jsonl",),
                    eval_files: Sequence[str] = ("trajs/*.json",),
@@ -155,4 +161,6 @@ class RecordedSearch(Tool):
         return self.corpus.lookup(query) if query else EMPTY_QUERY
 
     def result_config(self) -> dict[str, Any]:
-        return {"files": [f"{fmt}:{path}" for fmt, path in self.files]}
+        """The files by name and their content (not where they lie: the same data answers the same
+        in any clone)."""
+        return {"files": [f"{fmt}:{path.name}" for fmt, path in self.files], "content_hash": recorded_files_hash(self.files)}
