@@ -14,6 +14,7 @@ Each has `name` (what /info reports as the retriever), `corpus`, `corpus_hash`, 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -105,8 +106,12 @@ class DenseIndex:
                              f"folder, or use index=bm25 (no encoder)") from None
         if self.tokenizer.pad_token is None:  # a decoder-only encoder: pad with its end token
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # The encoder's last name part to read, and a hash of the whole name: two local folders
+        # both called `model` are two encoders.
         slug = "".join(c if c.isalnum() else "-" for c in encoder.strip("/").split("/")[-1])
-        path = Path(cache_dir or paths.cache_dir() / "retriever") / f"dense-{slug}-{max_length}-{self.corpus_hash}.npy"
+        named = hashlib.sha256(encoder.encode()).hexdigest()[:8]
+        path = (Path(cache_dir or paths.cache_dir() / "retriever")
+                / f"dense-{slug}-{named}-{max_length}-{self.corpus_hash}.npy")
         started = time.perf_counter()
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{path}.lock"):
