@@ -189,7 +189,12 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
     if any(key not in runs for key in keys):
         return None
     cells = newest_cells(runs, keys, missing)
-    rows, tests = [], []
+    rows, tests, read = [], [], {}  # read: each run's per-question scores, downloaded once
+    def scores_of(run_id: str):
+        if run_id not in read:
+            read[run_id] = per_question_scores(run_id, scratch)
+        return read[run_id]
+
     for group, cell in (cells.groupby(group_key) if group_key else [("", cells)]):
         reference = cell[cell[arm_key].astype(str) == str(value)]
         if reference.empty:
@@ -197,7 +202,7 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
             continue
         baseline = reference.iloc[0]
         for _, arm in cell[cell[arm_key].astype(str) != str(value)].iterrows():
-            scores = [per_question_scores(run["run_id"], scratch) for run in (arm, baseline)]
+            scores = [scores_of(run["run_id"]) for run in (arm, baseline)]
             if None in scores:
                 log.warning("no per_question.csv in run %s or %s: %s=%s not paired", arm["run_id"], baseline["run_id"],
                             arm_key, arm[arm_key])
