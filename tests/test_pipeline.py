@@ -77,9 +77,12 @@ def test_pipeline_end_to_end_and_rerun(tmp_path):
     assert "2 already written, 0 to run" in second.stderr or "0 to run" in second.stdout + second.stderr
     assert json.loads((run / "train" / "train_summary.json").read_text())["optimizer_steps"] == 2
 
-    # another run that changes only the evaluation trains nothing: it links the same trained model
-    noisy = run_pipeline(tmp_path, store, "noisy", "noise=none_obs", "prompted=false")
+    # another run that changes only the evaluation, and spells the same mix differently (no CoT
+    # taken), trains nothing: it selects the same trajectories, so it links the same trained model
+    noisy = run_pipeline(tmp_path, store, "noisy", "noise=none_obs", "prompted=false",
+                         "method_mix=react_cot", "method_mix.cot=0")
     assert noisy.returncode == 0, noisy.stderr[-3000:]
+    assert len([p for p in (tmp_path / "stages").glob("build_data-*") if p.is_dir()]) == 2
     assert (tmp_path / "noisy" / "train").resolve() == (run / "train").resolve()
     # evaluations are shared stages too, keyed by their config: the noisy one is its own
     assert (run / "evaluate_finetuned").is_symlink()

@@ -14,9 +14,9 @@ Each stage receives its part (`stage_config`): its own conf/<stage>.yaml, every 
 pipeline also has taken from the pipeline's config, after the stage's changes (a config object:
 the trained model to evaluate, an improve step's `sample` or `train`). Every stage writes under
 `stages_dir`, in a folder named by a hash of the config it runs with, linked from the run
-folder: every run or sweep job with the same data and training settings shares one trained
-model, and one evaluation of each agent on the same questions (a lock makes parallel jobs wait
-for it). Rerunning reuses every stage: build_data is deterministic, a finished training is kept
+folder: every run or sweep job with the same data (the same trajectories, however the mix was
+spelled) and training settings shares one trained model, and one evaluation of each agent on the
+same questions (a lock makes parallel jobs wait for it). Rerunning reuses every stage: build_data is deterministic, a finished training is kept
 (an interrupted one resumes from its checkpoint), and evaluations resume.
 """
 
@@ -37,6 +37,7 @@ from rich.table import Table
 
 from fireact import tracking
 from fireact.build_data import build_data, built
+from fireact.data.export import TRAJECTORIES
 from fireact.entry import stage_main
 from fireact.terminal import show
 from fireact.evaluate import manifest as manifests, stats
@@ -44,6 +45,7 @@ from fireact.evaluate.files import read_scores
 from fireact.evaluate.plots import line_chart
 from fireact.evaluate.run import evaluate
 from fireact.generate import generate
+from fireact.paths import file_hash
 from fireact.train.result import TrainedModel, last_checkpoint
 from fireact.train.run import train
 
@@ -92,14 +94,14 @@ def stage_config(cfg: DictConfig, stage: str, out_dir: Path, *changes: Changes) 
 
 def shared_stage_dir(cfg: DictConfig, folder: str, stage: str, changes: list[Changes], root: Path) -> Path:
     """stages_dir/<folder>-<hash of the stage's config>, linked as root/<folder>. The hash is of the
-    config `stage` runs with (its output folder and experiment name aside), so a changed default in
-    a config file trains anew instead of reusing a stage made under the old one."""
+    config `stage` runs with, less what only says where it runs or is logged (its output folder,
+    threads, MLflow experiment and tracker, the agent's label), so a changed default in a config
+    file trains anew instead of reusing a stage made under the old one, and experiments that train
+    or evaluate alike (make small, table2's and lora_vs_full's full arm) share the stage."""
     settings = stage_config(cfg, stage, Path("<stage folder>"), *changes)
-    settings.experiment_name = None
-    if "threads" in settings:  # how many cores the stage computes with, not what it makes
-        settings.threads = None
     with open_dict(settings):
-        settings.pop("agent", None)  # the evaluated agent's name: a label on its run
+        for label in ("experiment_name", "threads", "tracker", "agent"):
+            settings.pop(label, None)
     key = hashlib.sha256(OmegaConf.to_yaml(settings).encode()).hexdigest()[:12]
     shared = Path(cfg.stages_dir).resolve() / f"{folder}-{key}"
     shared.mkdir(parents=True, exist_ok=True)
@@ -126,11 +128,20 @@ def run_evaluate(cfg: DictConfig, agent: str, changes: list[Changes], root: Path
 
 
 def run_build_data(cfg: DictConfig, root: Path) -> Path:
+    """build_data in its shared stage folder. Returns the folder named by the trajectories it selected,
+    stages_dir/data-<hash of their file>, a link to the first build that selected them: mixes spelled
+    differently that select the same trajectories (method_mix=react with n=500 or with n=null,
+    react_cot and react_cot_reflexion with reflexion=0) train one model."""
     out_dir = shared_stage_dir(cfg, "build_data", "build_data", [], root)
     with FileLock(out_dir.with_suffix(".lock")):
         if not built(out_dir):
             build_data(stage_config(cfg, "build_data", out_dir))
-    return out_dir
+    data = out_dir.parent / f"data-{file_hash(out_dir / TRAJECTORIES)}"
+    with FileLock(data.with_suffix(".lock")):
+        if not data.exists():  # absent, or a link to a build since deleted
+            data.unlink(missing_ok=True)
+            data.symlink_to(out_dir, target_is_directory=True)
+    return data
 
 
 def train_once(cfg: DictConfig, folder: str, changes: list[Changes], root: Path) -> TrainedModel:
