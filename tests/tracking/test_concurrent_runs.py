@@ -17,9 +17,12 @@ from fireact import tracking
 
 uri, experiment, tag, ready, runs, steps = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 tracker = {"_target_": "fireact.tracking.MLflowTracker", "tracking_uri": uri, "experiment_name": experiment}
-def together(stage):  # wait until both processes got here
+def together(stage):  # wait until both processes got here (a peer that died: stop waiting)
     (ready / f"{stage}-{tag}").touch()
+    start = time.monotonic()
     while len(list(ready.glob(f"{stage}-*"))) < 2:
+        if time.monotonic() - start > 120:
+            sys.exit(f"{tag}: the other writer never reached {stage!r}")
         time.sleep(0.01)
 
 together("ready")  # start together: both find the experiment missing and create it
@@ -68,3 +71,18 @@ def test_two_processes_logging_to_one_experiment_at_once_lose_nothing(mlflow_ser
         assert history == [(step, (i + 1) / (step + 1)) for step in range(STEPS)]
         assert len(client.get_metric_history(run.info.run_id, "accuracy")) == STEPS
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+
+
+def test_two_processes_starting_on_a_fresh_local_store_both_run(tmp_path):
+    """The jobs of a parallel sweep on a fresh clone create the local sqlite store together: one
+    creates and migrates it while the other waits (MLflow's migrations run twice at once fail)."""
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, store, "fresh-store", tag, str(tmp_path), "1", "3"],
+                         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for tag in ("p1", "p2")
+    ]
+    outputs = [writer.communicate(timeout=600) for writer in writers]
+    assert [writer.returncode for writer in writers] == [0, 0], [err[-3000:] for _, err in outputs]
+    runs = MlflowClient(store).search_runs([MlflowClient(store).get_experiment_by_name("fresh-store").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["p1-0", "p2-0"]

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import mlflow
 import pandas as pd
+from filelock import FileLock
 from hydra.utils import instantiate
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -89,7 +90,9 @@ class MLflowTracker:
 
     def check(self) -> None:
         """Fail now, naming the URI, if the store cannot be reached (a server's /health, a
-        local database's folder)."""
+        local database's folder). A local database is created (or its schema migrated) here, by
+        one process at a time: MLflow's migrations fail when two processes run them at once, as
+        the jobs of a parallel sweep on a fresh clone do."""
         uri = self.uri
         scheme = urlsplit(uri).scheme
         fix = (
@@ -113,6 +116,9 @@ class MLflowTracker:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise TrackingUnavailable(f"MLflow store {uri}: cannot create {folder} ({err}). {fix}") from err
+            if scheme == "sqlite":
+                with FileLock(f"{_local_path(uri)}.lock"):
+                    MlflowClient(uri).search_experiments(max_results=1)
 
     def ensure_experiment(self, client: MlflowClient) -> str:
         """The experiment's id, created (with its artifact folder) if it does not exist yet."""
