@@ -45,7 +45,8 @@ class TableSpec:
     """rows, cols: params (or tags.X) to pivot on; metric: the cell value; agg: how runs that
     share a cell combine (last = the most recent run); plot: bar, line or null. reference:
     {rows: VALUE} or {cols: VALUE}: each other row (column) is paired with that one, question by
-    question, within each column (row): `paired_tests`. average: a last row, the mean of each
+    question, within each column (row); {rows: VALUE, cols: VALUE}: every other cell is paired with
+    that cell (a grid's origin): `paired_tests`. average: a last row, the mean of each
     column over the rows that have a value in every column (a macro average over datasets, as
     Search-R1's papers report it; shown without an interval)."""
 
@@ -62,10 +63,21 @@ class TableSpec:
     def __post_init__(self):
         if self.agg not in AGGREGATIONS:
             raise ValueError(f"table agg {self.agg!r} is not one of {AGGREGATIONS}")
-        if self.reference is not None and (len(self.reference) != 1 or not all(
+        if self.reference is not None and (not self.reference or not all(
                 axis in ("rows", "cols") and getattr(self, axis) for axis in self.reference)):
-            raise ValueError(f"table reference {self.reference!r}: give {{rows: VALUE}} or {{cols: VALUE}}, an axis the "
-                             f"table has, and the value of it every other one is paired with")
+            raise ValueError(f"table reference {self.reference!r}: give {{rows: VALUE}}, {{cols: VALUE}} or both (a cell), "
+                             f"axes the table has, and the value every other row, column or cell is paired with")
+
+    def reference_keys(self) -> dict[str, str]:
+        """{run-table column: value} of the reference arm."""
+        return {column(getattr(self, axis)): str(value) for axis, value in (self.reference or {}).items()}
+
+    def arm_name(self, run: pd.Series | dict) -> str:
+        """An arm as the paired table names it: its value on the reference axis, or key=value for a cell."""
+        keys = self.reference_keys()
+        if len(keys) == 1:
+            return str(run[next(iter(keys))])
+        return ", ".join(f"{key.removeprefix('params.')}={run[key]}" for key in keys)
         if self.plot not in (*PLOTS, None):
             raise ValueError(f"table plot {self.plot!r} is not one of {PLOTS} or null")
 
@@ -181,13 +193,13 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
     without a reference; pairs whose runs logged no per-question table are left out, logged."""
     if not spec.reference:
         return None
-    [(axis, value)] = spec.reference.items()
-    arm_key = column(getattr(spec, axis))
-    other = spec.cols if axis == "rows" else spec.rows
-    group_key = column(other) if other else None
+    reference_keys = spec.reference_keys()
     keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
     if any(key not in runs for key in keys):
         return None
+    [group_key] = [key for key in keys if key not in reference_keys] or [None]
+    other = group_key.removeprefix("params.") if group_key else None
+    reference_name = spec.arm_name(reference_keys)
     cells = newest_cells(runs, keys, missing)
     rows, tests, read = [], [], {}  # read: each run's per-question scores, downloaded once
     def scores_of(run_id: str):
@@ -196,22 +208,22 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
         return read[run_id]
 
     for group, cell in (cells.groupby(group_key) if group_key else [("", cells)]):
-        reference = cell[cell[arm_key].astype(str) == str(value)]
-        if reference.empty:
-            log.warning("table reference %s=%s: no run in %s", arm_key, value, group)
+        is_reference = pd.concat([cell[key].astype(str) == value for key, value in reference_keys.items()], axis=1).all(axis=1)
+        if not is_reference.any():
+            log.warning("table reference %s: no run in %s", reference_name, group)
             continue
-        baseline = reference.iloc[0]
-        for _, arm in cell[cell[arm_key].astype(str) != str(value)].iterrows():
+        baseline = cell[is_reference].iloc[0]
+        for _, arm in cell[~is_reference].iterrows():
             scores = [scores_of(run["run_id"]) for run in (arm, baseline)]
             if None in scores:
-                log.warning("no per_question.csv in run %s or %s: %s=%s not paired", arm["run_id"], baseline["run_id"],
-                            arm_key, arm[arm_key])
+                log.warning("no per_question.csv in run %s or %s: %s not paired", arm["run_id"], baseline["run_id"],
+                            spec.arm_name(arm))
                 continue
             test = stats.compare(*scores)
             differ = manifests.differences(*(
                 {key.removeprefix("params.manifest."): run[key] for key in run.index
                  if key.startswith("params.manifest.") and pd.notna(run[key])} for run in (arm, baseline)))
-            rows.append({**({other: group} if other else {}), "arm": arm[arm_key], "reference": value,
+            rows.append({**({other: group} if other else {}), "arm": spec.arm_name(arm), "reference": reference_name,
                          "settings": "NOT COMPARABLE: " + ", ".join(differ["environment"]) if differ["environment"]
                          else ", ".join(differ["protocol"])})
             tests.append(test)
@@ -405,10 +417,10 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
         with tempfile.TemporaryDirectory() as scratch:
             paired = paired_tests(runs, spec, cfg.missing, Path(scratch))
         if paired is not None:
-            [(axis, value)] = spec.reference.items()
+            arms = spec.rows if set(spec.reference) == {"rows"} else spec.cols if set(spec.reference) == {"cols"} else "cell"
             holm = f"; Holm over the {len(paired)} comparisons" if len(paired) > 1 else ""
-            sections.append(write_table(paired, f"{name}_paired", f"{title}: each {getattr(spec, axis)} against "
-                                        f"{value}, question by question (95% paired-bootstrap intervals{holm})",
+            sections.append(write_table(paired, f"{name}_paired", f"{title}: each {arms} against "
+                                        f"{spec.arm_name(spec.reference_keys())}, question by question (95% paired-bootstrap intervals{holm})",
                                         out_dir, cfg.digits, paired))
         if spec.plot:
             plot = bar_chart if spec.plot == "bar" else line_chart

@@ -159,3 +159,28 @@ def test_report_pairs_each_arm_with_its_reference_question_by_question(tracking_
     assert (paired["questions"] == 40).all() and "Holm p" in paired
     assert paired.loc["io", "settings"] == "NOT COMPARABLE: tool" and pd.isna(paired.loc["cot", "settings"])
     assert "each arm against react, question by question" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_report_pairs_every_cell_of_a_grid_with_its_origin(tracking_uri, compose_cfg, released_7b, tmp_path):
+    """reference: {rows: 0, cols: 0}: a grid's cells (here CoT x Reflexion fractions) are each
+    paired with the origin cell, ReAct alone, named by both keys."""
+    from dataclasses import replace
+
+    base = released_7b[:30]
+    for cot, reflexion in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        flipped = 5 * (cot + 2 * reflexion)  # the first `flipped` questions made right
+        trajectories = [replace(t, em=1.0) for t in base[:flipped]] + base[flipped:]
+        cfg = compose_cfg("rescore", "experiment_name=report-grid")
+        with tracking.start_run(cfg, stage="evaluate", params={"cot": cot, "reflexion": reflexion}):
+            summary = summarize(trajectories)
+            tracking.log_evaluation(summary, write_evaluation(trajectories, summary, tmp_path / f"{cot}{reflexion}"))
+    cfg = compose_cfg("report", "experiments=[report-grid]", "turns=null", "~tables",
+                      "+tables={em: {rows: cot, cols: reflexion, metric: em, plot: null, reference: {rows: 0, cols: 0}}}")
+    report(cfg)
+    paired = pd.read_csv(tmp_path / "out" / "tables" / "em_paired.csv", index_col="arm")
+    assert sorted(paired.index) == ["cot=0, reflexion=1", "cot=1, reflexion=0", "cot=1, reflexion=1"]
+    assert set(paired["reference"]) == {"cot=0, reflexion=0"} and "reflexion" not in paired
+    wrong = [t.em != 1.0 for t in base]
+    for arm, flipped in (("cot=1, reflexion=0", 5), ("cot=0, reflexion=1", 10), ("cot=1, reflexion=1", 15)):
+        assert paired.loc[arm, "only arm right"] == sum(wrong[:flipped]) and paired.loc[arm, "only reference right"] == 0
+    assert "each cell against cot=0, reflexion=0" in (tmp_path / "out" / "report.md").read_text()
