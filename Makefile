@@ -100,8 +100,9 @@ bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training s
 # Each target runs an experiment's Hydra multirun (files: multirun/<experiment>/<time>/<job>/;
 # one MLflow run per job, in the MLflow experiment named like the experiment), then its report
 # (tables and plots from conf/experiment/report/<experiment>.yaml, printed and under outputs/report/).
-#   SMALL=1                  the CPU-scale variant <experiment>_small (SmolLM2-135M; table2, noise, bamboogle,
-#                            scaling: the CPU recipe of make small, hours; the others: 100 trajectories, 10 questions, minutes)
+#   SMALL=1                  the CPU-scale variant <experiment>_small: SmolLM2-135M, the CPU recipe of make small
+#                            (conf/experiment/shared/), 200 questions (Bamboogle 125); hours. Experiments share
+#                            stages: a model trained or an agent evaluated alike is reused (outputs/pipeline_stages)
 #   LAUNCHER=joblib          the jobs in parallel on this machine, e.g. ARGS="hydra.launcher.n_jobs=2"
 #   LAUNCHER=submitit_slurm  the jobs on SLURM, e.g. ARGS="hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1"
 #   ARGS="..."               more overrides for the multirun(s), e.g. ARGS="model=llama2_7b" (the pipeline

@@ -122,8 +122,8 @@ def test_every_paper_experiment_has_a_small_variant_and_a_report(experiment):
     assert f"{experiment}_small" in EXPERIMENTS
     small = (EXPERIMENT_DIR / f"{experiment}_small.yaml").read_text()
     assert re.search(rf"^\s+- {experiment}$", small, re.M), f"{experiment}_small should include {experiment} in its defaults"
-    scale = re.findall(r"^\s+- shared/(cpu_recipe|cpu_toy|cpu_prompting)$", small, re.M)
-    assert len(scale) == 1, f"{experiment}_small should say its CPU scale by including one of shared/cpu_recipe|cpu_toy|cpu_prompting"
+    scale = re.findall(r"^\s+- shared/(cpu_recipe|cpu_prompting)$", small, re.M)
+    assert len(scale) == 1, f"{experiment}_small should say its CPU scale by including one of shared/cpu_recipe|cpu_prompting"
     report = {"table5_prompting": "table5_multitask"}.get(experiment, experiment)
     assert report in REPORTS
 
