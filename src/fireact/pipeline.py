@@ -16,8 +16,9 @@ the trained model to evaluate, an improve step's `sample` or `train`). Every sta
 `stages_dir`, in a folder named by a hash of the config it runs with, linked from the run
 folder: every run or sweep job with the same data (the same trajectories, however the mix was
 spelled) and training settings shares one trained model, and one evaluation of each agent on the
-same questions (a lock makes parallel jobs wait for it). Rerunning reuses every stage: build_data is deterministic, a finished training is kept
-(an interrupted one resumes from its checkpoint), and evaluations resume.
+same questions (a lock makes parallel jobs wait for it), in any experiment. Rerunning reuses
+every stage: build_data is deterministic, a finished training is kept (an interrupted one
+resumes from its checkpoint), and evaluations resume.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from rich.table import Table
 
 from fireact import tracking
 from fireact.build_data import build_data, built
-from fireact.data.export import TRAJECTORIES
+from fireact.data.export import MANIFEST
 from fireact.entry import stage_main
 from fireact.terminal import show
 from fireact.evaluate import manifest as manifests, stats
@@ -45,7 +46,6 @@ from fireact.evaluate.files import read_scores
 from fireact.evaluate.plots import line_chart
 from fireact.evaluate.run import evaluate
 from fireact.generate import generate
-from fireact.paths import file_hash
 from fireact.train.result import TrainedModel, last_checkpoint
 from fireact.train.run import train
 
@@ -128,15 +128,16 @@ def run_evaluate(cfg: DictConfig, agent: str, changes: list[Changes], root: Path
 
 
 def run_build_data(cfg: DictConfig, root: Path) -> Path:
-    """build_data in its shared stage folder. Returns the folder named by the trajectories it selected,
-    stages_dir/data-<hash of their file>, a link to the first build that selected them: mixes spelled
-    differently that select the same trajectories (method_mix=react with n=500 or with n=null,
-    react_cot and react_cot_reflexion with reflexion=0) train one model."""
+    """build_data in its shared stage folder. Returns the folder named by the files it wrote,
+    stages_dir/data-<hash of their hashes in its manifest>, a link to the first build that wrote
+    them: mixes spelled differently that select the same trajectories (method_mix=react with n=500
+    or with n=null, react_cot and react_cot_reflexion with reflexion=0) train one model."""
     out_dir = shared_stage_dir(cfg, "build_data", "build_data", [], root)
     with FileLock(out_dir.with_suffix(".lock")):
         if not built(out_dir):
             build_data(stage_config(cfg, "build_data", out_dir))
-    data = out_dir.parent / f"data-{file_hash(out_dir / TRAJECTORIES)}"
+    written = json.loads((out_dir / MANIFEST).read_text())["outputs"]  # {file: sha256}, pairs included
+    data = out_dir.parent / f"data-{manifests.json_hash(written)}"
     with FileLock(data.with_suffix(".lock")):
         if not data.exists():  # absent, or a link to a build since deleted
             data.unlink(missing_ok=True)

@@ -67,6 +67,8 @@ class TableSpec:
                 axis in ("rows", "cols") and getattr(self, axis) for axis in self.reference)):
             raise ValueError(f"table reference {self.reference!r}: give {{rows: VALUE}}, {{cols: VALUE}} or both (a cell), "
                              f"axes the table has, and the value every other row, column or cell is paired with")
+        if self.plot not in (*PLOTS, None):
+            raise ValueError(f"table plot {self.plot!r} is not one of {PLOTS} or null")
 
     def reference_keys(self) -> dict[str, str]:
         """{run-table column: value} of the reference arm."""
@@ -78,8 +80,6 @@ class TableSpec:
         if len(keys) == 1:
             return str(run[next(iter(keys))])
         return ", ".join(f"{key.removeprefix('params.')}={run[key]}" for key in keys)
-        if self.plot not in (*PLOTS, None):
-            raise ValueError(f"table plot {self.plot!r} is not one of {PLOTS} or null")
 
 
 def column(key: str) -> str:

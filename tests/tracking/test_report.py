@@ -184,3 +184,14 @@ def test_report_pairs_every_cell_of_a_grid_with_its_origin(tracking_uri, compose
     for arm, flipped in (("cot=1, reflexion=0", 5), ("cot=0, reflexion=1", 10), ("cot=1, reflexion=1", 15)):
         assert paired.loc[arm, "only arm right"] == sum(wrong[:flipped]) and paired.loc[arm, "only reference right"] == 0
     assert "each cell against cot=0, reflexion=0" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"agg": "median"}, "agg 'median'"), ({"plot": "pie"}, "plot 'pie'"),
+    ({"reference": {"cols": "react"}}, "axes the table has"), ({"reference": {}}, "give {rows: VALUE}"),
+])
+def test_a_table_spec_names_what_is_wrong_with_it(bad, named):
+    from fireact.report import TableSpec
+
+    with pytest.raises(ValueError, match=re.escape(named)):
+        TableSpec(rows="method", **bad)
