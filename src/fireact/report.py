@@ -417,7 +417,7 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
         with tempfile.TemporaryDirectory() as scratch:
             paired = paired_tests(runs, spec, cfg.missing, Path(scratch))
         if paired is not None:
-            arms = spec.rows if set(spec.reference) == {"rows"} else spec.cols if set(spec.reference) == {"cols"} else "cell"
+            arms = getattr(spec, next(iter(spec.reference))) if len(spec.reference) == 1 else "cell"
             holm = f"; Holm over the {len(paired)} comparisons" if len(paired) > 1 else ""
             sections.append(write_table(paired, f"{name}_paired", f"{title}: each {arms} against "
                                         f"{spec.arm_name(spec.reference_keys())}, question by question (95% paired-bootstrap intervals{holm})",
