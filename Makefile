@@ -107,6 +107,8 @@ bench: install install-vllm  ## rollout (baseline, hf, vLLM) and LoRA training s
 #   LAUNCHER=submitit_slurm  the jobs on SLURM, e.g. ARGS="hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1"
 #   ARGS="..."               more overrides for the multirun(s), e.g. ARGS="model=llama2_7b" (the pipeline
 #                            takes the stages' config groups and keys: see conf/pipeline.yaml)
+#   REPORT_ARGS="..."        overrides for the report (conf/report.yaml), e.g. REPORT_ARGS=screenshot=true:
+#                            MLflow's comparison view of the runs, taken in Chromium (`make browser`)
 # Paper scale needs GPUs and the hub weights (Llama rows) or OPENAI_API_KEY (GPT rows).
 .PHONY: table1 table2 noise bamboogle search_r1 lora_vs_full scaling fig4 multimethod multitask mixgrid mixoptuna
 SMALL ?=
@@ -116,58 +118,58 @@ LAUNCH := $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER))
 
 table1: install  ## Table 1: GPT-4 and GPT-3.5 prompted with IO, CoT, ReAct, Reflexion (SMALL=1: SmolLM2 on CPU)
 	$(PY) -m fireact.evaluate -m experiment=table1_prompting$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=table1_prompting 'experiments=[table1_prompting$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=table1_prompting 'experiments=[table1_prompting$(SIZE)]' $(REPORT_ARGS)
 
 table2: install  ## Table 2: few-shot ReAct vs fine-tuned on 500 trajectories, six LMs
 	$(PY) -m fireact.pipeline -m experiment=table2_finetune$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=table2_finetune 'experiments=[table2_finetune$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=table2_finetune 'experiments=[table2_finetune$(SIZE)]' $(REPORT_ARGS)
 
 noise: install  ## Table 3: prompted vs fine-tuned GPT-3.5 with clean, "None" and random search results
 	$(PY) -m fireact.pipeline -m experiment=table3_noise$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=table3_noise 'experiments=[table3_noise$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=table3_noise 'experiments=[table3_noise$(SIZE)]' $(REPORT_ARGS)
 
 bamboogle: install  ## Table 3: prompted vs fine-tuned (on HotpotQA) GPT-3.5 on Bamboogle
 	$(PY) -m fireact.pipeline -m experiment=table3_bamboogle$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=table3_bamboogle 'experiments=[table3_bamboogle$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=table3_bamboogle 'experiments=[table3_bamboogle$(SIZE)]' $(REPORT_ARGS)
 
 RETRIEVER_PORT ?= 8000
 CORPUS ?=
 search_r1: install  ## Search-R1's protocol and retriever on its seven QA datasets, fine-tuned vs prompted (SMALL=1: SmolLM2, HotpotQA and Bamboogle over the offline corpus); CORPUS=FILE, RETRIEVER_PORT
 	$(PY) -m fireact.retriever.process --port $(RETRIEVER_PORT) --corpus '$(CORPUS)' -- \
 	  $(PY) -m fireact.pipeline -m experiment=search_r1$(SIZE) tool.tool.url=http://127.0.0.1:$(RETRIEVER_PORT)/retrieve $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=search_r1 'experiments=[search_r1$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=search_r1 'experiments=[search_r1$(SIZE)]' $(REPORT_ARGS)
 
 lora_vs_full: install  ## LoRA vs full fine-tuning of Llama-2-7B (full: FSDP over the node's GPUs)
 	$(PY) -m fireact.pipeline -m experiment=lora_vs_full$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=lora_vs_full 'experiments=[lora_vs_full$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=lora_vs_full 'experiments=[lora_vs_full$(SIZE)]' $(REPORT_ARGS)
 
 scaling: install  ## Figure 3: EM by number of fine-tuning trajectories (100, 200, 500) x LM
 	$(PY) -m fireact.pipeline -m experiment=fig3_scaling$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=fig3_scaling 'experiments=[fig3_scaling$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=fig3_scaling 'experiments=[fig3_scaling$(SIZE)]' $(REPORT_ARGS)
 
 fig4: install  ## Figure 4: EM by fine-tuning method mix (ReAct, +CoT, +Reflexion, +both) x LM
 	$(PY) -m fireact.pipeline -m experiment=fig4_method_mix$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=fig4_method_mix 'experiments=[fig4_method_mix$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=fig4_method_mix 'experiments=[fig4_method_mix$(SIZE)]' $(REPORT_ARGS)
 
 # rescore: the oracle and random choice among the four fine-tuned agents of the newest sweep,
-# on the questions they were evaluated on (RESCORE_N: 500, SMALL=1: 10; keep it equal to `questions`).
-RESCORE_N ?= $(if $(SIZE),10,500)
+# on the questions they were evaluated on (RESCORE_N: 500, SMALL=1: the CPU recipe's 200; keep it equal to `questions`).
+RESCORE_N ?= $(if $(SIZE),200,500)
 multimethod: install  ## Table 4: GPT-3.5 fine-tuned per method mix: EM, turns, oracle/random choice (rescore)
 	$(PY) -m fireact.pipeline -m experiment=table4_multimethod$(SIZE) $(LAUNCH) $(ARGS)
 	sweep=$$(ls -d multirun/table4_multimethod$(SIZE)/*/ | sort | tail -n 1) && \
 	$(PY) -m fireact.rescore experiment_name=table4_multimethod$(SIZE) task.n=$(RESCORE_N) \
 		"files=['$${sweep}*/evaluate_finetuned/trajectories.jsonl']"
-	$(PY) -m fireact.report +experiment/report=table4_multimethod 'experiments=[table4_multimethod$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=table4_multimethod 'experiments=[table4_multimethod$(SIZE)]' $(REPORT_ARGS)
 
 multitask: install  ## Table 5: GPT-3.5 prompted (IO, CoT, ReAct) and fine-tuned (3 data sets) on 4 tasks
 	$(PY) -m fireact.evaluate -m experiment=table5_prompting$(SIZE) $(LAUNCH) $(ARGS)
 	$(PY) -m fireact.pipeline -m experiment=table5_multitask$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=table5_multitask 'experiments=[table5_prompting$(SIZE),table5_multitask$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=table5_multitask 'experiments=[table5_prompting$(SIZE),table5_multitask$(SIZE)]' $(REPORT_ARGS)
 
 mixgrid: install  ## grid over the CoT x Reflexion fractions added to ReAct (method_mix=react_cot_reflexion)
 	$(PY) -m fireact.pipeline -m experiment=mix_grid$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=mix_grid 'experiments=[mix_grid$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=mix_grid 'experiments=[mix_grid$(SIZE)]' $(REPORT_ARGS)
 
 mixoptuna: install  ## Optuna search of the CoT x Reflexion fractions maximising fine-tuned EM
 	$(PY) -m fireact.pipeline -m experiment=mix_optuna$(SIZE) $(LAUNCH) $(ARGS)
-	$(PY) -m fireact.report +experiment/report=mix_optuna 'experiments=[mix_optuna$(SIZE)]'
+	$(PY) -m fireact.report +experiment/report=mix_optuna 'experiments=[mix_optuna$(SIZE)]' $(REPORT_ARGS)

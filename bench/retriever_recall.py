@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 from pathlib import Path
 
+from fireact.child_server import free_port
 from fireact.evaluate.stats import interval, mcnemar_exact
-from fireact.retriever.process import HOST, serving
+from fireact.retriever.process import serving
 from fireact.tasks import HotpotQA
 from fireact.tasks.metrics import normalize_answer
 from fireact.tools.recorded_search import RecordedSearch
 from fireact.tools.retriever import RetrieverSearch
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def hit(observation: str, gold: str) -> float:

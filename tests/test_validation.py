@@ -22,8 +22,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from fireact.child_server import free_port
 from fireact.paths import REPO_ROOT
-from tests.tracking.conftest import free_port
 
 NO_KEYS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SERPAPI_API_KEY")
 DEAD = "http://127.0.0.1:{port}"  # nothing listens there

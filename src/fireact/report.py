@@ -27,6 +27,7 @@ from fireact.entry import stage_main
 from fireact.evaluate import manifest as manifests, stats
 from fireact.evaluate.files import PER_QUESTION, read_scores
 from fireact.evaluate.plots import bar_chart, line_chart, turns_boxplot
+from fireact.tracking import compare_view
 
 log = logging.getLogger(__name__)
 # MLflow draws a progress bar per downloaded artifact: a dozen per_question.csv would bury the report.
@@ -367,6 +368,8 @@ def report(cfg: DictConfig) -> dict[str, pd.DataFrame]:
     if tracker is None:
         raise ValueError("the report reads MLflow runs: keep tracker=mlflow (and set MLFLOW_TRACKING_URI for a server)")
     tracker.check()
+    if cfg.screenshot:
+        compare_view.chromium()  # missing: say so before any table is built
     mlflow.set_tracking_uri(tracker.uri)
     if cfg.experiments is None:
         cfg.experiments = [newest_pipeline_experiment()]
@@ -384,6 +387,9 @@ def report(cfg: DictConfig) -> dict[str, pd.DataFrame]:
         tables, sections = build_tables(runs, cfg, out_dir)
         if not tables:
             raise ValueError(f"no table could be built from the {len(runs)} runs; see the warnings above for what they lack")
+        if cfg.screenshot:
+            compare_view.screenshot(tracker.uri, runs, out_dir / "plots" / "compare_runs.png")
+            sections.append(f"![MLflow's comparison of the {len(runs)} runs](plots/compare_runs.png)\n")
         (out_dir / "report.md").write_text("\n".join([f"# Report: {', '.join(cfg.experiments)} ({len(runs)} runs)\n", *sections]))
         for part in ("tables", "plots", "report.md"):
             if (out_dir / part).exists():

@@ -13,13 +13,13 @@ import threading
 
 import pytest
 
+from fireact.child_server import free_port
 from fireact.errors import Unavailable
 from fireact.evaluate.run import evaluate
 from fireact.paths import REPO_ROOT
 from fireact.tasks import HotpotQA
 from fireact.trajectory_files import read_jsonl
 from tests.llm.servers import FaultServer, Reply
-from tests.tracking.conftest import free_port
 
 N = 3
 

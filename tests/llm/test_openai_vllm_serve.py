@@ -12,7 +12,7 @@ from fireact.llm.base import TokenIds
 from fireact.llm.embedded import resolve_model_path
 from fireact.llm.openai_backend import OpenAIBackend
 
-from .servers import VLLMServer, vllm_python
+from .servers import vllm_python, vllm_serving
 
 pytestmark = pytest.mark.vllm
 SERVED_NAME = "smollm2-test"
@@ -34,10 +34,9 @@ def tokenizer(folder):
 @pytest.fixture(scope="module")
 def server(folder, tmp_path_factory):
     python = vllm_python()
-    server = VLLMServer(python, folder, SERVED_NAME, tmp_path_factory.mktemp("vllm") / "serve.log")
-    print(f"\nvllm serve answered /health {server.startup_s:.1f}s after launch")
-    yield server
-    server.stop()
+    with vllm_serving(python, folder, SERVED_NAME, tmp_path_factory.mktemp("vllm") / "serve.log") as server:
+        print(f"\nvllm serve answered /health {server.startup_s:.1f}s after launch")
+        yield server
 
 
 def backend(server, **config) -> OpenAIBackend:

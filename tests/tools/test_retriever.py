@@ -14,6 +14,7 @@ import httpx
 import pytest
 from tool_servers import Reply
 
+from fireact.child_server import free_port
 from fireact.paths import REPO_ROOT
 from fireact.retriever.corpus import Passage, read_corpus, write_corpus
 from fireact.retriever.index import BM25Index
@@ -21,7 +22,6 @@ from fireact.retriever.process import serving
 from fireact.tools.base import EMPTY_QUERY, NO_RESULT, ToolError
 from fireact.tools.cache import cached
 from fireact.tools.retriever import RetrieverSearch, passages_text
-from tests.tracking.conftest import free_port
 
 PASSAGES = [
     Passage("0", "Arthur's Magazine\nArthur's Magazine (1844-1846) was an American literary periodical."),

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
@@ -19,55 +12,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fireact.paths import CONF_DIR
-
-MLFLOW = Path(sys.executable).parent / "mlflow"
-# Readiness wait, not a speed check: the server takes ~10 s alone and far longer on a busy machine.
-SERVER_START_LIMIT_S = 300
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from fireact.tracking.server import tracking_server
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> str:
-    """`mlflow server` with a SQLite store on 127.0.0.1; yields its URI, SIGTERMs it at the end."""
+    """`mlflow server` with a SQLite store on 127.0.0.1 for the whole session; yields its URI."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job workers
-    log_path = root / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--default-artifact-root", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_LIMIT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"mlflow server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not answer /health in {SERVER_START_LIMIT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with tracking_server(f"sqlite:///{root / 'mlflow.db'}", artifact_root=root / "artifacts") as uri:
         yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn worker it started
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 @pytest.fixture

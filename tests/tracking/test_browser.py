@@ -2,24 +2,27 @@
 `chromium`, driven by Playwright) on the MLflow server over a store that a short real
 evaluation wrote (the scripted loopback agent of test_traces). The Traces page lists each
 question's trace with its assessments, a trace shows its rounds with their model and tool spans,
-and the runs table names the run's dataset. Screenshots go to outputs/browser_test/.
+and the runs table names the run's dataset; the comparison view of a report's runs shows what
+differs between them, and `report screenshot=true` takes it. Screenshots go to
+outputs/browser_test/.
 
 Skipped where no Chromium is installed (`make test` installs it with apt-get when run as root).
 """
 
-import os
-import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from fireact import tracking
 from fireact.evaluate.run import evaluate
+from fireact.report import report
+from fireact.tracking.compare_view import dismiss_tips, find_chromium, open_comparison
 from fireact.trajectory_files import read_jsonl
 from tests.llm.servers import FaultServer
 from tests.tracking.test_traces import agent, settings
 
-CHROMIUM = os.environ.get("FIREACT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chromium()
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "outputs" / "browser_test"
 
 pytestmark = [
@@ -41,15 +44,6 @@ def page():
             yield page
         finally:
             browser.close()
-
-
-def dismiss_tips(page) -> None:
-    """A fresh browser profile gets MLflow's "Detect Issues" tip over the page and its assistant
-    panel beside it, over the assessment columns: both closed for the screenshots."""
-    for name in ("Got it", "Close"):
-        button = page.get_by_role("button", name=name, exact=True)
-        if button.count() and button.first.is_visible():
-            button.first.click()
 
 
 def test_the_traces_page_shows_each_question_with_assessments_and_tool_spans(tracking_uri, compose_cfg, tmp_path, page):
@@ -88,3 +82,51 @@ def test_the_traces_page_shows_each_question_with_assessments_and_tool_spans(tra
     page.goto(f"{tracking_uri}/#/experiments/{experiment}/runs")
     page.get_by_text("hotpotqa:dev[0:3]").first.wait_for()  # the Dataset column: the questions evaluated
     page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+
+
+# (fine-tuning, EM) of three evaluations that differ in their fine-tuning only
+ARMS = [("none", 0.01), ("lora", 0.12), ("full", 0.16)]
+
+
+def log_arms(compose_cfg, *overrides: str, settings: int = 0) -> None:
+    """The ARMS as evaluate runs; `settings` more params that differ between them."""
+    for finetune, em in ARMS:
+        params = {"finetune": finetune, **{f"setting_{i}": f"{finetune} {i}" for i in range(settings)}}
+        with tracking.start_run(compose_cfg("rescore", *overrides), stage="evaluate", run_name=f"arm {finetune}",
+                                params=params):
+            tracking.log_metrics({"em": em})
+
+
+def test_the_comparison_view_shows_only_what_differs_between_the_runs(tracking_uri, compose_cfg, page):
+    log_arms(compose_cfg, "experiment_name=compare-view", "+model=llama2_7b")
+    runs = mlflow.search_runs(experiment_names=["compare-view"])
+    shared = next(c.removeprefix("params.") for c in runs if c.startswith("params.") and runs[c].nunique() == 1)
+
+    open_comparison(page, tracking_uri, runs)
+    view = page.inner_text("body")
+    names, rest = view.split("\nParameters\n")
+    params, rest = rest.split("\nMetrics\n")
+    metrics = rest.split("\nArtifacts\n")[0]
+    assert all(f"arm {finetune}" in names for finetune, _ in ARMS)
+    assert "finetune\tfull\tlora\tnone" in params  # the newest run first
+    assert shared not in params  # the same in every run: hidden by "Show diff only"
+    assert metrics.split() == ["Show", "diff", "only", "em", "0.16", "0.12", "0.01"]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "compare_runs_view.png"))
+
+
+def test_report_screenshot_takes_the_comparison_view_of_a_local_store(compose_cfg, tmp_path, monkeypatch):
+    """The store is a local database: the report serves it on loopback for the browser. The runs
+    differ in 41 params, a view taller than the window: the screenshot unrolls it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = f"tracker.tracking_uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    log_arms(compose_cfg, store, "experiment_name=report-shot", "+model=llama2_7b", settings=40)
+
+    report(compose_cfg("report", store, "experiments=[report-shot]", "screenshot=true", "turns=null"))
+    shot = tmp_path / "out" / "plots" / "compare_runs.png"
+    png = shot.read_bytes()
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # the IHDR chunk
+    assert png[:4] == b"\x89PNG" and width == 1800 and height > 41 * 40  # 41 rows of params, ~40 px each
+    assert "plots/compare_runs.png" in (tmp_path / "out" / "report.md").read_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / "compare_runs.png").write_bytes(png)

@@ -7,6 +7,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from fireact.child_server import free_port
 from fireact.evaluate import rescore as rescore_module
 from fireact.evaluate.oracle import em_by_qid, method_choice
 from fireact.evaluate.rescore import find_files, rescore
@@ -14,7 +15,7 @@ from fireact.paths import data_dir
 from fireact.tasks import HotpotQA
 from fireact.tracking import TrackingUnavailable
 from fireact.trajectory_files import read_trajectory_file, write_jsonl
-from tests.tracking.conftest import RELEASED_7B, free_port
+from tests.tracking.conftest import RELEASED_7B
 
 RELEASED = {  # file: (EM over the 500 questions, missing counted as failures; questions missing)
     "trajs/hotpotqa_dev_0_500_llama_models_lora_llama-2-7b-d_1000_0.7_2023-09-19-00-49-36.json": (0.262, 0),

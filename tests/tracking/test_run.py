@@ -11,8 +11,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from fireact import tracking
+from fireact.child_server import free_port
 from fireact.paths import REPO_ROOT
-from tests.tracking.conftest import RELEASED_7B, free_port
+from tests.tracking.conftest import RELEASED_7B
 
 
 def test_run_records_config_choices_tags_and_config_yaml(tracking_uri, compose_cfg, tmp_path):

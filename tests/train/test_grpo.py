@@ -115,7 +115,7 @@ def test_grpo_runs_search_r1s_protocol_against_a_retrieval_server(tmp_path):
     from fireact.paths import REPO_ROOT
     from fireact.retriever.corpus import Passage, write_corpus
     from fireact.retriever.process import serving
-    from tests.tracking.conftest import free_port
+    from fireact.child_server import free_port
 
     corpus = tmp_path / "corpus.jsonl"
     write_corpus(corpus, [Passage("0", "Arthur's Magazine\nArthur's Magazine (1844-1846) was a literary periodical.")])

@@ -16,48 +16,23 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-HOST = "127.0.0.1"
+from fireact.child_server import HOST, STARTUP_S, serving as serving_command
 
 
 @contextmanager
 def serving(port: int, corpus: str | Path | None = None, overrides: Sequence[str] = (),
-            env: Mapping[str, str] | None = None, startup_s: float = 300.0) -> Iterator[str]:
+            env: Mapping[str, str] | None = None, startup_s: float = STARTUP_S) -> Iterator[str]:
     """The server's base URL (http://127.0.0.1:PORT) once it answers /health; RuntimeError with its
     output if it exits or does not answer within startup_s."""
     command = [sys.executable, "-m", "fireact.retriever", f"port={port}", *overrides]
     if corpus is not None:
         command.append(f"corpus={corpus}")
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + startup_s
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"the retriever did not start ({' '.join(command)}):\n{process.stdout.read()[-3000:]}")
-            time.sleep(0.2)
+    with serving_command(command, f"http://{HOST}:{port}", env={**os.environ, **(env or {})}, startup_s=startup_s) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
