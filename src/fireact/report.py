@@ -186,6 +186,14 @@ def newest_cells(runs: pd.DataFrame, keys: list[str], missing: str) -> pd.DataFr
     return data.sort_values("start_time").groupby(keys).tail(1)
 
 
+def cell_runs(runs: pd.DataFrame, spec: TableSpec, missing: str) -> pd.DataFrame:
+    """The runs behind a table's cells: each cell's newest run with the metric under `last`, all of
+    them under the other aggregations."""
+    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    data = runs[runs[f"metrics.{spec.metric}"].notna()]
+    return newest_cells(data, keys, missing) if spec.agg == "last" else data[data[keys[0]].notna()]
+
+
 def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Path) -> pd.DataFrame | None:
     """Each arm of the table against its reference (spec.reference), question by question, from the
     runs' per_question.csv: the EM and F1 differences with 95% paired-bootstrap intervals, the
@@ -384,12 +392,12 @@ def report(cfg: DictConfig) -> dict[str, pd.DataFrame]:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tracking.start_run(cfg, stage="report"):
         log.info("%d runs from %s", len(runs), list(cfg.experiments))
-        tables, sections = build_tables(runs, cfg, out_dir)
+        tables, sections, shown = build_tables(runs, cfg, out_dir)
         if not tables:
             raise ValueError(f"no table could be built from the {len(runs)} runs; see the warnings above for what they lack")
         if cfg.screenshot:
-            compare_view.screenshot(tracker.uri, runs, out_dir / "plots" / "compare_runs.png")
-            sections.append(f"![MLflow's comparison of the {len(runs)} runs](plots/compare_runs.png)\n")
+            compare_view.screenshot(tracker.uri, shown, out_dir / "plots" / "compare_runs.png")
+            sections.append(f"![MLflow's comparison of the {len(shown)} runs in the tables](plots/compare_runs.png)\n")
         (out_dir / "report.md").write_text("\n".join([f"# Report: {', '.join(cfg.experiments)} ({len(runs)} runs)\n", *sections]))
         for part in ("tables", "plots", "report.md"):
             if (out_dir / part).exists():
@@ -399,9 +407,10 @@ def report(cfg: DictConfig) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Each table of cfg.tables and the turn distributions, written with their plots; and the markdown."""
-    tables, sections = {}, []
+def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[dict[str, pd.DataFrame], list[str], pd.DataFrame]:
+    """Each table of cfg.tables and the turn distributions, written with their plots; the markdown;
+    and the runs the tables show (a run that failed or was replaced by a newer one is not among them)."""
+    tables, sections, cell_run_ids = {}, [], set()
     for name, options in cfg.tables.items():
         spec = TableSpec(**OmegaConf.to_container(options, resolve=True))
         title = spec.title or f"{spec.metric} by {spec.rows}" + (f" × {spec.cols}" if spec.cols else "")
@@ -413,6 +422,7 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
         if spec.average:
             table.loc["average"] = table.dropna().mean()
         tables[name] = table
+        cell_run_ids.update(cell_runs(runs, spec, cfg.missing)["run_id"])
         bounds = interval_tables(runs, spec, table)
         shown = None
         if bounds is not None:
@@ -439,7 +449,7 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
         stats = pd.DataFrame({label: pd.Series(values).describe() for label, values in turns.items()}).T
         tables["turns"] = stats
         sections += [write_table(stats, "turns", "turns per trajectory", out_dir, cfg.digits), "![turns](plots/turns.png)\n"]
-    return tables, sections
+    return tables, sections, runs[runs["run_id"].isin(cell_run_ids)]
 
 
 @stage_main("report")
