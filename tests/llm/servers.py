@@ -25,6 +25,7 @@ from typing import Callable
 import pytest
 
 from fireact.child_server import HOST, free_port, serving
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -121,9 +121,9 @@ def test_report_screenshot_takes_the_comparison_view_of_a_local_store(compose_cf
     of one cell, which the table does not show, is left out of the view."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = f"tracker.tracking_uri=sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    shot_runs = [store, "experiment_name=report-shot", "+model=llama2_7b"]
-    log_arms(compose_cfg, *shot_runs, arms=[("lora", 0.05)])
-    log_arms(compose_cfg, *shot_runs, settings=40)
+    logged_to = [store, "experiment_name=report-shot", "+model=llama2_7b"]
+    log_arms(compose_cfg, *logged_to, arms=[("lora", 0.05)])
+    log_arms(compose_cfg, *logged_to, settings=40)
 
     report(compose_cfg("report", store, "experiments=[report-shot]", "screenshot=true", "turns=null"))
     shot = tmp_path / "out" / "plots" / "compare_runs.png"
