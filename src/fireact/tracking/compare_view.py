@@ -23,17 +23,19 @@ VIEWPORT = {"width": 1800, "height": 1000}
 MAX_HEIGHT = 12_000
 # Sections of the view that say nothing about what the runs compare.
 FOLDED = ("Visualizations", "Artifacts", "Tags")
-# Tables that scroll inside the view (a long params table does) are let out to their full height;
-# then, from the view's title up to the panel that scrolls, where that panel's content ends.
+# Tables that scroll inside the view (a long params or metrics table does; a metrics table's name
+# column scrolls with it, hidden) are let out to their full height, and the panel that holds the
+# view is scrolled back to its top.
 UNROLL = """title => {
-    for (const e of document.querySelectorAll('*')) {
-        const overflow = getComputedStyle(e).overflowY;
-        if ((overflow === 'auto' || overflow === 'scroll') && e.scrollHeight > e.clientHeight + 1 && !e.contains(title))
-            Object.assign(e.style, {maxHeight: 'none', height: 'auto', overflowY: 'visible'});
-    }
+    for (let pass = 0; pass < 3; pass++)
+        for (const e of document.querySelectorAll('*')) {
+            const overflow = getComputedStyle(e).overflowY;
+            if (['auto', 'scroll', 'hidden'].includes(overflow) && e.clientHeight > 0  // a folded section: 0
+                    && e.scrollHeight > e.clientHeight + 1 && !e.contains(title))
+                Object.assign(e.style, {maxHeight: 'none', height: 'auto', overflowY: 'visible'});
+        }
     for (let e = title; e; e = e.parentElement)
-        if (e.scrollHeight > e.clientHeight + 1) return e.getBoundingClientRect().top + e.scrollHeight;
-    return 0;
+        e.scrollTop = 0;
 }"""
 # The UI's first load on a busy 2-core machine.
 LOAD_TIMEOUT_MS = 120_000
@@ -97,8 +99,10 @@ def screenshot(store_uri: str, runs: pd.DataFrame, out: Path) -> Path:
             page.set_default_timeout(LOAD_TIMEOUT_MS)
             open_comparison(page, server, runs)
             # The view scrolls inside a panel, which a full-page screenshot does not unroll: the
-            # window is made as tall as that panel's content instead.
-            height = page.get_by_text(f"Comparing {len(runs)} Runs").evaluate(UNROLL)
+            # window is made as tall as the view, whose last section is folded.
+            page.get_by_text(f"Comparing {len(runs)} Runs").evaluate(UNROLL)
+            last = page.get_by_text(FOLDED[-1], exact=True).bounding_box()
+            height = int(last["y"] + last["height"]) + 40
             page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]), MAX_HEIGHT)})
             page.wait_for_timeout(500)  # the layout settles at the new height
             page.screenshot(path=str(out))
