@@ -71,6 +71,10 @@ class TableSpec:
         if self.plot not in (*PLOTS, None):
             raise ValueError(f"table plot {self.plot!r} is not one of {PLOTS} or null")
 
+    def keys(self) -> list[str]:
+        """The run-table columns a cell is keyed by: the rows param, then the cols param if any."""
+        return [column(self.rows)] + ([column(self.cols)] if self.cols else [])
+
     def reference_keys(self) -> dict[str, str]:
         """{run-table column: value} of the reference arm."""
         return {column(getattr(self, axis)): str(value) for axis, value in (self.reference or {}).items()}
@@ -140,7 +144,7 @@ def inherit_parent_params(runs: pd.DataFrame) -> pd.DataFrame:
 def pivot(runs: pd.DataFrame, spec: TableSpec, missing: str = "none") -> pd.DataFrame:
     """The metric by rows × cols. A run without the rows param is left out; one without the
     cols param shows under `missing` (a prompted run has no `finetune`, say)."""
-    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    keys = spec.keys()
     metric = f"metrics.{spec.metric}"
     absent = [c for c in [metric, *keys] if c not in runs or runs[c].isna().all()]
     if absent:
@@ -164,7 +168,7 @@ def incomparable_rows(runs: pd.DataFrame, spec: TableSpec, missing: str = "none"
     params, fireact.evaluate.manifest.ENVIRONMENT): the cells a row sets side by side must be comparable.
     Each cell is its newest run, as `last` pivots; runs without a manifest are unknown, never flagged.
     What the columns vary on purpose (cols: task, tool or noise) is not a difference."""
-    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    keys = spec.keys()
     varied = manifests.GROUP_KEYS.get(spec.cols or "", ())
     environment = [f"params.manifest.{key}" for key in manifests.ENVIRONMENT
                    if key not in varied and f"params.manifest.{key}" in runs]
@@ -189,7 +193,7 @@ def newest_cells(runs: pd.DataFrame, keys: list[str], missing: str) -> pd.DataFr
 def cell_runs(runs: pd.DataFrame, spec: TableSpec, missing: str) -> pd.DataFrame:
     """The runs behind a table's cells: each cell's newest run with the metric under `last`, all of
     them under the other aggregations."""
-    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    keys = spec.keys()
     data = runs[runs[f"metrics.{spec.metric}"].notna()]
     return newest_cells(data, keys, missing) if spec.agg == "last" else data[data[keys[0]].notna()]
 
@@ -203,7 +207,7 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
     if not spec.reference:
         return None
     reference_keys = spec.reference_keys()
-    keys = [column(spec.rows)] + ([column(spec.cols)] if spec.cols else [])
+    keys = spec.keys()
     if any(key not in runs for key in keys):
         return None
     [group_key] = [key for key in keys if key not in reference_keys] or [None]
