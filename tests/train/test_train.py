@@ -94,6 +94,26 @@ def test_interrupted_run_resumes_where_it_stopped(finals, write_trajectories, tm
     assert len(resumed["losses"]) == 2
 
 
+def test_a_run_interrupted_twice_goes_on_from_its_newest_checkpoint(finals, write_trajectories, tmp_path):
+    # Stopped before its first periodic checkpoint, a run saves step 1 and links last.ckpt to it; resumed,
+    # Lightning links its later checkpoints as last-v1.ckpt beside that stale link. A second resume in
+    # the same folder (the pipeline's way) must go on from step 3, not train steps 2 and 3 again.
+    data = write_trajectories(finals[:4])
+    overrides = ["trainer.max_epochs=1", "data.batch_size=1", "finetune.dropout=0",
+                 "callbacks.checkpoint.every_n_train_steps=2"]
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(train_config(run, data, *overrides), callbacks=[CrashAt(1)])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(train_config(run, data, *overrides, "resume=true"), callbacks=[CrashAt(3)])
+    assert sorted(path.name for path in (run / "checkpoints").glob("last*.ckpt")) == ["last-v1.ckpt", "last.ckpt"]
+
+    resumed = train(train_config(run, data, *overrides, "resume=true"))
+    assert resumed["resumed_from"] == str(run / "checkpoints" / "last-v1.ckpt")
+    assert resumed["optimizer_steps"] == 4
+    assert len(resumed["losses"]) == 1  # step 4 only
+
+
 def test_resume_finds_the_last_checkpoint_of_a_run_folder(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -11,7 +11,7 @@ from fireact.config_tree import dotted
 from fireact.terminal import command, shown_path
 
 SUMMARY = "train_summary.json"  # written last: the training is finished
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+CHECKPOINTS = "checkpoints"  # the run folder's checkpoints (conf/train.yaml: callbacks.checkpoint.dirpath)
 
 
 @dataclass
@@ -64,8 +64,8 @@ class TrainedModel:
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint an interrupted run in `folder` goes on from, if it wrote one."""
-    for candidate in (folder / LAST_CHECKPOINT, folder / LAST_CHECKPOINT.name):
-        if candidate.exists():
-            return candidate
-    return None
+    """The checkpoint an interrupted run in `folder` (or its checkpoints/) goes on from, if it wrote
+    one: the newest of Lightning's last*.ckpt links. A run resumed from a checkpoint saved before its
+    first periodic one links its later checkpoints as last-v1.ckpt, beside the stale last.ckpt."""
+    links = [path for where in (folder / CHECKPOINTS, folder) for path in where.glob("last*.ckpt") if path.exists()]
+    return max(links, key=lambda path: path.stat().st_mtime, default=None)  # stat: of what the link points to
