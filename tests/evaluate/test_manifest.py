@@ -12,7 +12,7 @@ from fireact.pipeline import paired_rows, verdict_lines
 from fireact.report import TableSpec, incomparable_rows
 from fireact.tasks import HotpotQA
 from fireact.tasks.base import Question
-from fireact.tools.noise import Clean, NoneObservation
+from fireact.tools.noise import Clean, NoneObservation, RandomObservation
 from fireact.trajectory import Trajectory
 
 from tests.agents.test_rollout import DictTool
@@ -35,6 +35,13 @@ def test_the_environment_and_the_protocol_are_told_apart():
     assert manifests.differences(base, other)["environment"] == ["questions", "questions_hash", "noise"]
     assert manifests.differences(base, None) == {"environment": [], "protocol": []}  # unknown, not different
     json.dumps(base)  # it goes into summary.json and the run's params as it is
+
+
+def test_a_noise_is_recorded_by_its_settings_not_its_working_state():
+    # RandomObservation holds a lock and the episodes it has seen: neither is the environment,
+    # and a lock's repr differs in every process, so two runs of one setting would look different.
+    assert json.loads(manifest(noise=RandomObservation(p=0.5, seed=3))["noise"]) == {"name": "random_obs", "p": 0.5, "seed": 3}
+    assert manifest(noise=RandomObservation())["noise"] == manifest(noise=RandomObservation())["noise"]
 
 
 def test_a_prompt_hash_follows_the_prompt_text_not_the_question():
