@@ -47,18 +47,13 @@ def question_set(task, questions: Sequence) -> dict[str, Any]:
     }
 
 
-def settings(noise) -> dict[str, Any]:
-    """What a noise was set up with (p, seed), not its working state (a lock, the episodes seen)."""
-    return {key: value for key, value in vars(noise).items() if not key.startswith("_")}
-
-
 def build(task, questions: Sequence, method, tool, noise) -> dict[str, Any]:
     """The manifest of evaluating `method` with `tool` and `noise` on `task`'s `questions`."""
     return {
         **question_set(task, questions),
         "tool": tool.name,
         "tool_config": json.dumps(tool.result_config(), sort_keys=True, default=str),
-        "noise": json.dumps({"name": noise.name, **settings(noise)}, sort_keys=True, default=str),
+        "noise": json.dumps({"name": noise.name, **noise.settings()}, sort_keys=True, default=str),
         "method": method.name,
         "format": method.format,
         "prompt_hash": json_hash(method.prompter(task)(PLACEHOLDER, [], 1)),

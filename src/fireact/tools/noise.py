@@ -38,6 +38,11 @@ class Clean:
     def end_episode(self, episode: str) -> None:
         """Called when an episode ends; noise that remembers observations forgets them."""
 
+    def settings(self) -> dict:
+        """What this noise was set up with (p, seed), not its working state (a lock, the episodes
+        seen): what an evaluation's manifest records of it."""
+        return {key: value for key, value in vars(self).items() if not key.startswith("_")}
+
 
 class _Probabilistic(Clean):
     name: str
