@@ -169,7 +169,7 @@ def incomparable_rows(runs: pd.DataFrame, spec: TableSpec, missing: str = "none"
     Each cell is its newest run, as `last` pivots; runs without a manifest are unknown, never flagged.
     What the columns vary on purpose (cols: task, tool or noise) is not a difference."""
     keys = spec.keys()
-    varied = manifests.GROUP_KEYS.get(spec.cols or "", ())
+    varied = varied_on_purpose([spec.cols])
     environment = [f"params.manifest.{key}" for key in manifests.ENVIRONMENT
                    if key not in varied and f"params.manifest.{key}" in runs]
     if not environment or any(key not in runs for key in keys):
@@ -181,6 +181,12 @@ def incomparable_rows(runs: pd.DataFrame, spec: TableSpec, missing: str = "none"
             lines.append(f"NOT COMPARABLE: the cells of row {row!r} were measured in different settings "
                          f"(differing: {', '.join(differing)}).")
     return lines
+
+
+def varied_on_purpose(params: list[str | None]) -> set[str]:
+    """The manifest keys a table sets side by side on purpose: those of the config groups (task,
+    tool, noise: manifest.GROUP_KEYS) among `params`, the axes it pivots or pairs on."""
+    return {key for param in params if param for key in manifests.GROUP_KEYS.get(param, ())}
 
 
 def newest_cells(runs: pd.DataFrame, keys: list[str], missing: str) -> pd.DataFrame:
@@ -202,8 +208,8 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
     """Each arm of the table against its reference (spec.reference), question by question, from the
     runs' per_question.csv: the EM and F1 differences with 95% paired-bootstrap intervals, the
     questions only one got right, McNemar's exact p and, over the table's comparisons, Holm's;
-    `settings` names what differs in their manifests (NOT COMPARABLE: their environments). None
-    without a reference; pairs whose runs logged no per-question table are left out, logged."""
+    `settings` names what differs in their manifests (NOT COMPARABLE: their environments, less what
+    the reference axis varies on purpose, as a noise table's rows do the noise). None without a reference; pairs whose runs logged no per-question table are left out, logged."""
     if not spec.reference:
         return None
     reference_keys = spec.reference_keys()
@@ -213,6 +219,7 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
     [group_key] = [key for key in keys if key not in reference_keys] or [None]
     other = group_key.removeprefix("params.") if group_key else None
     reference_name = spec.arm_name(reference_keys)
+    varied = varied_on_purpose([getattr(spec, axis) for axis in spec.reference])
     cells = newest_cells(runs, keys, missing)
     rows, tests, read = [], [], {}  # read: each run's per-question scores, downloaded once
     def scores_of(run_id: str):
@@ -236,8 +243,9 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
             differ = manifests.differences(*(
                 {key.removeprefix("params.manifest."): run[key] for key in run.index
                  if key.startswith("params.manifest.") and pd.notna(run[key])} for run in (arm, baseline)))
+            environment = [key for key in differ["environment"] if key not in varied]
             rows.append({**({other: group} if other else {}), "arm": spec.arm_name(arm), "reference": reference_name,
-                         "settings": "NOT COMPARABLE: " + ", ".join(differ["environment"]) if differ["environment"]
+                         "settings": "NOT COMPARABLE: " + ", ".join(environment) if environment
                          else ", ".join(differ["protocol"])})
             tests.append(test)
     stats.adjust_for_multiple(tests)

@@ -161,6 +161,21 @@ def test_report_pairs_each_arm_with_its_reference_question_by_question(tracking_
     assert "each arm against react, question by question" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_report_pairs_arms_that_differ_in_what_the_reference_axis_varies(tracking_uri, compose_cfg, released_7b, tmp_path):
+    """reference: {rows: clean} with rows: noise: the arms' manifests differ in noise on purpose,
+    which is not a difference in settings; any other environment key still is."""
+    for noise, tool in (("clean", "recorded_search"), ("none_obs", "recorded_search"), ("random_obs", "retriever")):
+        params = {"noise": noise, "manifest.noise": f'{{"name": "{noise}"}}', "manifest.tool": tool}
+        with tracking.start_run(compose_cfg("rescore", "experiment_name=report-noise"), stage="evaluate", params=params):
+            summary = summarize(released_7b[:20])
+            tracking.log_evaluation(summary, write_evaluation(released_7b[:20], summary, tmp_path / noise))
+    cfg = compose_cfg("report", "experiments=[report-noise]", "turns=null", "~tables",
+                      "+tables={em: {rows: noise, metric: em, reference: {rows: clean}}}")
+    report(cfg)
+    paired = pd.read_csv(tmp_path / "out" / "tables" / "em_paired.csv", index_col="arm")
+    assert pd.isna(paired.loc["none_obs", "settings"]) and paired.loc["random_obs", "settings"] == "NOT COMPARABLE: tool"
+
+
 def test_report_pairs_every_cell_of_a_grid_with_its_origin(tracking_uri, compose_cfg, released_7b, tmp_path):
     """reference: {rows: 0, cols: 0}: a grid's cells (here CoT x Reflexion fractions) are each
     paired with the origin cell, ReAct alone, named by both keys."""
