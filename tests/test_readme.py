@@ -1,4 +1,4 @@
-"""The README's commands work as written. Every `.venv/bin/python -m fireact.<stage> ...` line of it
+"""The README's commands work as written, and the docs' links lead somewhere. Every `.venv/bin/python -m fireact.<stage> ...` line of it
 is composed as its stage's Hydra app composes it (the groups exist, the keys exist, the values parse);
 the quick offline ones also run for real, here; the long offline ones run in the `slow` tests.
 The rest need what this machine lacks (a GPU, an API key, a server, a trained model): composing
@@ -80,3 +80,14 @@ def test_the_quick_offline_readme_commands_run(command, tmp_path):
 def test_the_long_offline_readme_commands_run(command, tmp_path):
     done = run([*argv(command), "~tracker"], tmp_path, timeout=3600)
     assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+
+
+def test_every_relative_link_in_the_docs_names_a_file_that_exists():
+    """The README, the docs and the experiment pages link each other, configs and figures by
+    relative paths; a page moved or renamed must not leave a newcomer a dead link."""
+    pages = [REPO_ROOT / path for path in subprocess.run(["git", "ls-files", "*.md"], cwd=REPO_ROOT, capture_output=True,
+                                                          text=True, check=True).stdout.split()]
+    dead = [f"{page.relative_to(REPO_ROOT)}: {target}" for page in pages
+            for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8"))
+            if not target.startswith(("http://", "https://", "mailto:")) and not (page.parent / target).exists()]
+    assert len(pages) > 10 and dead == []
