@@ -1,8 +1,9 @@
-"""The README's commands work as written, and the docs' links lead somewhere. Every `.venv/bin/python -m fireact.<stage> ...` line of it
-is composed as its stage's Hydra app composes it (the groups exist, the keys exist, the values parse);
-the quick offline ones also run for real, here; the long offline ones run in the `slow` tests.
-The rest need what this machine lacks (a GPU, an API key, a server, a trained model): composing
-them is what can be checked. `<...>` placeholders become a value of the same shape."""
+"""The README's commands work as written, and the docs' relative links lead to files. Every
+`.venv/bin/python -m fireact.<stage> ...` line of the README is composed as its stage's Hydra app
+composes it (the groups exist, the keys exist, the values parse); the quick offline ones also run
+for real, here; the long offline ones run in the `slow` tests. The rest need what this machine
+lacks (a GPU, an API key, a server, a trained model): composing them is what can be checked.
+`<...>` placeholders become a value of the same shape."""
 
 from __future__ import annotations
 
