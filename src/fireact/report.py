@@ -209,7 +209,8 @@ def paired_tests(runs: pd.DataFrame, spec: TableSpec, missing: str, scratch: Pat
     runs' per_question.csv: the EM and F1 differences with 95% paired-bootstrap intervals, the
     questions only one got right, McNemar's exact p and, over the table's comparisons, Holm's;
     `settings` names what differs in their manifests (NOT COMPARABLE: their environments, less what
-    the reference axis varies on purpose, as a noise table's rows do the noise). None without a reference; pairs whose runs logged no per-question table are left out, logged."""
+    the reference axis varies on purpose, as a noise table's rows do the noise). None without a
+    reference; pairs whose runs logged no per-question table are left out, logged."""
     if not spec.reference:
         return None
     reference_keys = spec.reference_keys()
