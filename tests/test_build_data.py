@@ -13,9 +13,11 @@ from hydra.utils import instantiate
 from rich.console import Console
 
 from fireact.data.build import build_from_config
+from fireact.data.contamination import questions_unseen_by, seen_qids
 from fireact.data.mix import count_cells
 from fireact.data.summary import print_summary
 from fireact.paths import CONF_DIR
+from fireact.tasks import StrategyQA
 from fireact.trajectory import Step, Trajectory
 from fireact.trajectory_files import read_jsonl, write_jsonl
 
@@ -106,6 +108,22 @@ def test_contaminated_questions_are_reported_and_can_be_dropped(released, tmp_pa
         "hotpotqa/cot": 187, "hotpotqa/react": 500, "mmlu/cot": 246, "mmlu/react": 456,
         "strategyqa/cot": 195, "strategyqa/react": 351}
     assert all(not o.trajectories for o in dropped.overlaps)
+
+
+def test_an_agent_is_scored_on_the_questions_its_training_data_does_not_hold(released, tmp_path):
+    built = build_from_config(compose_build_data("task_mix=multitask", "method_mix=react", f"output_dir={tmp_path}"),
+                              source=released)
+    strategyqa = StrategyQA(split="dev")
+    held = next(o for o in built.overlaps if o.eval_set == "strategyqa:dev").questions
+    assert len(held) == 37  # the multi-task ReAct set holds 37 of the 229 dev questions
+    assert seen_qids(tmp_path, "strategyqa") == set(held) == seen_qids(tmp_path / "manifest.json", "strategyqa")
+    assert seen_qids(tmp_path, "hotpotqa") == set()
+    unseen = questions_unseen_by(strategyqa.questions(), [tmp_path], "strategyqa")
+    assert len(unseen) == 229 - 37 and not {q.qid for q in unseen} & set(held)
+    with pytest.raises(ValueError, match="did not check gsm8k questions.*contamination.eval_sets"):
+        seen_qids(tmp_path, "gsm8k")
+    with pytest.raises(ValueError, match="no build_data manifest.*give a build_data output folder"):
+        seen_qids(tmp_path / "alpaca.json", "strategyqa")
 
 
 def run_cli(*overrides, cwd):

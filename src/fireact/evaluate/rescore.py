@@ -6,7 +6,8 @@ the task's own scoring against the task's gold answer, questions missing from th
 failures, and the agreement with the EM stored in the file is reported. With two or more files,
 the oracle and random choice among them are reported too (fireact.evaluate.oracle), and how
 often each file's trajectory is the same as the first file's (fireact.evaluate.agreement: e.g.
-the same greedy agent run by two backends).
+the same greedy agent run by two backends). `unseen_by` leaves out the questions that an
+agent's training data holds (fireact.data.contamination).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fireact import terminal, tracking
+from fireact.data.contamination import questions_unseen_by
 from fireact.evaluate import manifest as manifests, stats
 from fireact.evaluate.agreement import agreement
 from fireact.evaluate.files import write_evaluation
@@ -164,6 +166,11 @@ def run(cfg: DictConfig) -> dict[str, dict[str, float]]:
     with tracking.start_run(cfg, stage="rescore"):
         task = instantiate(cfg.task)
         questions = task.questions()
+        if cfg.unseen_by:
+            asked = len(questions)
+            questions = questions_unseen_by(questions, [Path(p) for p in cfg.unseen_by], task.name)
+            log.info("%d of the %d questions are in the training data of %s: re-scoring the other %d",
+                     asked - len(questions), asked, list(cfg.unseen_by), len(questions))
         results: dict[str, Rescored] = {}
         paths = find_files(list(cfg.files))
         for path, name in zip(paths, file_labels(paths)):
