@@ -77,9 +77,11 @@ def grid_overrides(experiment: str, tmp_path: Path) -> list[list[str]]:
 
 def check_job(experiment: str, overrides: list[str], tmp_path: Path) -> None:
     entry = entry_point(experiment)
-    cfg, _ = compose_job(entry, [f"experiment={experiment}", *overrides], tmp_path)
+    cfg, hydra_cfg = compose_job(entry, [f"experiment={experiment}", *overrides], tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["experiment_name"] == experiment
+    if "task_questions" in resolved:  # each task's own question count reaches the task (Bamboogle has 125)
+        assert resolved["task"]["n"] == resolved["task_questions"][hydra_cfg.runtime.choices.task]
     if entry == "pipeline":  # each stage's config, with the changes the pipeline makes to it
         from fireact.pipeline import stage_config
 
