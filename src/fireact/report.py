@@ -49,7 +49,9 @@ class TableSpec:
     question, within each column (row); {rows: VALUE, cols: VALUE}: every other cell is paired with
     that cell (a grid's origin): `paired_tests`. average: a last row, the mean of each
     column over the rows that have a value in every column (a macro average over datasets, as
-    Search-R1's papers report it; shown without an interval)."""
+    Search-R1's papers report it; shown without an interval). where: {param: value}: the table
+    takes only the runs with these values (Table 5's prompted rows: {agent: prompted}, where
+    the fine-tuned runs have the same `method`)."""
 
     rows: str
     cols: str | None = None
@@ -60,6 +62,7 @@ class TableSpec:
     title: str = ""
     reference: dict | None = None
     average: bool = False
+    where: dict | None = None
 
     def __post_init__(self):
         if self.agg not in AGGREGATIONS:
@@ -70,6 +73,13 @@ class TableSpec:
                              f"axes the table has, and the value every other row, column or cell is paired with")
         if self.plot not in (*PLOTS, None):
             raise ValueError(f"table plot {self.plot!r} is not one of {PLOTS} or null")
+
+    def select(self, runs: pd.DataFrame) -> pd.DataFrame:
+        """The runs the table is built from: those with the `where` values."""
+        keep = pd.Series(True, index=runs.index)
+        for key, value in (self.where or {}).items():
+            keep &= runs[column(key)].astype(str) == str(value) if column(key) in runs else False
+        return runs[keep]
 
     def keys(self) -> list[str]:
         """The run-table columns a cell is keyed by: the rows param, then the cols param if any."""
@@ -426,25 +436,26 @@ def build_tables(runs: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> tuple[di
     tables, sections, cell_run_ids = {}, [], set()
     for name, options in cfg.tables.items():
         spec = TableSpec(**OmegaConf.to_container(options, resolve=True))
+        table_runs = spec.select(runs)
         title = spec.title or f"{spec.metric} by {spec.rows}" + (f" × {spec.cols}" if spec.cols else "")
         try:
-            table = pivot(runs, spec, cfg.missing) * spec.scale
+            table = pivot(table_runs, spec, cfg.missing) * spec.scale
         except TableSkipped as why:
             log.warning("table %s skipped: %s", name, why)
             continue
         if spec.average:
             table.loc["average"] = table.dropna().mean()
         tables[name] = table
-        cell_run_ids.update(cell_runs(runs, spec, cfg.missing)["run_id"])
-        bounds = interval_tables(runs, spec, table)
+        cell_run_ids.update(cell_runs(table_runs, spec, cfg.missing)["run_id"])
+        bounds = interval_tables(table_runs, spec, table)
         shown = None
         if bounds is not None:
             shown = with_intervals(table, *bounds, cfg.digits)
-            title += f" (95% bootstrap intervals; questions per cell: {questions_per_cell(runs, spec)})"
+            title += f" (95% bootstrap intervals; questions per cell: {questions_per_cell(table_runs, spec)})"
         sections.append(write_table(table, name, title, out_dir, cfg.digits, shown))
-        sections += [f"{line}\n" for line in incomparable_rows(runs, spec, cfg.missing)]
+        sections += [f"{line}\n" for line in incomparable_rows(table_runs, spec, cfg.missing)]
         with tempfile.TemporaryDirectory() as scratch:
-            paired = paired_tests(runs, spec, cfg.missing, Path(scratch))
+            paired = paired_tests(table_runs, spec, cfg.missing, Path(scratch))
         if paired is not None:
             arms = getattr(spec, next(iter(spec.reference))) if len(spec.reference) == 1 else "cell"
             holm = f"; Holm over the {len(paired)} comparisons" if len(paired) > 1 else ""

@@ -176,6 +176,27 @@ def test_report_pairs_arms_that_differ_in_what_the_reference_axis_varies(trackin
     assert pd.isna(paired.loc["none_obs", "settings"]) and paired.loc["random_obs", "settings"] == "NOT COMPARABLE: tool"
 
 
+def test_a_table_takes_only_the_runs_its_where_names(tracking_uri, compose_cfg, released_7b, tmp_path):
+    """Table 5's report holds prompted and fine-tuned runs that share `method`: the prompted table
+    must not show a newer fine-tuned run in its ReAct row."""
+    from dataclasses import replace
+
+    for agent, right in (("prompted", 2), ("fine-tuned", 6)):
+        trajectories = [replace(t, em=1.0 if i < right else 0.0) for i, t in enumerate(released_7b[:20])]
+        with tracking.start_run(compose_cfg("rescore", "experiment_name=report-agents"), stage="evaluate",
+                                params={"method": "react", "agent": agent}):
+            summary = summarize(trajectories)
+            tracking.log_evaluation(summary, write_evaluation(trajectories, summary, tmp_path / agent))
+    cfg = compose_cfg("report", "experiments=[report-agents]", "turns=null", "~tables",
+                      "+tables={prompted: {rows: method, plot: null, where: {agent: prompted}},"
+                      " finetuned: {rows: method, plot: null, where: {agent: fine-tuned}},"
+                      " nobody: {rows: method, plot: null, where: {agent: dpo}}}")
+    tables = report(cfg)
+    assert tables["prompted"].loc["react", "em"] == pytest.approx(0.1)
+    assert tables["finetuned"].loc["react", "em"] == pytest.approx(0.3)
+    assert "nobody" not in tables
+
+
 def test_report_pairs_every_cell_of_a_grid_with_its_origin(tracking_uri, compose_cfg, released_7b, tmp_path):
     """reference: {rows: 0, cols: 0}: a grid's cells (here CoT x Reflexion fractions) are each
     paired with the origin cell, ReAct alone, named by both keys."""
